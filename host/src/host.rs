@@ -1,0 +1,205 @@
+//! The embedding API: one engine and linker, and the loaded actions by name.
+
+use anyhow::{Context as _, Result};
+use serde_json::{Map, Value as Json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use wasmtime::Engine;
+use wasmtime::component::{HasSelf, Linker};
+
+use crate::bindings::Plugin as PluginWorld;
+use crate::context::CallContext;
+use crate::engine::{self, EpochTicker};
+use crate::error::{ErrorKind, InvokeError, LoadError};
+use crate::invoke::{self, Invocation};
+use crate::manifest::Manifest;
+use crate::plugin::{self, Interface, Plugin};
+use crate::settings::{ActionSettings, HostConfig, Limits};
+use crate::state::State;
+
+/// A host for actions. Cheap to clone: clones share the engine and the actions.
+#[derive(Clone)]
+pub struct Host {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<State>,
+    config: HostConfig,
+    actions: RwLock<HashMap<String, Arc<Plugin>>>,
+    _ticker: EpochTicker,
+}
+
+/// A component's manifest with its imports and exports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Inspection {
+    /// What the action says about itself.
+    pub manifest: Manifest,
+    /// Its imports and exports.
+    #[serde(flatten)]
+    pub interface: Interface,
+}
+
+impl Host {
+    /// Creates a host: the engine, its epoch ticker, and the linker with WASI
+    /// (locked down) and the contract's imports.
+    pub fn new(config: HostConfig) -> Result<Host> {
+        let engine = engine::build(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("failed to link WASI")?;
+        PluginWorld::add_to_linker::<State, HasSelf<State>>(&mut linker, |state| state)
+            .map_err(anyhow::Error::from)
+            .context("failed to link the action imports")?;
+        let ticker = EpochTicker::start(&engine)?;
+        Ok(Host {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                config,
+                actions: RwLock::new(HashMap::new()),
+                _ticker: ticker,
+            }),
+        })
+    }
+
+    /// Loads `bytes` as the action `name` with default settings, replacing any
+    /// action of that name once the new one is ready. See [`Host::load_with`].
+    pub async fn load(
+        &self,
+        name: &str,
+        bytes: impl AsRef<[u8]>,
+    ) -> Result<Arc<Manifest>, LoadError> {
+        self.load_with(name, bytes, ActionSettings::default()).await
+    }
+
+    /// Validates, compiles and pre-instantiates `bytes` as the action `name`,
+    /// calls its `describe` and checks the manifest. Only then does the action
+    /// replace the one of that name: a failed load changes nothing, and calls
+    /// already running finish on the version they started with.
+    pub async fn load_with(
+        &self,
+        name: &str,
+        bytes: impl AsRef<[u8]>,
+        settings: ActionSettings,
+    ) -> Result<Arc<Manifest>, LoadError> {
+        plugin::check_name(name)?;
+        let limits = self.check_limits(settings.limits)?;
+        let component = self.compile(bytes.as_ref()).await?;
+        let pre = plugin::link(&self.inner.engine, &self.inner.linker, &component)?;
+        let config = Arc::new(settings.config);
+        let manifest =
+            Arc::new(plugin::describe(&self.inner.engine, &pre, &limits, &config).await?);
+        let loaded = Plugin {
+            name: name.to_owned(),
+            manifest: Arc::clone(&manifest),
+            pre,
+            limits,
+            config,
+        };
+        self.write_actions()
+            .insert(name.to_owned(), Arc::new(loaded));
+        Ok(manifest)
+    }
+
+    /// Reads a component's manifest, imports and exports without loading it.
+    pub async fn inspect(&self, bytes: impl AsRef<[u8]>) -> Result<Inspection, LoadError> {
+        let component = self.compile(bytes.as_ref()).await?;
+        let interface = plugin::interface(&self.inner.engine, &component);
+        let pre = plugin::link(&self.inner.engine, &self.inner.linker, &component)?;
+        let limits = self.inner.config.default_limits;
+        let manifest = plugin::describe(
+            &self.inner.engine,
+            &pre,
+            &limits,
+            &Arc::new(BTreeMap::new()),
+        )
+        .await?;
+        Ok(Inspection {
+            manifest,
+            interface,
+        })
+    }
+
+    /// Runs the action `name` once, in a fresh instance, with the caller's
+    /// context and the input attributes (a JSON object keyed by name).
+    pub async fn invoke(
+        &self,
+        name: &str,
+        context: CallContext,
+        input: &Map<String, Json>,
+    ) -> Result<Invocation, InvokeError> {
+        let plugin = self.read_actions().get(name).cloned().ok_or_else(|| {
+            InvokeError::new(
+                ErrorKind::UnknownAction,
+                format!("no action is loaded as `{name}`"),
+            )
+        })?;
+        invoke::run(&plugin, context, input).await
+    }
+
+    /// The manifest of the action `name`, if it is loaded.
+    pub fn manifest(&self, name: &str) -> Option<Arc<Manifest>> {
+        self.read_actions()
+            .get(name)
+            .map(|plugin| Arc::clone(&plugin.manifest))
+    }
+
+    /// The names of the loaded actions, sorted.
+    pub fn actions(&self) -> Vec<String> {
+        let mut names: Vec<_> = self.read_actions().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Unloads the action `name`; calls already running finish. Returns whether
+    /// it was loaded.
+    pub fn unload(&self, name: &str) -> bool {
+        self.write_actions().remove(name).is_some()
+    }
+
+    async fn compile(&self, bytes: &[u8]) -> Result<wasmtime::component::Component, LoadError> {
+        plugin::check_header(bytes)?;
+        let engine = self.inner.engine.clone();
+        let bytes = bytes.to_vec();
+        // Compiling a large component takes seconds: keep it off the async workers.
+        tokio::task::spawn_blocking(move || plugin::compile(&engine, &bytes))
+            .await
+            .map_err(|e| LoadError::Host(anyhow::anyhow!("the compiler thread failed: {e}")))?
+    }
+
+    fn check_limits(&self, limits: Option<Limits>) -> Result<Limits, LoadError> {
+        let limits = limits.unwrap_or(self.inner.config.default_limits);
+        let max = self.inner.config.max_memory_bytes;
+        if limits.memory_bytes > max {
+            return Err(LoadError::Settings(format!(
+                "a memory limit of {} MiB is above this host's maximum of {} MiB",
+                limits.memory_bytes >> 20,
+                max >> 20
+            )));
+        }
+        if limits.deadline.is_zero() || limits.deadline.as_millis() > u128::from(u32::MAX) {
+            return Err(LoadError::Settings(
+                "the deadline must be between 1 ms and 49 days".into(),
+            ));
+        }
+        Ok(limits)
+    }
+
+    fn read_actions(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Plugin>>> {
+        // The map holds only Arcs, so it is whole even if a writer panicked.
+        self.inner
+            .actions
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write_actions(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Plugin>>> {
+        self.inner
+            .actions
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

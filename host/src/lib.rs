@@ -1,0 +1,63 @@
+//! action-host runs *actions* (WebAssembly components that implement
+//! `wit/action.wit`) in a sandbox, once per call, in a fresh instance.
+//!
+//! # Embedding
+//!
+//! 1. Create one [`Host`] for the process: it owns the engine (pooling
+//!    allocator, copy-on-write memory images, epoch deadlines).
+//! 2. [`Host::load`] an action's bytes under a name. The component is
+//!    validated, compiled, pre-instantiated, and its manifest is read once.
+//! 3. [`Host::invoke`] it with the conversation's [`CallContext`] and the input
+//!    attributes as a JSON object. Each call gets a fresh store and instance,
+//!    its own deadline, memory limit and log cap.
+//!
+//! ```no_run
+//! use action_host::{CallContext, Host, HostConfig};
+//! use serde_json::json;
+//!
+//! # async fn demo() -> anyhow::Result<()> {
+//! let host = Host::new(HostConfig::default())?;
+//! let bytes = std::fs::read("greeting.wasm")?;
+//! host.load("greeting", &bytes).await?;
+//!
+//! let context = CallContext { timezone: Some("Europe/London".into()), ..CallContext::default() };
+//! let input = json!({ "first_name": "Ada", "is_member": true });
+//! match host.invoke("greeting", context, input.as_object().unwrap()).await {
+//!     Ok(done) => println!("{} {:?}", done.success, done.attributes),
+//!     Err(error) => eprintln!("{}: {}", error.kind, error.message),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! An invocation ends in an [`Invocation`] (an outcome, successful or a
+//! business failure) or an [`InvokeError`] whose [`ErrorKind`] says why:
+//! invalid input, a timeout, a trap or the memory limit (`internal`), or an
+//! error the action returned. None of them disturbs other calls.
+//!
+//! The path of one call: [`Host::invoke`] (`host.rs`) finds the loaded
+//! version, `invoke.rs` checks the input against the manifest (`value.rs`),
+//! builds the context (`context.rs`) and a fresh store (`state.rs`, with the
+//! log capture of `log.rs`), and maps the result back.
+
+mod bindings;
+mod context;
+mod engine;
+mod error;
+mod host;
+mod invoke;
+mod log;
+mod manifest;
+mod plugin;
+mod settings;
+mod state;
+mod value;
+
+pub use context::CallContext;
+pub use error::{ErrorKind, InvokeError, LoadError};
+pub use host::{Host, Inspection};
+pub use invoke::Invocation;
+pub use log::{Level, LogLine, Source};
+pub use manifest::{AttributeSpec, Manifest, ValueKind};
+pub use plugin::Interface;
+pub use settings::{ActionSettings, HostConfig, Limits};

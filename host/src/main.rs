@@ -1,0 +1,181 @@
+//! The `action-host` command: CLI wiring only.
+
+use action_host::{ActionSettings, CallContext, Host, HostConfig, Limits};
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use serde_json::{Map, Value as Json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Runs WebAssembly actions for conversation platforms, in a sandbox.
+#[derive(Parser)]
+#[command(name = "action-host", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs an action once and prints the result as JSON.
+    Run(RunArgs),
+    /// Prints an action's manifest, imports and exports as JSON.
+    Inspect {
+        /// The component (.wasm).
+        file: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The component (.wasm).
+    file: PathBuf,
+    /// The input attributes, as a JSON object.
+    #[arg(long, default_value = "{}")]
+    input: String,
+    /// The conversation's context, as a JSON object (user_id, timezone, ...).
+    #[arg(long, default_value = "{}")]
+    context: String,
+    /// An operator setting the action reads through `config` (repeatable).
+    #[arg(long = "config", value_name = "KEY=VALUE")]
+    config: Vec<String>,
+    /// The deadline in milliseconds.
+    #[arg(long, value_name = "N")]
+    timeout_ms: Option<u64>,
+    /// The linear memory limit in MiB.
+    #[arg(long, value_name = "N")]
+    memory_mib: Option<usize>,
+    /// The name to load the action under; defaults to the file's stem.
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Run(args) => run(args).await,
+        Command::Inspect { file } => inspect(&file).await,
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> Result<ExitCode> {
+    let input = json_object("--input", &args.input)?;
+    let context = CallContext::from_json(&parse_json("--context", &args.context)?)
+        .map_err(anyhow::Error::msg)?;
+    let config = key_values(&args.config)?;
+    let defaults = Limits::default();
+    let limits = Limits {
+        deadline: args
+            .timeout_ms
+            .map_or(defaults.deadline, Duration::from_millis),
+        memory_bytes: args
+            .memory_mib
+            .map_or(defaults.memory_bytes, |mib| mib << 20),
+        ..defaults
+    };
+    let bytes = read(&args.file)?;
+    let name = args.name.unwrap_or_else(|| name_from(&args.file));
+
+    let host = Host::new(HostConfig {
+        default_limits: limits,
+        max_memory_bytes: limits
+            .memory_bytes
+            .max(HostConfig::default().max_memory_bytes),
+        // One call at a time: a small pool starts faster.
+        pool_size: 4,
+    })?;
+    host.load_with(
+        &name,
+        &bytes,
+        ActionSettings {
+            limits: Some(limits),
+            config,
+        },
+    )
+    .await?;
+    match host.invoke(&name, context, &input).await {
+        Ok(invocation) => {
+            println!("{}", serde_json::to_string_pretty(&invocation)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            for line in &error.logs {
+                eprintln!("[{:?} {:?}] {}", line.source, line.level, line.message);
+            }
+            eprintln!("error: {error}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn inspect(file: &Path) -> Result<ExitCode> {
+    let bytes = read(file)?;
+    let host = Host::new(HostConfig {
+        pool_size: 4,
+        ..HostConfig::default()
+    })?;
+    let inspection = host.inspect(&bytes).await?;
+    println!("{}", serde_json::to_string_pretty(&inspection)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read(file: &Path) -> Result<Vec<u8>> {
+    std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))
+}
+
+fn parse_json(flag: &str, text: &str) -> Result<Json> {
+    serde_json::from_str(text).with_context(|| format!("{flag} is not valid JSON"))
+}
+
+fn json_object(flag: &str, text: &str) -> Result<Map<String, Json>> {
+    match parse_json(flag, text)? {
+        Json::Object(object) => Ok(object),
+        _ => bail!(
+            "{flag} must be a JSON object of attributes, for example '{{\"first_name\": \"Ada\"}}'"
+        ),
+    }
+}
+
+fn key_values(pairs: &[String]) -> Result<BTreeMap<String, String>> {
+    pairs
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+            _ => bail!("--config expects KEY=VALUE, got `{pair}`"),
+        })
+        .collect()
+}
+
+/// A valid action name made from a file name: `Greeting v2.wasm` -> `greeting-v2`.
+fn name_from(file: &Path) -> String {
+    let stem = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let name: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if name.is_empty() {
+        "action".into()
+    } else {
+        name
+    }
+}
