@@ -133,10 +133,10 @@ pub(crate) async fn run(
             duration: started.elapsed(),
         }),
         Err(mut error) => {
-            if error.kind == ErrorKind::Internal {
-                if let Some(panic) = panic_message(&logs) {
-                    error.message = format!("{} (the action panicked: {panic})", error.message);
-                }
+            if error.kind == ErrorKind::Internal
+                && let Some(panic) = panic_message(&logs)
+            {
+                error.message = format!("{} (the action panicked: {panic})", error.message);
             }
             error.logs = logs;
             Err(error)

@@ -67,6 +67,11 @@ pub(crate) fn link(
     linker: &Linker<State>,
     component: &Component,
 ) -> Result<PluginPre<State>, LoadError> {
+    let pre = linker.instantiate_pre(component).map_err(|e| {
+        LoadError::Contract(format!(
+            "it imports something the host does not provide: {e:#}"
+        ))
+    })?;
     let ty = component.component_type();
     if ty.get_export(engine, ACTION_EXPORT).is_none() {
         let exports: Vec<_> = ty
@@ -82,11 +87,6 @@ pub(crate) fn link(
             "it does not export `{ACTION_EXPORT}` (it exports {found}); build it against wit/action.wit, world `plugin`"
         )));
     }
-    let pre = linker.instantiate_pre(component).map_err(|e| {
-        LoadError::Contract(format!(
-            "it imports something the host does not provide: {e:#}"
-        ))
-    })?;
     PluginPre::new(pre).map_err(|e| {
         LoadError::Contract(format!(
             "its `{ACTION_EXPORT}` export does not match the contract: {e:#}"
@@ -135,11 +135,13 @@ pub(crate) fn interface(engine: &Engine, component: &Component) -> Interface {
     let ty = component.component_type();
     let describe = |(name, item): (&str, ComponentItem)| match item {
         ComponentItem::ComponentInstance(instance) => {
-            let names: Vec<_> = instance
+            // Name the functions: they are what an import must provide.
+            let functions: Vec<_> = instance
                 .exports(engine)
-                .map(|(n, _)| n.to_owned())
+                .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentFunc(_)))
+                .map(|(function, _)| function.to_owned())
                 .collect();
-            format!("{name} (instance: {})", names.join(", "))
+            format!("{name} (instance: {})", functions.join(", "))
         }
         ComponentItem::ComponentFunc(_) | ComponentItem::CoreFunc(_) => {
             format!("{name} (function)")

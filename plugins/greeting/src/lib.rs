@@ -19,16 +19,37 @@ impl Guest for Greeting {
         Manifest {
             name: "greeting".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "Greets the user by first name and part of day, and mentions their membership"
-                .into(),
+            description:
+                "Greets the user by first name and part of day, and mentions their membership"
+                    .into(),
             inputs: vec![
-                spec("first_name", ValueKind::Text, true, "The user's first name (or full name)"),
-                spec("is_member", ValueKind::Boolean, false, "Whether the user is a member"),
-                spec("membership_tier", ValueKind::Text, false, "The member's tier, for example gold"),
+                spec(
+                    "first_name",
+                    ValueKind::Text,
+                    true,
+                    "The user's first name (or full name)",
+                ),
+                spec(
+                    "is_member",
+                    ValueKind::Boolean,
+                    false,
+                    "Whether the user is a member",
+                ),
+                spec(
+                    "membership_tier",
+                    ValueKind::Text,
+                    false,
+                    "The member's tier, for example gold",
+                ),
             ],
             outputs: vec![
                 spec("greeting", ValueKind::Text, false, "The greeting to say"),
-                spec("part_of_day", ValueKind::Text, false, "morning, afternoon, evening or night"),
+                spec(
+                    "part_of_day",
+                    ValueKind::Text,
+                    false,
+                    "morning, afternoon, evening or night",
+                ),
             ],
             hosts: Vec::new(),
             config: Vec::new(),
@@ -73,8 +94,14 @@ impl Guest for Greeting {
         Ok(Outcome {
             success: true,
             attributes: vec![
-                Attribute { name: "greeting".into(), value: Value::Text(greeting.clone()) },
-                Attribute { name: "part_of_day".into(), value: Value::Text(part.into()) },
+                Attribute {
+                    name: "greeting".into(),
+                    value: Value::Text(greeting.clone()),
+                },
+                Attribute {
+                    name: "part_of_day".into(),
+                    value: Value::Text(part.into()),
+                },
             ],
             messages: vec![greeting],
         })
@@ -82,7 +109,12 @@ impl Guest for Greeting {
 }
 
 fn spec(name: &str, kind: ValueKind, required: bool, description: &str) -> AttributeSpec {
-    AttributeSpec { name: name.into(), kind, required, description: description.into() }
+    AttributeSpec {
+        name: name.into(),
+        kind,
+        required,
+        description: description.into(),
+    }
 }
 
 export!(Greeting);

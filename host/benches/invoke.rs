@@ -1,0 +1,197 @@
+//! One fresh-instance invocation of the greeting action, measured against a
+//! native Rust function doing the same work in the same run.
+//!
+//! `cargo xtask bench` builds the plugins and runs this. It prints p50 and p99
+//! latency and invocations per second on 1 and 2 threads, for the sandboxed
+//! action and for the native baseline.
+
+use action_host::{CallContext, Host, HostConfig};
+use serde_json::{Map, Value, json};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const WARMUP: usize = 2_000;
+const CALLS_PER_THREAD: usize = 20_000;
+
+fn main() -> anyhow::Result<()> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/target/wasm32-wasip2/release/greeting.wasm");
+    let bytes = std::fs::read(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read {} ({e}): run `cargo xtask plugins` first",
+            path.display()
+        )
+    })?;
+    let host = Host::new(HostConfig::default())?;
+    current_thread().block_on(host.load("greeting", &bytes))?;
+
+    let input = json!({"first_name": "Ada Lovelace", "is_member": true, "membership_tier": "gold"});
+    let input = Arc::new(input.as_object().unwrap().clone());
+    let context = CallContext {
+        timezone: Some("Europe/London".into()),
+        ..CallContext::default()
+    };
+
+    let wasm = {
+        let (host, input, context) = (host.clone(), Arc::clone(&input), context.clone());
+        move || {
+            let (host, input, context) = (host.clone(), Arc::clone(&input), context.clone());
+            async move {
+                let done = host
+                    .invoke("greeting", context, &input)
+                    .await
+                    .expect("the greeting action runs");
+                assert!(done.success);
+            }
+        }
+    };
+    let native = {
+        let (input, context) = (Arc::clone(&input), context.clone());
+        move || {
+            let (input, context) = (Arc::clone(&input), context.clone());
+            async move {
+                let done = native_greeting(&context, &input).expect("the native greeting runs");
+                assert!(std::hint::black_box(done)["success"] == true);
+            }
+        }
+    };
+
+    println!("| what | threads | p50 (us) | p99 (us) | invocations/s |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for threads in [1, 2] {
+        report(
+            "greeting.wasm, fresh instance",
+            threads,
+            &measure(threads, wasm.clone()),
+        );
+        report(
+            "native Rust function",
+            threads,
+            &measure(threads, native.clone()),
+        );
+    }
+    Ok(())
+}
+
+struct Run {
+    latencies: Vec<Duration>,
+    wall: Duration,
+}
+
+/// Runs `call` CALLS_PER_THREAD times on each of `threads` threads, each with its own
+/// single-threaded runtime, and records every call's latency.
+fn measure<F, Fut>(threads: usize, call: F) -> Run
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let start = Arc::new(std::sync::Barrier::new(threads + 1));
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (call, start) = (call.clone(), Arc::clone(&start));
+            std::thread::spawn(move || {
+                current_thread().block_on(async move {
+                    for _ in 0..WARMUP {
+                        call().await;
+                    }
+                    start.wait();
+                    let mut latencies = Vec::with_capacity(CALLS_PER_THREAD);
+                    for _ in 0..CALLS_PER_THREAD {
+                        let began = Instant::now();
+                        call().await;
+                        latencies.push(began.elapsed());
+                    }
+                    latencies
+                })
+            })
+        })
+        .collect();
+    start.wait();
+    let began = Instant::now();
+    let mut latencies: Vec<Duration> = workers
+        .into_iter()
+        .flat_map(|w| w.join().expect("a bench thread"))
+        .collect();
+    let wall = began.elapsed();
+    latencies.sort_unstable();
+    Run { latencies, wall }
+}
+
+fn report(what: &str, threads: usize, run: &Run) {
+    let at = |q: f64| {
+        run.latencies[((run.latencies.len() as f64 * q) as usize).min(run.latencies.len() - 1)]
+    };
+    let micros = |d: Duration| d.as_secs_f64() * 1e6;
+    let per_second = run.latencies.len() as f64 / run.wall.as_secs_f64();
+    println!(
+        "| {what} | {threads} | {:.1} | {:.1} | {:.0} |",
+        micros(at(0.50)),
+        micros(at(0.99)),
+        per_second
+    );
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// The greeting action's work done natively, from the same JSON input to the
+/// same JSON output: check the required input and its kinds, compute the local
+/// hour in the user's time zone, build the greeting.
+fn native_greeting(context: &CallContext, input: &Map<String, Value>) -> Result<Value, String> {
+    let full_name = match input.get("first_name") {
+        Some(Value::String(name)) => name,
+        Some(_) => return Err("input `first_name`: expected text".into()),
+        None => return Err("the required input `first_name` is missing".into()),
+    };
+    let is_member = match input.get("is_member") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err("input `is_member`: expected a boolean".into()),
+    };
+    let tier = input.get("membership_tier").and_then(Value::as_str);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let zone = context
+        .timezone
+        .as_deref()
+        .and_then(|z| jiff::tz::TimeZone::get(z).ok())
+        .unwrap_or(jiff::tz::TimeZone::UTC);
+    let hour = jiff::Timestamp::from_millisecond(now_ms)
+        .unwrap()
+        .to_zoned(zone)
+        .hour();
+    let part = match hour {
+        5..=11 => "morning",
+        12..=16 => "afternoon",
+        17..=21 => "evening",
+        _ => "night",
+    };
+    let name = full_name
+        .split_whitespace()
+        .next()
+        .ok_or("first_name is empty")?;
+    let salutation = if part == "night" {
+        "Hello".to_string()
+    } else {
+        format!("Good {part}")
+    };
+    let mut greeting = format!("{salutation}, {name}!");
+    match (is_member, tier) {
+        (true, Some(tier)) => greeting.push_str(&format!(" Thanks for being a {tier} member.")),
+        (true, None) => greeting.push_str(" Thanks for being a member."),
+        (false, _) => {}
+    }
+    Ok(json!({
+        "success": true,
+        "attributes": {"greeting": greeting, "part_of_day": part},
+        "messages": [greeting],
+        "logs": [],
+    }))
+}

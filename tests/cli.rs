@@ -1,0 +1,197 @@
+//! The `action-host` command end to end: real components built from source.
+
+mod common;
+
+use serde_json::{Value, json};
+use std::process::{Command, Output};
+
+fn action_host(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_action-host"))
+        .args(args)
+        .output()
+        .expect("run action-host")
+}
+
+fn run(plugin: &str, extra: &[&str]) -> Output {
+    let path = common::plugin(plugin);
+    let mut args = vec!["run", path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    action_host(&args)
+}
+
+fn stdout_json(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+}
+
+fn stderr(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "expected a failure, got {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn run_prints_the_outcome_as_json() {
+    let out = run(
+        "greeting",
+        &[
+            "--input",
+            r#"{"first_name":"Ada","is_member":true}"#,
+            "--context",
+            r#"{"timezone":"Europe/Paris"}"#,
+        ],
+    );
+    let result = stdout_json(&out);
+    assert_eq!(result["success"], true);
+    assert!(
+        result["attributes"]["greeting"]
+            .as_str()
+            .unwrap()
+            .contains("Ada! Thanks for being a member.")
+    );
+    assert_eq!(result["messages"].as_array().unwrap().len(), 1);
+    assert!(result["logs"].is_array());
+    assert!(result["duration_ms"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn a_business_failure_exits_zero() {
+    let result = stdout_json(&run("fixture", &["--input", r#"{"behave":"fail"}"#]));
+    assert_eq!(result["success"], false);
+    assert_eq!(result["messages"], json!(["no previous order"]));
+}
+
+#[test]
+fn config_values_reach_the_action() {
+    let out = run(
+        "fixture",
+        &[
+            "--input",
+            r#"{"behave":"config","key":"region"}"#,
+            "--config",
+            "region=eu-west",
+        ],
+    );
+    assert_eq!(stdout_json(&out)["attributes"]["value"], "eu-west");
+}
+
+#[test]
+fn a_timeout_fails_with_a_clear_message() {
+    let err = stderr(&run(
+        "fixture",
+        &["--input", r#"{"behave":"loop"}"#, "--timeout-ms", "200"],
+    ));
+    assert!(
+        err.contains("error: timeout: the action did not finish within its deadline of 200 ms"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_panic_fails_with_the_trap_and_panic_messages() {
+    let err = stderr(&run("fixture", &["--input", r#"{"behave":"panic"}"#]));
+    assert!(err.contains("error: internal: "), "{err}");
+    assert!(err.contains("the fixture panicked on purpose"), "{err}");
+}
+
+#[test]
+fn the_memory_limit_is_set_from_the_command_line() {
+    let err = stderr(&run(
+        "fixture",
+        &[
+            "--input",
+            r#"{"behave":"grow-memory"}"#,
+            "--memory-mib",
+            "8",
+        ],
+    ));
+    assert!(err.contains("memory limit of 8 MiB"), "{err}");
+}
+
+#[test]
+fn malformed_input_is_named() {
+    let err = stderr(&run("greeting", &["--input", "{first_name: Ada}"]));
+    assert!(err.contains("--input is not valid JSON"), "{err}");
+    let err = stderr(&run("greeting", &["--input", "[1, 2]"]));
+    assert!(err.contains("--input must be a JSON object"), "{err}");
+    let err = stderr(&run(
+        "greeting",
+        &[
+            "--input",
+            r#"{"first_name":"Ada"}"#,
+            "--context",
+            r#"{"tz":"UTC"}"#,
+        ],
+    ));
+    assert!(err.contains("unknown field `tz`"), "{err}");
+    let err = stderr(&run(
+        "greeting",
+        &["--input", r#"{"first_name":"Ada"}"#, "--config", "novalue"],
+    ));
+    assert!(
+        err.contains("--config expects KEY=VALUE, got `novalue`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_or_mistyped_attribute_is_named() {
+    let err = stderr(&run("greeting", &["--input", "{}"]));
+    assert!(
+        err.contains("error: invalid-input: the required input `first_name` is missing"),
+        "{err}"
+    );
+    let err = stderr(&run(
+        "greeting",
+        &["--input", r#"{"first_name":"Ada","is_member":3}"#],
+    ));
+    assert!(
+        err.contains("input `is_member`: expected a boolean, got a number"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_file_that_is_not_a_component_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"not wasm at all").unwrap();
+    let err = stderr(&action_host(&["run", garbage.to_str().unwrap()]));
+    assert!(err.contains("not a WebAssembly component"), "{err}");
+    let err = stderr(&action_host(&[
+        "run",
+        dir.path().join("missing.wasm").to_str().unwrap(),
+    ]));
+    assert!(err.contains("cannot read"), "{err}");
+}
+
+#[test]
+fn inspect_prints_the_manifest_imports_and_exports() {
+    let path = common::plugin("greeting");
+    let result = stdout_json(&action_host(&["inspect", path.to_str().unwrap()]));
+    assert_eq!(result["manifest"]["name"], "greeting");
+    assert_eq!(result["manifest"]["inputs"][0]["name"], "first_name");
+    assert_eq!(result["manifest"]["inputs"][0]["kind"], "text");
+    let exports = result["exports"].as_array().unwrap();
+    assert!(
+        exports.iter().any(|e| e
+            .as_str()
+            .unwrap()
+            .starts_with("webhook:action/action@0.1.0 (instance: describe, run)")),
+        "{exports:?}"
+    );
+    let imports = result["imports"].as_array().unwrap();
+    assert!(
+        imports
+            .iter()
+            .any(|i| i.as_str().unwrap().starts_with("wasi:")),
+        "{imports:?}"
+    );
+}
