@@ -89,6 +89,7 @@ impl Host {
         let limits = self.check_limits(settings.limits)?;
         let component = self.compile(bytes.as_ref()).await?;
         let pre = plugin::link(&self.inner.engine, &self.inner.linker, &component)?;
+        let run = plugin::run_index(&component)?;
         let config = Arc::new(settings.config);
         let manifest =
             Arc::new(plugin::describe(&self.inner.engine, &pre, &limits, &config).await?);
@@ -96,6 +97,7 @@ impl Host {
             name: name.to_owned(),
             manifest: Arc::clone(&manifest),
             pre,
+            run,
             limits,
             config,
         };

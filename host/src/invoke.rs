@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
-use crate::bindings::types::ActionError;
+use crate::bindings::types::{ActionError, Attribute, Context, Outcome};
 use crate::context::{self, CallContext, HostFacts};
 use crate::error::{ErrorKind, InvokeError};
 use crate::log::{Level, LogLine, LogSink, Source};
@@ -36,6 +36,9 @@ pub struct Invocation {
 fn milliseconds<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_f64(duration.as_secs_f64() * 1000.0)
 }
+
+type RunParams<'a> = (&'a Context, &'a [Attribute]);
+type RunResults = (Result<Outcome, ActionError>,);
 
 /// A store for one call of `plugin`-like code: limits, log, and an epoch
 /// callback that yields to the executor on every tick and traps at the deadline.
@@ -101,11 +104,16 @@ pub(crate) async fn run(
     // The epoch callback stops guest code at the deadline; this timeout also
     // stops a call that is waiting in a host import.
     let ran = tokio::time::timeout(limits.deadline, async {
-        let instance = plugin.pre.instantiate_async(&mut store).await?;
-        instance
-            .webhook_action_action()
-            .call_run(&mut store, &ctx, &attributes)
-            .await
+        // The contract's types were checked once at load (PluginPre::new), so
+        // only `run` is looked up here, by its index.
+        let instance = plugin
+            .pre
+            .instance_pre()
+            .instantiate_async(&mut store)
+            .await?;
+        let run = instance.get_typed_func::<RunParams<'_>, RunResults>(&mut store, &plugin.run)?;
+        let (result,) = run.call_async(&mut store, (&ctx, &attributes)).await?;
+        wasmtime::Result::Ok(result)
     })
     .await;
 

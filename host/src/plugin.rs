@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use wasmtime::Engine;
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, ComponentExportIndex, Linker};
 
 use crate::bindings::PluginPre;
 use crate::error::LoadError;
@@ -23,6 +23,8 @@ pub(crate) struct Plugin {
     pub(crate) name: String,
     pub(crate) manifest: Arc<Manifest>,
     pub(crate) pre: PluginPre<State>,
+    /// The `run` function, found once so a call need not look it up by name.
+    pub(crate) run: ComponentExportIndex,
     pub(crate) limits: Limits,
     pub(crate) config: Arc<BTreeMap<String, String>>,
 }
@@ -92,6 +94,16 @@ pub(crate) fn link(
             "its `{ACTION_EXPORT}` export does not match the contract: {e:#}"
         ))
     })
+}
+
+/// The index of the `run` function of a component that passed [`link`].
+pub(crate) fn run_index(component: &Component) -> Result<ComponentExportIndex, LoadError> {
+    let action = component
+        .get_export_index(None, ACTION_EXPORT)
+        .ok_or_else(|| LoadError::Contract(format!("it does not export `{ACTION_EXPORT}`")))?;
+    component
+        .get_export_index(Some(&action), "run")
+        .ok_or_else(|| LoadError::Contract(format!("`{ACTION_EXPORT}` has no `run` function")))
 }
 
 /// Calls `describe` in a fresh instance and checks the manifest it returns.
