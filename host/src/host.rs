@@ -13,8 +13,9 @@ use crate::engine::{self, EpochTicker};
 use crate::error::{ErrorKind, InvokeError, LoadError};
 use crate::invoke::{self, Invocation};
 use crate::manifest::Manifest;
+use crate::outbound::Outbound;
 use crate::plugin::{self, Interface, Plugin};
-use crate::settings::{ActionSettings, HostConfig, Limits};
+use crate::settings::{ActionSettings, HostConfig, HttpLimits, Limits, Secret};
 use crate::state::State;
 
 /// A host for actions. Cheap to clone: clones share the engine and the actions.
@@ -50,6 +51,9 @@ impl Host {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)
             .context("failed to link WASI")?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("failed to link wasi:http")?;
         PluginWorld::add_to_linker::<State, HasSelf<State>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)
             .context("failed to link the action imports")?;
@@ -90,9 +94,15 @@ impl Host {
         let component = self.compile(bytes.as_ref()).await?;
         let pre = plugin::link(&self.inner.engine, &self.inner.linker, &component)?;
         let run = plugin::run_index(&component)?;
+        check_secrets(&settings.secrets)?;
+        let outbound = Arc::new(
+            Outbound::new(settings.grants, settings.secrets, settings.http)
+                .map_err(LoadError::Host)?,
+        );
         let config = Arc::new(settings.config);
-        let manifest =
-            Arc::new(plugin::describe(&self.inner.engine, &pre, &limits, &config).await?);
+        let manifest = Arc::new(
+            plugin::describe(&self.inner.engine, &pre, &limits, &config, &outbound).await?,
+        );
         let loaded = Plugin {
             name: name.to_owned(),
             manifest: Arc::clone(&manifest),
@@ -100,6 +110,7 @@ impl Host {
             run,
             limits,
             config,
+            outbound,
         };
         self.write_actions()
             .insert(name.to_owned(), Arc::new(loaded));
@@ -112,11 +123,16 @@ impl Host {
         let interface = plugin::interface(&self.inner.engine, &component);
         let pre = plugin::link(&self.inner.engine, &self.inner.linker, &component)?;
         let limits = self.inner.config.default_limits;
+        let outbound = Arc::new(
+            Outbound::new(Vec::new(), Vec::new(), HttpLimits::default())
+                .map_err(LoadError::Host)?,
+        );
         let manifest = plugin::describe(
             &self.inner.engine,
             &pre,
             &limits,
             &Arc::new(BTreeMap::new()),
+            &outbound,
         )
         .await?;
         Ok(Inspection {
@@ -204,4 +220,28 @@ impl Host {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Secret names appear in `{{secret:NAME}}` placeholders: keep them plain.
+fn check_secrets(secrets: &[Secret]) -> Result<(), LoadError> {
+    for secret in secrets {
+        let plain = !secret.name.is_empty()
+            && secret
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !plain {
+            return Err(LoadError::Settings(format!(
+                "invalid secret name `{}`: use letters, digits, '_' and '-'",
+                secret.name
+            )));
+        }
+        if secret.allow.is_empty() {
+            return Err(LoadError::Settings(format!(
+                "the secret `{}` is bound to no destination: give it at least one grant",
+                secret.name
+            )));
+        }
+    }
+    Ok(())
 }

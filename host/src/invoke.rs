@@ -12,6 +12,7 @@ use crate::bindings::types::{ActionError, Attribute, Context, Outcome};
 use crate::context::{self, CallContext, HostFacts};
 use crate::error::{ErrorKind, InvokeError};
 use crate::log::{Level, LogLine, LogSink, Source};
+use crate::outbound::Outbound;
 use crate::plugin::Plugin;
 use crate::settings::Limits;
 use crate::state::State;
@@ -47,12 +48,13 @@ pub(crate) fn new_store(
     engine: &Engine,
     limits: &Limits,
     config: Arc<BTreeMap<String, String>>,
+    outbound: Arc<Outbound>,
     log: LogSink,
 ) -> Store<State> {
     let deadline = Instant::now() + limits.deadline;
     let mut store = Store::new(
         engine,
-        State::new(log, config, limits.memory_bytes, deadline),
+        State::new(log, config, limits.memory_bytes, deadline, outbound),
     );
     store.limiter(|state| &mut state.memory);
     store.set_epoch_deadline(1);
@@ -100,6 +102,7 @@ pub(crate) async fn run(
         plugin.pre.engine(),
         limits,
         Arc::clone(&plugin.config),
+        Arc::clone(&plugin.outbound),
         log.clone(),
     );
     // The epoch callback stops guest code at the deadline; this timeout also

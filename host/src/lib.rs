@@ -41,6 +41,7 @@
 //! log capture of `log.rs`), and maps the result back.
 
 mod bindings;
+mod config_file;
 mod context;
 mod engine;
 mod error;
@@ -48,11 +49,15 @@ mod host;
 mod invoke;
 mod log;
 mod manifest;
+mod outbound;
 mod plugin;
+mod policy;
 mod settings;
+mod ssrf;
 mod state;
 mod value;
 
+pub use config_file::HostFile;
 pub use context::CallContext;
 pub use error::{ErrorKind, InvokeError, LoadError};
 pub use host::{Host, Inspection};
@@ -60,4 +65,5 @@ pub use invoke::Invocation;
 pub use log::{Level, LogLine, Source};
 pub use manifest::{AttributeSpec, Manifest, ValueKind};
 pub use plugin::Interface;
-pub use settings::{ActionSettings, HostConfig, Limits};
+pub use policy::{Grant, GrantError};
+pub use settings::{ActionSettings, HostConfig, HttpLimits, Limits, Secret};

@@ -1,6 +1,6 @@
 //! The `action-host` command: CLI wiring only.
 
-use action_host::{ActionSettings, CallContext, Host, HostConfig, Limits};
+use action_host::{ActionSettings, CallContext, Grant, Host, HostConfig, HostFile, Limits, Secret};
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use serde_json::{Map, Value as Json};
@@ -50,6 +50,18 @@ struct RunArgs {
     /// The name to load the action under; defaults to the file's stem.
     #[arg(long)]
     name: Option<String>,
+    /// A destination the action may call, such as 'GET https://api.example.com/orders'
+    /// (repeatable). Without one, every request is denied.
+    #[arg(long = "allow", value_name = "GRANT")]
+    allow: Vec<String>,
+    /// A secret for `{{secret:NAME}}` in request headers, bound to one destination
+    /// (repeatable).
+    #[arg(long = "secret", value_name = "NAME=VALUE@GRANT")]
+    secrets: Vec<String>,
+    /// A host configuration file (TOML); the action's entry gives its grants,
+    /// secrets, config and limits, and the flags above add to it.
+    #[arg(long, value_name = "FILE")]
+    host_config: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -72,8 +84,26 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     let input = json_object("--input", &args.input)?;
     let context = CallContext::from_json(&parse_json("--context", &args.context)?)
         .map_err(anyhow::Error::msg)?;
-    let config = key_values(&args.config)?;
-    let defaults = Limits::default();
+    let name = args.name.clone().unwrap_or_else(|| name_from(&args.file));
+    let mut settings = match &args.host_config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let mut file = HostFile::parse(&text).map_err(|why| {
+                anyhow::anyhow!("invalid host configuration {}: {why}", path.display())
+            })?;
+            file.actions.remove(&name).unwrap_or_default()
+        }
+        None => ActionSettings::default(),
+    };
+    settings.config.extend(key_values(&args.config)?);
+    for grant in &args.allow {
+        settings.grants.push(Grant::parse(grant)?);
+    }
+    for secret in &args.secrets {
+        settings.secrets.push(parse_secret(secret)?);
+    }
+    let defaults = settings.limits.unwrap_or_default();
     let limits = Limits {
         deadline: args
             .timeout_ms
@@ -84,7 +114,6 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         ..defaults
     };
     let bytes = read(&args.file)?;
-    let name = args.name.unwrap_or_else(|| name_from(&args.file));
 
     let host = Host::new(HostConfig {
         default_limits: limits,
@@ -94,15 +123,8 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         // One call at a time: a small pool starts faster.
         pool_size: 4,
     })?;
-    host.load_with(
-        &name,
-        &bytes,
-        ActionSettings {
-            limits: Some(limits),
-            config,
-        },
-    )
-    .await?;
+    settings.limits = Some(limits);
+    host.load_with(&name, &bytes, settings).await?;
     match host.invoke(&name, context, &input).await {
         Ok(invocation) => {
             println!("{}", serde_json::to_string_pretty(&invocation)?);
@@ -154,6 +176,25 @@ fn key_values(pairs: &[String]) -> Result<BTreeMap<String, String>> {
             _ => bail!("--config expects KEY=VALUE, got `{pair}`"),
         })
         .collect()
+}
+
+/// Reads `NAME=VALUE@GRANT`; the value may contain `=` but not `@`.
+fn parse_secret(text: &str) -> Result<Secret> {
+    let usage = || {
+        anyhow::anyhow!(
+            "--secret expects NAME=VALUE@GRANT, for example crm_token=abc@https://crm.example"
+        )
+    };
+    let (name, rest) = text.split_once('=').ok_or_else(usage)?;
+    let (value, grant) = rest.split_once('@').ok_or_else(usage)?;
+    if name.is_empty() || value.is_empty() {
+        return Err(usage());
+    }
+    Ok(Secret {
+        name: name.to_owned(),
+        value: value.to_owned(),
+        allow: vec![Grant::parse(grant)?],
+    })
 }
 
 /// A valid action name made from a file name: `Greeting v2.wasm` -> `greeting-v2`.

@@ -12,6 +12,7 @@ use crate::error::LoadError;
 use crate::invoke;
 use crate::log::LogSink;
 use crate::manifest::Manifest;
+use crate::outbound::Outbound;
 use crate::settings::Limits;
 use crate::state::State;
 
@@ -27,6 +28,7 @@ pub(crate) struct Plugin {
     pub(crate) run: ComponentExportIndex,
     pub(crate) limits: Limits,
     pub(crate) config: Arc<BTreeMap<String, String>>,
+    pub(crate) outbound: Arc<Outbound>,
 }
 
 /// What a component imports and exports, by name.
@@ -112,9 +114,16 @@ pub(crate) async fn describe(
     pre: &PluginPre<State>,
     limits: &Limits,
     config: &Arc<BTreeMap<String, String>>,
+    outbound: &Arc<Outbound>,
 ) -> Result<Manifest, LoadError> {
     let log = LogSink::new(limits.log_bytes);
-    let mut store = invoke::new_store(engine, limits, Arc::clone(config), log.clone());
+    let mut store = invoke::new_store(
+        engine,
+        limits,
+        Arc::clone(config),
+        Arc::clone(outbound),
+        log.clone(),
+    );
     let described = tokio::time::timeout(limits.deadline, async {
         let plugin = pre.instantiate_async(&mut store).await?;
         plugin

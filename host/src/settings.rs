@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::policy::Grant;
+
 /// Bounds on one invocation of an action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -47,6 +49,53 @@ impl Default for HostConfig {
     }
 }
 
+/// Bounds on an action's outbound HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Requests per invocation; more get `budget-exhausted` [8].
+    pub max_requests: u32,
+    /// Response body bytes; a larger body gets `too-large` [1 MiB].
+    pub max_response_bytes: usize,
+    /// Request body bytes; a larger body gets `invalid-request` [1 MiB].
+    pub max_request_body_bytes: usize,
+    /// The longest a request may take; never past the invocation's deadline [10 s].
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> HttpLimits {
+        HttpLimits {
+            max_requests: 8,
+            max_response_bytes: 1 << 20,
+            max_request_body_bytes: 1 << 20,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A secret the host writes into a request header in place of
+/// `{{secret:NAME}}`, only for destinations it is bound to.
+#[derive(Clone)]
+pub struct Secret {
+    /// The name the action writes.
+    pub name: String,
+    /// The value, which the action never sees.
+    pub value: String,
+    /// Where it may be sent.
+    pub allow: Vec<Grant>,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the value, whatever prints the settings.
+        f.debug_struct("Secret")
+            .field("name", &self.name)
+            .field("value", &"<redacted>")
+            .field("allow", &self.allow)
+            .finish()
+    }
+}
+
 /// What the operator sets for one action.
 #[derive(Debug, Clone, Default)]
 pub struct ActionSettings {
@@ -54,4 +103,10 @@ pub struct ActionSettings {
     pub limits: Option<Limits>,
     /// Values the action reads through the `config` import.
     pub config: BTreeMap<String, String>,
+    /// The destinations the action may call. None by default.
+    pub grants: Vec<Grant>,
+    /// Secrets for request headers, each bound to destinations.
+    pub secrets: Vec<Secret>,
+    /// Bounds on outbound HTTP.
+    pub http: HttpLimits,
 }

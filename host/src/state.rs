@@ -1,6 +1,6 @@
 //! What one invocation's `Store` holds, and the host side of the contract's
-//! imports: `log`, `config`, and `http` (which refuses every request until
-//! outbound grants exist).
+//! imports: `log`, `config` and `http`, and of `wasi:http`'s outgoing handler.
+//! Both HTTP paths go through the invocation's [`Gate`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,8 +9,14 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
 use crate::bindings::webhook::action::{config, http, log as wit_log, types};
 use crate::log::{Level, LogSink, Source};
+use crate::outbound::{Admitted, Gate, Outbound, OutboundError, Request};
+use std::future::Future;
 
 /// The data of one invocation's store.
 pub(crate) struct State {
@@ -21,6 +27,8 @@ pub(crate) struct State {
     config: Arc<BTreeMap<String, String>>,
     /// When the invocation must end; the epoch callback checks it.
     pub(crate) deadline: Instant,
+    gate: HttpHooks,
+    http: WasiHttpCtx,
 }
 
 impl State {
@@ -29,6 +37,7 @@ impl State {
         config: Arc<BTreeMap<String, String>>,
         memory_bytes: usize,
         deadline: Instant,
+        outbound: Arc<Outbound>,
     ) -> State {
         // WASI locked down: no preopened directories, environment, arguments,
         // network or name lookups; stdin is empty; stdout and stderr go to the
@@ -47,9 +56,14 @@ impl State {
                 limit: memory_bytes,
                 exceeded: false,
             },
+            gate: HttpHooks {
+                gate: Gate::new(outbound, deadline),
+                log: log.clone(),
+            },
             log,
             config,
             deadline,
+            http: WasiHttpCtx::new(),
         }
     }
 }
@@ -128,11 +142,151 @@ impl http::Host for State {
         &mut self,
         request: http::Request,
     ) -> wasmtime::Result<Result<http::Response, http::HttpError>> {
-        // No destination is granted to any action yet: refuse, as data the
-        // action can branch on, never as a trap.
-        Ok(Err(http::HttpError::Denied(format!(
-            "{} {}: no outbound destination is granted to this action",
-            request.method, request.url
-        ))))
+        let request = Request {
+            method: request.method,
+            url: request.url,
+            headers: request.headers,
+            body: request.body.map(Bytes::from).unwrap_or_default(),
+            timeout: request
+                .timeout_ms
+                .map(|ms| std::time::Duration::from_millis(ms.into())),
+        };
+        // Refusals and failures are values the action branches on, never traps.
+        let sent = match self.gate.admit(request) {
+            Ok(admitted) => self.gate.gate.outbound().send(admitted).await,
+            Err(error) => Err(error),
+        };
+        let response = sent.map_err(|error| match noted(&self.log, error) {
+            OutboundError::Denied(why) => http::HttpError::Denied(why),
+            OutboundError::Timeout => http::HttpError::Timeout,
+            OutboundError::TooLarge => http::HttpError::TooLarge,
+            OutboundError::InvalidRequest(why) => http::HttpError::InvalidRequest(why),
+            OutboundError::Transport(why) => http::HttpError::Transport(why),
+            OutboundError::BudgetExhausted => http::HttpError::BudgetExhausted,
+        });
+        Ok(response.map(|response| http::Response {
+            status: response.status,
+            headers: response.headers,
+            body: response.body.to_vec(),
+        }))
+    }
+}
+
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            hooks: &mut self.gate,
+            table: &mut self.table,
+            ctx: &mut self.http,
+        }
+    }
+}
+
+/// The invocation's gate, also serving as the `wasi:http` hooks.
+struct HttpHooks {
+    gate: Gate,
+    log: LogSink,
+}
+
+impl HttpHooks {
+    /// Admits a request or notes why not; the failure itself is noted by the
+    /// caller once the request has been sent, so each is noted once.
+    fn admit(&self, request: Request) -> Result<Admitted, OutboundError> {
+        self.gate.admit(request)
+    }
+}
+
+/// Notes why a request failed in the invocation's log, so the designer sees it.
+fn noted(log: &LogSink, error: OutboundError) -> OutboundError {
+    let why = match &error {
+        OutboundError::Denied(why) => format!("denied: {why}"),
+        OutboundError::InvalidRequest(why) => format!("invalid: {why}"),
+        OutboundError::Transport(why) => format!("failed: {why}"),
+        OutboundError::Timeout => "timed out".into(),
+        OutboundError::TooLarge => "got a response over the size cap".into(),
+        OutboundError::BudgetExhausted => "exceeded the invocation's request budget".into(),
+    };
+    log.note(Level::Warn, format!("outbound request {why}"));
+    error
+}
+
+type WasiBody = wasmtime_wasi_http::WasiBody;
+type BodySent = Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>;
+type SendFuture = Box<
+    dyn Future<Output = wasmtime_wasi_http::Result<(hyper::Response<WasiBody>, BodySent)>> + Send,
+>;
+
+impl wasmtime_wasi_http::WasiHttpHooks for HttpHooks {
+    fn send_request(
+        &mut self,
+        request: hyper::Request<WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        _body_sent: BodySent,
+    ) -> SendFuture {
+        use wasmtime_wasi_http::Error as E;
+        let (parts, body) = request.into_parts();
+        let request = Request {
+            method: parts.method.as_str().to_owned(),
+            url: parts.uri.to_string(),
+            headers: parts
+                .headers
+                .iter()
+                // wasi:http sets Host from the URL itself; the gate checks the URL.
+                .filter(|(name, _)| *name != hyper::header::HOST)
+                .map(|(name, value)| {
+                    let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                    (name.as_str().to_owned(), value)
+                })
+                .collect(),
+            // wasi:http streams the body after the headers; it is read below,
+            // within the cap, once the gate has admitted the request.
+            body: Bytes::new(),
+            timeout: options.and_then(|o| o.first_byte_timeout),
+        };
+        let admitted = self.admit(request);
+        let outbound = Arc::clone(self.gate.outbound());
+        let log = self.log.clone();
+        Box::new(async move {
+            let fail = |error| to_error_code(noted(&log, error));
+            let mut admitted = admitted.map_err(fail)?;
+            let cap = outbound.body_cap();
+            let body = http_body_util::Limited::new(body, cap)
+                .collect()
+                .await
+                .map_err(|_| {
+                    fail(OutboundError::InvalidRequest(format!(
+                        "the request body is over the cap of {cap} bytes"
+                    )))
+                })?;
+            admitted.set_body(body.to_bytes());
+            let response = outbound.send(admitted).await.map_err(fail)?;
+            let mut builder = hyper::Response::builder().status(response.status);
+            for (name, value) in &response.headers {
+                builder = builder.header(name, value);
+            }
+            let body = http_body_util::Full::new(response.body)
+                .map_err(|never| match never {})
+                .boxed_unsync();
+            let response = builder
+                .body(body)
+                .map_err(|e| E::InternalError(Some(e.to_string())))?;
+            let sent: BodySent = Box::new(async { Ok(()) });
+            Ok((response, sent))
+        })
+    }
+}
+
+/// wasi:http's nearest error code for each failure of the gate and client.
+fn to_error_code(error: OutboundError) -> wasmtime_wasi_http::Error {
+    use wasmtime_wasi_http::Error as E;
+    match error {
+        OutboundError::Denied(_) => E::HttpRequestDenied,
+        OutboundError::Timeout => E::HttpResponseTimeout,
+        OutboundError::TooLarge => E::HttpResponseBodySize(None),
+        OutboundError::InvalidRequest(why) => {
+            E::InternalError(Some(format!("invalid request: {why}")))
+        }
+        OutboundError::Transport(why) => E::InternalError(Some(why)),
+        OutboundError::BudgetExhausted => E::ConnectionLimitReached,
     }
 }

@@ -1,0 +1,213 @@
+//! The host configuration file (TOML): each action's grants, secrets, config
+//! and limits. See `docs/host-config.md` for the format.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::policy::Grant;
+use crate::settings::{ActionSettings, HttpLimits, Limits, Secret};
+
+/// A parsed host configuration: settings by action name.
+#[derive(Debug, Clone, Default)]
+pub struct HostFile {
+    /// Each configured action's settings.
+    pub actions: BTreeMap<String, ActionSettings>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    actions: BTreeMap<String, RawAction>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAction {
+    #[serde(default)]
+    grants: Vec<String>,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
+    #[serde(default)]
+    secrets: Vec<RawSecret>,
+    limits: Option<RawLimits>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecret {
+    name: String,
+    value: Option<String>,
+    value_env: Option<String>,
+    allow: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    deadline_ms: Option<u64>,
+    memory_mib: Option<usize>,
+    log_bytes: Option<usize>,
+    max_requests: Option<u32>,
+    max_response_bytes: Option<usize>,
+    max_request_body_bytes: Option<usize>,
+    request_timeout_ms: Option<u64>,
+}
+
+impl HostFile {
+    /// Parses the TOML text of a host configuration. Errors name the action and
+    /// the entry that is wrong.
+    pub fn parse(text: &str) -> Result<HostFile, String> {
+        let raw: RawFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut actions = BTreeMap::new();
+        for (name, action) in raw.actions {
+            let settings = action
+                .into_settings()
+                .map_err(|why| format!("action `{name}`: {why}"))?;
+            actions.insert(name, settings);
+        }
+        Ok(HostFile { actions })
+    }
+}
+
+impl RawAction {
+    fn into_settings(self) -> Result<ActionSettings, String> {
+        let grants = parse_grants(&self.grants)?;
+        let secrets = self
+            .secrets
+            .into_iter()
+            .map(|secret| {
+                let value = match (secret.value, secret.value_env) {
+                    (Some(value), None) => value,
+                    (None, Some(var)) => std::env::var(&var).map_err(|_| {
+                        format!(
+                            "secret `{}`: the environment variable `{var}` is not set",
+                            secret.name
+                        )
+                    })?,
+                    _ => {
+                        return Err(format!(
+                            "secret `{}`: give exactly one of `value` and `value_env`",
+                            secret.name
+                        ));
+                    }
+                };
+                let allow = parse_grants(&secret.allow)
+                    .map_err(|why| format!("secret `{}`: {why}", secret.name))?;
+                Ok(Secret {
+                    name: secret.name,
+                    value,
+                    allow,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let (limits, http) = match self.limits {
+            None => (None, HttpLimits::default()),
+            Some(raw) => raw.into_limits(),
+        };
+        Ok(ActionSettings {
+            limits,
+            config: self.config,
+            grants,
+            secrets,
+            http,
+        })
+    }
+}
+
+impl RawLimits {
+    fn into_limits(self) -> (Option<Limits>, HttpLimits) {
+        let defaults = Limits::default();
+        let any_invocation_limit =
+            self.deadline_ms.is_some() || self.memory_mib.is_some() || self.log_bytes.is_some();
+        let limits = any_invocation_limit.then(|| Limits {
+            deadline: self
+                .deadline_ms
+                .map_or(defaults.deadline, Duration::from_millis),
+            memory_bytes: self
+                .memory_mib
+                .map_or(defaults.memory_bytes, |mib| mib << 20),
+            log_bytes: self.log_bytes.unwrap_or(defaults.log_bytes),
+        });
+        let http_defaults = HttpLimits::default();
+        let http = HttpLimits {
+            max_requests: self.max_requests.unwrap_or(http_defaults.max_requests),
+            max_response_bytes: self
+                .max_response_bytes
+                .unwrap_or(http_defaults.max_response_bytes),
+            max_request_body_bytes: self
+                .max_request_body_bytes
+                .unwrap_or(http_defaults.max_request_body_bytes),
+            request_timeout: self
+                .request_timeout_ms
+                .map_or(http_defaults.request_timeout, Duration::from_millis),
+        };
+        (limits, http)
+    }
+}
+
+fn parse_grants(texts: &[String]) -> Result<Vec<Grant>, String> {
+    texts
+        .iter()
+        .map(|text| Grant::parse(text).map_err(|e| e.to_string()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_file_parses() {
+        let file = HostFile::parse(
+            r#"
+            [actions.lead-capture]
+            grants = ["POST https://crm.example/leads"]
+            config = { region = "eu" }
+            limits = { deadline_ms = 2000, max_requests = 2 }
+
+            [[actions.lead-capture.secrets]]
+            name = "crm_token"
+            value = "t0k3n"
+            allow = ["POST https://crm.example/leads"]
+            "#,
+        )
+        .unwrap();
+        let settings = &file.actions["lead-capture"];
+        assert_eq!(
+            settings.grants[0].as_str(),
+            "POST https://crm.example/leads"
+        );
+        assert_eq!(settings.config["region"], "eu");
+        assert_eq!(settings.secrets[0].value, "t0k3n");
+        assert_eq!(settings.limits.unwrap().deadline, Duration::from_secs(2));
+        assert_eq!(settings.http.max_requests, 2);
+        assert_eq!(settings.http.max_response_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn a_bad_grant_is_named_with_its_action() {
+        let err = HostFile::parse("[actions.x]\ngrants = [\"api.example.com\"]").unwrap_err();
+        assert!(
+            err.starts_with("action `x`: invalid grant `api.example.com`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_ambiguous_secrets_are_refused() {
+        assert!(
+            HostFile::parse("[actions.x]\ngrant = []")
+                .unwrap_err()
+                .contains("unknown field `grant`")
+        );
+        let err =
+            HostFile::parse("[[actions.x.secrets]]\nname = \"t\"\nallow = [\"https://a.example\"]")
+                .unwrap_err();
+        assert!(
+            err.contains("exactly one of `value` and `value_env`"),
+            "{err}"
+        );
+    }
+}
