@@ -1,0 +1,386 @@
+//! Outbound HTTP end to end: real components calling a real server on loopback,
+//! granted by explicit IP grants. Nothing here talks to any other address:
+//! every request to one is refused before a connection is made.
+
+mod common;
+
+use action_host::{
+    ActionSettings, CallContext, Grant, Host, HostConfig, HttpLimits, Invocation, Secret,
+};
+use common::mock::Mock;
+use serde_json::{Map, Value, json};
+use std::time::{Duration, Instant};
+
+fn grants(texts: &[&str]) -> Vec<Grant> {
+    texts.iter().map(|t| Grant::parse(t).unwrap()).collect()
+}
+
+async fn host_with(plugin: &str, settings: ActionSettings) -> Host {
+    let host = Host::new(HostConfig {
+        pool_size: 16,
+        ..HostConfig::default()
+    })
+    .unwrap();
+    host.load_with("fixture", common::plugin_bytes(plugin), settings)
+        .await
+        .unwrap();
+    host
+}
+
+async fn call(host: &Host, input: Value) -> Invocation {
+    let input: Map<String, Value> = input.as_object().unwrap().clone();
+    host.invoke("fixture", CallContext::default(), &input)
+        .await
+        .unwrap()
+}
+
+fn allow(texts: &[&str]) -> ActionSettings {
+    ActionSettings {
+        grants: grants(texts),
+        ..ActionSettings::default()
+    }
+}
+
+#[tokio::test]
+async fn an_allowed_request_arrives_with_method_path_headers_and_body_intact() {
+    let mock = Mock::start().await;
+    let host = host_with(
+        "fixture",
+        allow(&[&format!("POST http://127.0.0.1:{}/orders", mock.port)]),
+    )
+    .await;
+    let done = call(
+        &host,
+        json!({
+            "behave": "http", "method": "POST", "url": mock.url("/orders/42?expand=items"),
+            "headers": {"x-trace": "abc-123", "content-type": "application/json"},
+            "body": "{\"qty\":2}"
+        }),
+    )
+    .await;
+    assert_eq!(done.attributes["status"], 200, "{:?}", done.attributes);
+    assert_eq!(done.attributes["body"], "ok");
+    let received = mock.received();
+    assert_eq!(received.len(), 1);
+    let request = &received[0];
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.path, "/orders/42?expand=items");
+    assert_eq!(request.header("x-trace"), Some("abc-123"));
+    assert_eq!(request.header("content-type"), Some("application/json"));
+    assert_eq!(request.body, b"{\"qty\":2}");
+}
+
+#[tokio::test]
+async fn each_rule_of_a_grant_denies_what_it_should() {
+    let mock = Mock::start().await;
+    let p = mock.port;
+    let host = host_with(
+        "fixture",
+        allow(&[&format!("GET,POST http://127.0.0.1:{p}/orders")]),
+    )
+    .await;
+    let cases = [
+        ("scheme", "GET", format!("https://127.0.0.1:{p}/orders")),
+        ("host", "GET", format!("http://127.0.0.2:{p}/orders")),
+        (
+            "port",
+            "GET",
+            format!("http://127.0.0.1:{}/orders", p.wrapping_add(1).max(1)),
+        ),
+        (
+            "path prefix",
+            "GET",
+            format!("http://127.0.0.1:{p}/orders-admin"),
+        ),
+        (
+            "path prefix, dot segments",
+            "GET",
+            format!("http://127.0.0.1:{p}/orders/../admin"),
+        ),
+        ("method", "DELETE", format!("http://127.0.0.1:{p}/orders/1")),
+    ];
+    for (rule, method, url) in cases {
+        let done = call(
+            &host,
+            json!({"behave": "http", "method": method, "url": url}),
+        )
+        .await;
+        assert_eq!(
+            done.attributes["error"], "denied",
+            "{rule}: {:?}",
+            done.attributes
+        );
+        assert!(
+            done.attributes["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("no grant allows"),
+            "{rule}"
+        );
+    }
+    assert!(
+        mock.received().is_empty(),
+        "a denied request reached the server"
+    );
+    let allowed = call(
+        &host,
+        json!({"behave": "http", "url": mock.url("/orders/7")}),
+    )
+    .await;
+    assert_eq!(allowed.attributes["status"], 200);
+}
+
+#[tokio::test]
+async fn internal_addresses_are_denied_in_every_form_without_an_explicit_grant() {
+    let mock = Mock::start().await;
+    let p = mock.port;
+    // Names are granted, so only the address check stands between them and loopback.
+    let settings = allow(&[
+        &format!("http://localhost:{p}"),
+        "http://localhost",
+        "http://*.example.com",
+    ]);
+    let host = host_with("fixture", settings).await;
+    let forms = [
+        format!("http://127.0.0.1:{p}/"),
+        format!("http://localhost:{p}/"),
+        "http://localhost/".to_string(),
+        format!("http://127.1:{p}/"),
+        format!("http://2130706433:{p}/"),
+        format!("http://0x7f000001:{p}/"),
+        format!("http://0177.0.0.1:{p}/"),
+        format!("http://127.000.000.001:{p}/"),
+        format!("http://[::1]:{p}/"),
+        format!("http://[::ffff:127.0.0.1]:{p}/"),
+        format!("http://[0:0:0:0:0:ffff:7f00:1]:{p}/"),
+        format!("http://0.0.0.0:{p}/"),
+        format!("http://0:{p}/"),
+        format!("http://[::]:{p}/"),
+        "http://10.0.0.1/".to_string(),
+        "http://172.16.0.1/".to_string(),
+        "http://192.168.1.1/".to_string(),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+        "http://100.64.0.1/".to_string(),
+        "http://[fd00::1]/".to_string(),
+        "http://[fe80::1]/".to_string(),
+        "http://[fd00:ec2::254]/".to_string(),
+        "http://[64:ff9b::7f00:1]/".to_string(),
+    ];
+    for url in &forms {
+        let done = call(&host, json!({"behave": "http", "url": url})).await;
+        assert_eq!(
+            done.attributes["error"], "denied",
+            "{url}: {:?}",
+            done.attributes
+        );
+    }
+    // A name that resolves to loopback is refused by the address check itself.
+    let by_name = call(
+        &host,
+        json!({"behave": "http", "url": format!("http://localhost:{p}/")}),
+    )
+    .await;
+    let detail = by_name.attributes["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("`localhost` resolves to") && detail.contains("loopback"),
+        "{detail}"
+    );
+    assert!(
+        mock.received().is_empty(),
+        "an internal address was reached"
+    );
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed_and_a_followed_location_is_checked_again() {
+    let mock = Mock::start().await;
+    let p = mock.port;
+    let host = host_with(
+        "fixture",
+        allow(&[&format!("http://127.0.0.1:{p}/redirect")]),
+    )
+    .await;
+    for target in [
+        format!("http://localhost:{p}/secret"),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+    ] {
+        let url = mock.url(&format!("/redirect?to={target}"));
+        let seen = call(&host, json!({"behave": "http", "url": url})).await;
+        assert_eq!(
+            seen.attributes["status"], 302,
+            "the action sees the redirect itself"
+        );
+        let followed = call(&host, json!({"behave": "http", "url": url, "follow": true})).await;
+        assert_eq!(followed.attributes["redirected_to"], target.as_str());
+        assert_eq!(
+            followed.attributes["error"], "denied",
+            "{:?}",
+            followed.attributes
+        );
+    }
+    assert!(
+        mock.received()
+            .iter()
+            .all(|r| r.path.starts_with("/redirect"))
+    );
+}
+
+#[tokio::test]
+async fn an_explicit_ip_grant_allows_that_address() {
+    let mock = Mock::start().await;
+    let host = host_with(
+        "fixture",
+        allow(&[&format!("http://[127.0.0.0/8]:{}", mock.port)]),
+    )
+    .await;
+    let done = call(&host, json!({"behave": "http", "url": mock.url("/")})).await;
+    assert_eq!(done.attributes["status"], 200);
+}
+
+#[tokio::test]
+async fn a_secret_reaches_its_bound_destination_only_and_the_action_never_sees_it() {
+    let mock = Mock::start().await;
+    let p = mock.port;
+    let value = "s3cr3t-t0k3n-value";
+    let settings = ActionSettings {
+        grants: grants(&[&format!("http://127.0.0.1:{p}")]),
+        secrets: vec![Secret {
+            name: "crm_token".into(),
+            value: value.into(),
+            allow: grants(&[&format!("POST http://127.0.0.1:{p}/leads")]),
+        }],
+        ..ActionSettings::default()
+    };
+    let host = host_with("fixture", settings).await;
+    let auth = json!({"authorization": "Bearer {{secret:crm_token}}"});
+    let bound = call(
+        &host,
+        json!({"behave": "http", "method": "POST", "url": mock.url("/leads"), "headers": auth}),
+    )
+    .await;
+    assert_eq!(bound.attributes["status"], 200);
+    let elsewhere = call(
+        &host,
+        json!({"behave": "http", "method": "POST", "url": mock.url("/other"), "headers": auth}),
+    )
+    .await;
+    assert_eq!(elsewhere.attributes["error"], "denied");
+    let detail = elsewhere.attributes["detail"].as_str().unwrap();
+    assert!(detail.contains("`crm_token`"), "{detail}");
+
+    let received = mock.received();
+    assert_eq!(received.len(), 1, "only the bound request was sent");
+    assert_eq!(
+        received[0].header("authorization"),
+        Some(format!("Bearer {value}").as_str())
+    );
+    for done in [&bound, &elsewhere] {
+        let everything = serde_json::to_string(done).unwrap();
+        assert!(
+            !everything.contains(value),
+            "the secret leaked into the result: {everything}"
+        );
+    }
+    let settings_debug = format!(
+        "{:?}",
+        Secret {
+            name: "x".into(),
+            value: value.into(),
+            allow: Vec::new()
+        }
+    );
+    assert!(!settings_debug.contains(value));
+}
+
+fn limited(mock: &Mock, http: HttpLimits) -> ActionSettings {
+    ActionSettings {
+        grants: grants(&[&format!("http://127.0.0.1:{}", mock.port)]),
+        http,
+        ..ActionSettings::default()
+    }
+}
+
+#[tokio::test]
+async fn the_request_budget_is_enforced() {
+    let mock = Mock::start().await;
+    let host = host_with(
+        "fixture",
+        limited(
+            &mock,
+            HttpLimits {
+                max_requests: 3,
+                ..HttpLimits::default()
+            },
+        ),
+    )
+    .await;
+    let done = call(
+        &host,
+        json!({"behave": "http", "url": mock.url("/"), "count": 5}),
+    )
+    .await;
+    assert_eq!(done.attributes["error"], "budget-exhausted");
+    assert_eq!(done.attributes["sent"], 3);
+    assert_eq!(mock.received().len(), 3);
+}
+
+#[tokio::test]
+async fn a_response_over_the_size_cap_is_too_large_with_or_without_a_length() {
+    let mock = Mock::start().await;
+    let host = host_with("fixture", limited(&mock, HttpLimits::default())).await;
+    for path in ["/big", "/big-chunked"] {
+        let done = call(&host, json!({"behave": "http", "url": mock.url(path)})).await;
+        assert_eq!(
+            done.attributes["error"], "too-large",
+            "{path}: {:?}",
+            done.attributes
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_slow_response_times_out() {
+    let mock = Mock::start().await;
+    let host = host_with("fixture", limited(&mock, HttpLimits::default())).await;
+    let started = Instant::now();
+    let done = call(
+        &host,
+        json!({"behave": "http", "url": mock.url("/slow"), "timeout_ms": 200}),
+    )
+    .await;
+    assert_eq!(done.attributes["error"], "timeout", "{:?}", done.attributes);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let capped = limited(
+        &mock,
+        HttpLimits {
+            request_timeout: Duration::from_millis(200),
+            ..HttpLimits::default()
+        },
+    );
+    let host = host_with("fixture", capped).await;
+    let done = call(&host, json!({"behave": "http", "url": mock.url("/slow")})).await;
+    assert_eq!(done.attributes["error"], "timeout");
+}
+
+#[tokio::test]
+async fn a_request_body_over_the_cap_is_invalid() {
+    let mock = Mock::start().await;
+    let host = host_with(
+        "fixture",
+        limited(
+            &mock,
+            HttpLimits {
+                max_request_body_bytes: 4,
+                ..HttpLimits::default()
+            },
+        ),
+    )
+    .await;
+    let done = call(
+        &host,
+        json!({"behave": "http", "method": "POST", "url": mock.url("/"), "body": "too long"}),
+    )
+    .await;
+    assert_eq!(done.attributes["error"], "invalid-request");
+    assert!(mock.received().is_empty());
+}
