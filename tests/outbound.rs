@@ -384,3 +384,122 @@ async fn a_request_body_over_the_cap_is_invalid() {
     assert_eq!(done.attributes["error"], "invalid-request");
     assert!(mock.received().is_empty());
 }
+
+#[tokio::test]
+async fn the_wasi_http_path_obeys_the_same_grants_secrets_and_address_checks() {
+    let mock = Mock::start().await;
+    let p = mock.port;
+    let value = "wasi-s3cr3t";
+    let settings = ActionSettings {
+        grants: grants(&[&format!("POST http://127.0.0.1:{p}/leads")]),
+        secrets: vec![Secret {
+            name: "crm_token".into(),
+            value: value.into(),
+            allow: grants(&[&format!("POST http://127.0.0.1:{p}/leads")]),
+        }],
+        ..ActionSettings::default()
+    };
+    let host = host_with("wasi_http_probe", settings).await;
+    let auth = "Bearer {{secret:crm_token}}";
+
+    let sent = call(
+        &host,
+        json!({"url": mock.url("/leads"), "method": "POST", "authorization": auth, "body": "lead"}),
+    )
+    .await;
+    assert_eq!(sent.attributes["status"], 200, "{:?}", sent.attributes);
+    assert_eq!(sent.attributes["body"], "ok");
+
+    // The second host grants loopback only by name, so the address check decides.
+    let by_name = host_with(
+        "wasi_http_probe",
+        allow(&[&format!("http://localhost:{p}")]),
+    )
+    .await;
+    let refusals = [
+        (&host, json!({"url": mock.url("/admin"), "method": "POST"})),
+        (&host, json!({"url": mock.url("/leads"), "method": "GET"})),
+        (
+            &host,
+            json!({"url": "http://169.254.169.254/latest/meta-data/", "method": "GET"}),
+        ),
+        (
+            &host,
+            json!({"url": mock.url("/admin"), "method": "POST", "authorization": auth}),
+        ),
+        (
+            &by_name,
+            json!({"url": format!("http://localhost:{p}/"), "method": "GET"}),
+        ),
+        (
+            &by_name,
+            json!({"url": format!("http://localhost:{p}/"), "method": "GET", "authorization": auth}),
+        ),
+    ];
+    for (host, input) in refusals {
+        let done = call(host, input.clone()).await;
+        assert_eq!(
+            done.attributes.get("error"),
+            Some(&json!("ErrorCode::HttpRequestDenied")),
+            "{input}: {:?}",
+            done.attributes
+        );
+        assert!(
+            done.logs
+                .iter()
+                .any(|l| l.message.starts_with("outbound request denied")),
+            "{input}"
+        );
+        assert!(!serde_json::to_string(&done).unwrap().contains(value));
+    }
+    let received = mock.received();
+    assert_eq!(
+        received.len(),
+        1,
+        "only the granted request was sent: {received:?}"
+    );
+    assert_eq!(received[0].method, "POST");
+    assert_eq!(received[0].path, "/leads");
+    assert_eq!(
+        received[0].header("authorization"),
+        Some(format!("Bearer {value}").as_str())
+    );
+    assert_eq!(received[0].body, b"lead");
+}
+
+#[tokio::test]
+async fn the_wasi_http_path_shares_the_request_budget_and_size_cap() {
+    let mock = Mock::start().await;
+    let settings = limited(
+        &mock,
+        HttpLimits {
+            max_requests: 1,
+            max_response_bytes: 1024,
+            ..HttpLimits::default()
+        },
+    );
+    let host = host_with("wasi_http_probe", settings).await;
+    let big = call(&host, json!({"url": mock.url("/big")})).await;
+    assert_eq!(
+        big.attributes["error"], "ErrorCode::HttpResponseBodySize(None)",
+        "{:?}",
+        big.attributes
+    );
+    let host = host_with(
+        "wasi_http_probe",
+        limited(
+            &mock,
+            HttpLimits {
+                max_requests: 0,
+                ..HttpLimits::default()
+            },
+        ),
+    )
+    .await;
+    let none_left = call(&host, json!({"url": mock.url("/")})).await;
+    assert_eq!(
+        none_left.attributes["error"], "ErrorCode::ConnectionLimitReached",
+        "{:?}",
+        none_left.attributes
+    );
+}
