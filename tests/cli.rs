@@ -195,3 +195,107 @@ fn inspect_prints_the_manifest_imports_and_exports() {
         "{imports:?}"
     );
 }
+
+fn run_blocking(plugin: &'static str, args: Vec<String>) -> tokio::task::JoinHandle<Output> {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(plugin, &args)
+    })
+}
+
+#[tokio::test]
+async fn allow_and_secret_flags_grant_destinations_and_bind_secrets() {
+    let mock = common::mock::Mock::start().await;
+    let p = mock.port;
+    let args = vec![
+        "--input".to_string(),
+        r#"{"email":"ada@example.com"}"#.to_string(),
+        "--config".to_string(),
+        format!("crm_url={}", mock.url("/crm/leads")),
+        "--allow".to_string(),
+        format!("POST http://127.0.0.1:{p}/crm/leads"),
+        "--secret".to_string(),
+        format!("crm_token=cli-t0k3n@POST http://127.0.0.1:{p}/crm/leads"),
+    ];
+    let out = run_blocking("lead_capture", args).await.unwrap();
+    let result = stdout_json(&out);
+    assert_eq!(result["attributes"]["lead_id"], "lead-77");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("cli-t0k3n"));
+    assert_eq!(
+        mock.received()[0].header("authorization"),
+        Some("Bearer cli-t0k3n")
+    );
+
+    // Without --allow the same call is denied.
+    let args = vec![
+        "--input".into(),
+        r#"{"email":"ada@example.com"}"#.into(),
+        "--config".into(),
+        format!("crm_url={}", mock.url("/crm/leads")),
+    ];
+    let err = stderr(&run_blocking("lead_capture", args).await.unwrap());
+    assert!(err.contains("error: denied: no grant allows POST"), "{err}");
+}
+
+#[test]
+fn a_bad_grant_or_secret_flag_says_how_to_fix_it() {
+    let err = stderr(&run(
+        "fixture",
+        &[
+            "--input",
+            r#"{"behave":"echo"}"#,
+            "--allow",
+            "api.example.com",
+        ],
+    ));
+    assert!(
+        err.contains("invalid grant `api.example.com`: start with http:// or https://"),
+        "{err}"
+    );
+    let err = stderr(&run(
+        "fixture",
+        &["--input", r#"{"behave":"echo"}"#, "--secret", "token"],
+    ));
+    assert!(err.contains("--secret expects NAME=VALUE@GRANT"), "{err}");
+}
+
+#[test]
+fn a_host_configuration_file_grants_and_configures_the_action() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("host.toml");
+    std::fs::write(
+        &file,
+        "[actions.fixture]\nconfig = { region = \"eu-west\" }\nlimits = { deadline_ms = 250 }\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let out = run(
+        "fixture",
+        &[
+            "--input",
+            r#"{"behave":"config","key":"region"}"#,
+            "--host-config",
+            file,
+        ],
+    );
+    assert_eq!(stdout_json(&out)["attributes"]["value"], "eu-west");
+    let err = stderr(&run(
+        "fixture",
+        &["--input", r#"{"behave":"loop"}"#, "--host-config", file],
+    ));
+    assert!(err.contains("deadline of 250 ms"), "{err}");
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[actions.fixture]\ngrants = [\"ftp://x\"]\n",
+    )
+    .unwrap();
+    let bad = dir.path().join("bad.toml");
+    let err = stderr(&run(
+        "fixture",
+        &["--input", "{}", "--host-config", bad.to_str().unwrap()],
+    ));
+    assert!(
+        err.contains("action `fixture`: invalid grant `ftp://x`"),
+        "{err}"
+    );
+}

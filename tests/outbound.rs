@@ -503,3 +503,61 @@ async fn the_wasi_http_path_shares_the_request_budget_and_size_cap() {
         none_left.attributes
     );
 }
+
+#[tokio::test]
+async fn order_lookup_fetches_the_users_last_order() {
+    let mock = Mock::start().await;
+    let settings = ActionSettings {
+        grants: grants(&[&format!("GET http://127.0.0.1:{}/api/users/", mock.port)]),
+        config: [("api_base".to_string(), mock.url("/api"))].into(),
+        ..ActionSettings::default()
+    };
+    let host = host_with("order_lookup", settings).await;
+    let context = CallContext {
+        user_id: Some("u-42".into()),
+        ..CallContext::default()
+    };
+    let done = host.invoke("fixture", context, &Map::new()).await.unwrap();
+    assert!(done.success);
+    assert_eq!(done.attributes["last_order_status"], "shipped");
+    assert_eq!(done.attributes["last_order"]["items"][0]["sku"], "teapot");
+    assert_eq!(mock.received()[0].path, "/api/users/u-42/orders/last");
+
+    let nobody = call(&host, json!({"user_id": "nobody"})).await;
+    assert!(!nobody.success);
+    assert_eq!(nobody.messages, ["No previous order found."]);
+}
+
+#[tokio::test]
+async fn lead_capture_posts_the_lead_with_a_token_it_never_sees() {
+    let mock = Mock::start().await;
+    let p = mock.port;
+    let token = "crm-t0k3n-for-tests";
+    let settings = ActionSettings {
+        grants: grants(&[&format!("POST http://127.0.0.1:{p}/crm/leads")]),
+        secrets: vec![Secret {
+            name: "crm_token".into(),
+            value: token.into(),
+            allow: grants(&[&format!("POST http://127.0.0.1:{p}/crm/leads")]),
+        }],
+        config: [("crm_url".to_string(), mock.url("/crm/leads"))].into(),
+        ..ActionSettings::default()
+    };
+    let host = host_with("lead_capture", settings).await;
+    let done = call(
+        &host,
+        json!({"email": "ada@example.com", "first_name": "Ada", "interest": "teapots"}),
+    )
+    .await;
+    assert!(done.success);
+    assert_eq!(done.attributes["lead_id"], "lead-77");
+    let received = mock.received();
+    assert_eq!(
+        received[0].header("authorization"),
+        Some(format!("Bearer {token}").as_str())
+    );
+    let lead: Value = serde_json::from_slice(&received[0].body).unwrap();
+    assert_eq!(lead["email"], "ada@example.com");
+    assert_eq!(lead["interest"], "teapots");
+    assert!(!serde_json::to_string(&done).unwrap().contains(token));
+}

@@ -26,8 +26,9 @@ impl Received {
 }
 
 /// The server. Paths: `/big` (2 MiB with a length), `/big-chunked` (2 MiB,
-/// chunked), `/slow` (answers after 3 s), `/redirect?to=URL` (302), anything
-/// else: 200 "ok".
+/// chunked), `/slow` (answers after 3 s), `/redirect?to=URL` (302),
+/// `/api/users/{id}/orders/last` (an order as JSON; 404 for `nobody`),
+/// `/crm/leads` (201 with a lead id), anything else: 200 "ok".
 pub struct Mock {
     pub port: u16,
     received: Arc<Mutex<Vec<Received>>>,
@@ -131,6 +132,13 @@ async fn serve(mut stream: TcpStream, log: Arc<Mutex<Vec<Received>>>) {
         }
         out.extend_from_slice(b"0\r\n\r\n");
         out
+    } else if path == "/api/users/nobody/orders/last" {
+        b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_vec()
+    } else if path.starts_with("/api/users/") {
+        let order = r#"{"id":"o-1001","status":"shipped","items":[{"sku":"teapot","qty":2}]}"#;
+        json_response("200 OK", order)
+    } else if path == "/crm/leads" {
+        json_response("201 Created", r#"{"id":"lead-77"}"#)
     } else if let Some(to) = path.strip_prefix("/redirect?to=") {
         format!(
             "HTTP/1.1 302 Found\r\nlocation: {to}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
@@ -144,4 +152,12 @@ async fn serve(mut stream: TcpStream, log: Arc<Mutex<Vec<Received>>>) {
     };
     let _ = stream.write_all(&response).await;
     let _ = stream.shutdown().await;
+}
+
+fn json_response(status: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
