@@ -312,12 +312,18 @@ fn classify(error: &reqwest::Error, destination: &Destination) -> OutboundError 
     if error.is_timeout() {
         return OutboundError::Timeout;
     }
-    let mut detail = error.to_string();
+    // The client's own message repeats the URL; its causes say what failed.
+    let mut causes = Vec::new();
     let mut cause = std::error::Error::source(error);
     while let Some(inner) = cause {
-        detail = format!("{detail}: {inner}");
+        causes.push(inner.to_string());
         cause = inner.source();
     }
+    let detail = if causes.is_empty() {
+        error.to_string()
+    } else {
+        causes.join(": ")
+    };
     OutboundError::Transport(format!(
         "{} {}: {detail}",
         destination.method, destination.url

@@ -1,5 +1,9 @@
 //! A small HTTP/1.1 server on loopback that records what it receives. Tests
-//! start one each; it stops when dropped.
+//! start one each (it stops when dropped); `examples/mock_api.rs` runs it for
+//! trying the example actions by hand.
+
+// Each user of this file needs a different part of it.
+#![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,8 +40,14 @@ pub struct Mock {
 }
 
 impl Mock {
+    /// Starts on a free loopback port.
     pub async fn start() -> Mock {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Mock::start_on("127.0.0.1:0").await
+    }
+
+    /// Starts on `address`, which should be a loopback address.
+    pub async fn start_on(address: &str) -> Mock {
+        let listener = TcpListener::bind(address)
             .await
             .expect("bind a loopback port");
         let port = listener.local_addr().unwrap().port();

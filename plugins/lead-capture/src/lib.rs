@@ -74,7 +74,11 @@ impl Guest for LeadCapture {
         let response = http::send(&request).map_err(|error| match error {
             HttpError::Denied(why) => ActionError::Denied(why),
             HttpError::Timeout => ActionError::Timeout,
-            other => ActionError::Upstream(format!("{other:?}")),
+            HttpError::TooLarge => ActionError::Upstream("the response was too large".into()),
+            HttpError::InvalidRequest(why) | HttpError::Transport(why) => {
+                ActionError::Upstream(why)
+            }
+            HttpError::BudgetExhausted => ActionError::Internal("out of outbound requests".into()),
         })?;
         if !(200..300).contains(&response.status) {
             return Err(ActionError::Upstream(format!(

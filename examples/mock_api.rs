@@ -1,0 +1,33 @@
+//! A mock of the APIs the example actions call, on 127.0.0.1:8099, printing
+//! every request it receives (including the Authorization header, so you can
+//! see the host filled in the secret). For trying order-lookup and
+//! lead-capture with `action-host run`; see the README.
+//!
+//! `cargo run --release --example mock_api`
+
+#[path = "../tests/common/mock.rs"]
+mod mock;
+
+#[tokio::main]
+async fn main() {
+    let mock = mock::Mock::start_on("127.0.0.1:8099").await;
+    println!(
+        "mock API on http://127.0.0.1:{}; Ctrl-C stops it",
+        mock.port
+    );
+    println!("  GET  /api/users/{{id}}/orders/last  -> an order (404 for `nobody`)");
+    println!("  POST /crm/leads                   -> 201 {{\"id\":\"lead-77\"}}");
+    let mut shown = 0;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        for request in mock.received().into_iter().skip(shown) {
+            shown += 1;
+            let auth = request.header("authorization").unwrap_or("-");
+            let body = String::from_utf8_lossy(&request.body);
+            println!(
+                "{} {}  authorization: {auth}  body: {body}",
+                request.method, request.path
+            );
+        }
+    }
+}
