@@ -570,3 +570,45 @@ async fn concurrent_calls_each_get_a_fresh_instance() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_cached_artifact_loads_without_compiling_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache: std::sync::Arc<dyn action_host::ArtifactCache> =
+        std::sync::Arc::new(action_host::DataDir::open(dir.path()).unwrap());
+    let bytes = common::plugin_bytes("greeting");
+
+    let first = Host::new(HostConfig::default()).unwrap();
+    first
+        .load_cached("greeting", &bytes, ActionSettings::default(), cache.clone())
+        .await
+        .unwrap();
+    assert_eq!(first.compilations(), 1);
+
+    // A new host (as after a restart) reads the artifact instead of compiling.
+    let second = Host::new(HostConfig::default()).unwrap();
+    second
+        .load_cached("greeting", &bytes, ActionSettings::default(), cache.clone())
+        .await
+        .unwrap();
+    assert_eq!(second.compilations(), 0);
+    let done = second
+        .invoke(
+            "greeting",
+            CallContext::default(),
+            &object(json!({"first_name": "Ada"})),
+        )
+        .await;
+    assert!(done.unwrap().success);
+
+    // A corrupt artifact is not trusted: the host compiles again.
+    for entry in std::fs::read_dir(dir.path().join("artifacts")).unwrap() {
+        std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
+    }
+    let third = Host::new(HostConfig::default()).unwrap();
+    third
+        .load_cached("greeting", &bytes, ActionSettings::default(), cache)
+        .await
+        .unwrap();
+    assert_eq!(third.compilations(), 1);
+}

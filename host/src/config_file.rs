@@ -1,7 +1,7 @@
 //! The host configuration file (TOML): each action's grants, secrets, config
 //! and limits. See `docs/host-config.md` for the format.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -19,40 +19,56 @@ pub struct HostFile {
 #[serde(deny_unknown_fields)]
 struct RawFile {
     #[serde(default)]
-    actions: BTreeMap<String, RawAction>,
+    actions: BTreeMap<String, ActionDoc>,
 }
 
-#[derive(Deserialize)]
+/// One action's operator settings as written: in the host file (TOML), in
+/// `PUT /v1/actions/{name}/grants` (JSON) and in the data directory.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawAction {
+pub struct ActionDoc {
+    /// Grants, as text.
     #[serde(default)]
-    grants: Vec<String>,
+    pub grants: Vec<String>,
+    /// Values for the `config` import.
     #[serde(default)]
-    config: BTreeMap<String, String>,
+    pub config: BTreeMap<String, String>,
+    /// Secrets and where each may go.
     #[serde(default)]
-    secrets: Vec<RawSecret>,
-    limits: Option<RawLimits>,
+    pub secrets: Vec<SecretDoc>,
+    /// Limits; the host's defaults for what is left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsDoc>,
 }
 
-#[derive(Deserialize)]
+/// A secret as written: its value inline or the environment variable holding it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawSecret {
-    name: String,
-    value: Option<String>,
-    value_env: Option<String>,
-    allow: Vec<String>,
+pub struct SecretDoc {
+    /// The name in `{{secret:NAME}}`.
+    pub name: String,
+    /// The value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// The environment variable that holds the value, read at load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_env: Option<String>,
+    /// Grants the secret may be sent to.
+    pub allow: Vec<String>,
 }
 
-#[derive(Deserialize, Default)]
+/// Limits as written; each is optional.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawLimits {
-    deadline_ms: Option<u64>,
-    memory_mib: Option<usize>,
-    log_bytes: Option<usize>,
-    max_requests: Option<u32>,
-    max_response_bytes: Option<usize>,
-    max_request_body_bytes: Option<usize>,
-    request_timeout_ms: Option<u64>,
+#[allow(missing_docs)]
+pub struct LimitsDoc {
+    pub deadline_ms: Option<u64>,
+    pub memory_mib: Option<usize>,
+    pub log_bytes: Option<usize>,
+    pub max_requests: Option<u32>,
+    pub max_response_bytes: Option<usize>,
+    pub max_request_body_bytes: Option<usize>,
+    pub request_timeout_ms: Option<u64>,
 }
 
 impl HostFile {
@@ -63,7 +79,7 @@ impl HostFile {
         let mut actions = BTreeMap::new();
         for (name, action) in raw.actions {
             let settings = action
-                .into_settings()
+                .settings()
                 .map_err(|why| format!("action `{name}`: {why}"))?;
             actions.insert(name, settings);
         }
@@ -71,16 +87,17 @@ impl HostFile {
     }
 }
 
-impl RawAction {
-    fn into_settings(self) -> Result<ActionSettings, String> {
+impl ActionDoc {
+    /// The settings this document describes, or what is wrong with it.
+    pub fn settings(&self) -> Result<ActionSettings, String> {
         let grants = parse_grants(&self.grants)?;
         let secrets = self
             .secrets
-            .into_iter()
+            .iter()
             .map(|secret| {
-                let value = match (secret.value, secret.value_env) {
-                    (Some(value), None) => value,
-                    (None, Some(var)) => std::env::var(&var).map_err(|_| {
+                let value = match (&secret.value, &secret.value_env) {
+                    (Some(value), None) => value.clone(),
+                    (None, Some(var)) => std::env::var(var).map_err(|_| {
                         format!(
                             "secret `{}`: the environment variable `{var}` is not set",
                             secret.name
@@ -96,28 +113,39 @@ impl RawAction {
                 let allow = parse_grants(&secret.allow)
                     .map_err(|why| format!("secret `{}`: {why}", secret.name))?;
                 Ok(Secret {
-                    name: secret.name,
+                    name: secret.name.clone(),
                     value,
                     allow,
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
-        let (limits, http) = match self.limits {
+        let (limits, http) = match &self.limits {
             None => (None, HttpLimits::default()),
-            Some(raw) => raw.into_limits(),
+            Some(raw) => raw.limits(),
         };
         Ok(ActionSettings {
             limits,
-            config: self.config,
+            config: self.config.clone(),
             grants,
             secrets,
             http,
         })
     }
+
+    /// The document with every inline secret value replaced, for showing.
+    pub fn redacted(&self) -> ActionDoc {
+        let mut shown = self.clone();
+        for secret in &mut shown.secrets {
+            if secret.value.is_some() {
+                secret.value = Some("<redacted>".into());
+            }
+        }
+        shown
+    }
 }
 
-impl RawLimits {
-    fn into_limits(self) -> (Option<Limits>, HttpLimits) {
+impl LimitsDoc {
+    fn limits(&self) -> (Option<Limits>, HttpLimits) {
         let defaults = Limits::default();
         let any_invocation_limit =
             self.deadline_ms.is_some() || self.memory_mib.is_some() || self.log_bytes.is_some();

@@ -3,6 +3,8 @@
 use anyhow::{Context as _, Result};
 use serde_json::{Map, Value as Json};
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
@@ -29,7 +31,19 @@ struct Inner {
     linker: Linker<State>,
     config: HostConfig,
     actions: RwLock<HashMap<String, Arc<Plugin>>>,
+    /// How many components this host has compiled (not loaded from a cache).
+    compilations: AtomicU64,
     _ticker: EpochTicker,
+}
+
+/// Keeps compiled components between runs, so a restart loads without
+/// recompiling. Keys name the component's SHA-256 and the engine's
+/// compatibility hash, so an artifact is only ever read by an engine that can run it.
+pub trait ArtifactCache: Send + Sync {
+    /// The artifact stored under `key`, if any.
+    fn get(&self, key: &str) -> Option<Vec<u8>>;
+    /// Stores an artifact; a failure only costs a later recompilation.
+    fn put(&self, key: &str, artifact: &[u8]);
 }
 
 /// A component's manifest with its imports and exports.
@@ -64,6 +78,7 @@ impl Host {
                 linker,
                 config,
                 actions: RwLock::new(HashMap::new()),
+                compilations: AtomicU64::new(0),
                 _ticker: ticker,
             }),
         })
@@ -89,9 +104,37 @@ impl Host {
         bytes: impl AsRef<[u8]>,
         settings: ActionSettings,
     ) -> Result<Arc<Manifest>, LoadError> {
+        self.load_from(name, bytes.as_ref(), settings, None).await
+    }
+
+    /// Like [`Host::load_with`], but takes the compiled component from `cache`
+    /// when it holds one, and stores it there after compiling.
+    pub async fn load_cached(
+        &self,
+        name: &str,
+        bytes: impl AsRef<[u8]>,
+        settings: ActionSettings,
+        cache: Arc<dyn ArtifactCache>,
+    ) -> Result<Arc<Manifest>, LoadError> {
+        self.load_from(name, bytes.as_ref(), settings, Some(cache))
+            .await
+    }
+
+    /// How many components this host has compiled rather than read from a cache.
+    pub fn compilations(&self) -> u64 {
+        self.inner.compilations.load(Ordering::Relaxed)
+    }
+
+    async fn load_from(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        settings: ActionSettings,
+        cache: Option<Arc<dyn ArtifactCache>>,
+    ) -> Result<Arc<Manifest>, LoadError> {
         plugin::check_name(name)?;
         let limits = self.check_limits(settings.limits)?;
-        let component = self.compile(bytes.as_ref()).await?;
+        let component = self.compile(bytes, cache).await?;
         let pre = plugin::link(&self.inner.engine, &self.inner.linker, &component)?;
         let run = plugin::run_index(&component)?;
         check_secrets(&settings.secrets)?;
@@ -119,7 +162,7 @@ impl Host {
 
     /// Reads a component's manifest, imports and exports without loading it.
     pub async fn inspect(&self, bytes: impl AsRef<[u8]>) -> Result<Inspection, LoadError> {
-        let component = self.compile(bytes.as_ref()).await?;
+        let component = self.compile(bytes.as_ref(), None).await?;
         let interface = plugin::interface(&self.inner.engine, &component);
         let pre = plugin::link(&self.inner.engine, &self.inner.linker, &component)?;
         let limits = self.inner.config.default_limits;
@@ -178,14 +221,35 @@ impl Host {
         self.write_actions().remove(name).is_some()
     }
 
-    async fn compile(&self, bytes: &[u8]) -> Result<wasmtime::component::Component, LoadError> {
+    async fn compile(
+        &self,
+        bytes: &[u8],
+        cache: Option<Arc<dyn ArtifactCache>>,
+    ) -> Result<wasmtime::component::Component, LoadError> {
         plugin::check_header(bytes)?;
-        let engine = self.inner.engine.clone();
+        let inner = Arc::clone(&self.inner);
         let bytes = bytes.to_vec();
-        // Compiling a large component takes seconds: keep it off the async workers.
-        tokio::task::spawn_blocking(move || plugin::compile(&engine, &bytes))
-            .await
-            .map_err(|e| LoadError::Host(anyhow::anyhow!("the compiler thread failed: {e}")))?
+        // Compiling a large component takes seconds (and reading a cached one
+        // is file I/O): keep both off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let key = cache.as_ref().map(|_| artifact_key(&inner.engine, &bytes));
+            if let (Some(cache), Some(key)) = (&cache, &key)
+                && let Some(artifact) = cache.get(key)
+                && let Some(component) = plugin::deserialize(&inner.engine, &artifact)
+            {
+                return Ok(component);
+            }
+            let component = plugin::compile(&inner.engine, &bytes)?;
+            inner.compilations.fetch_add(1, Ordering::Relaxed);
+            if let (Some(cache), Some(key)) = (&cache, &key)
+                && let Ok(artifact) = component.serialize()
+            {
+                cache.put(key, &artifact);
+            }
+            Ok(component)
+        })
+        .await
+        .map_err(|e| LoadError::Host(anyhow::anyhow!("the compiler thread failed: {e}")))?
     }
 
     fn check_limits(&self, limits: Option<Limits>) -> Result<Limits, LoadError> {
@@ -244,4 +308,21 @@ fn check_secrets(secrets: &[Secret]) -> Result<(), LoadError> {
         }
     }
     Ok(())
+}
+
+/// The cache key of a component for this engine: its SHA-256 and the engine's
+/// compatibility hash.
+fn artifact_key(engine: &Engine, bytes: &[u8]) -> String {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    format!("{}-{:016x}", sha256_hex(bytes), hasher.finish())
+}
+
+/// The SHA-256 of `bytes`, in lower-case hex: how the store names versions.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -64,6 +64,17 @@ pub(crate) fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component, LoadEr
     Component::new(engine, bytes).map_err(|e| LoadError::NotAComponent(format!("{e:#}")))
 }
 
+/// Reads a component compiled earlier by an engine of the same configuration,
+/// or `None` when the artifact is unusable (the caller then compiles).
+pub(crate) fn deserialize(engine: &Engine, artifact: &[u8]) -> Option<Component> {
+    // SAFETY: wasmtime requires that the bytes come from `Component::serialize`
+    // and were not tampered with. The host only reads artifacts from its own
+    // cache, written by `serialize` under a key that includes this engine's
+    // compatibility hash; wasmtime also checks the header and the engine
+    // settings and refuses a mismatch with an error.
+    unsafe { Component::deserialize(engine, artifact) }.ok()
+}
+
 /// Checks the component against the contract and pre-instantiates it: it must
 /// export `action` with the contract's types and import nothing the host lacks.
 pub(crate) fn link(

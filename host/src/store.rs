@@ -1,0 +1,202 @@
+//! The embedded store: a data directory holding every uploaded version by
+//! SHA-256, its compiled artifact, and each action's current-version pointer
+//! with its settings.
+//!
+//! ```text
+//! data/
+//!   versions/<sha256>.wasm           the component as uploaded
+//!   artifacts/<sha256>-<engine>.cwasm  compiled for one engine configuration
+//!   actions/<name>.json              the current version and its settings
+//! ```
+//!
+//! Every file is written to a temporary name, fsynced, and renamed into place,
+//! then the directory is fsynced: a crash leaves the old file or the new one,
+//! never half of one. A pointer moves only after the version it names is on disk.
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::config_file::ActionDoc;
+use crate::host::ArtifactCache;
+
+/// What an action's pointer holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActionRecord {
+    /// The SHA-256 of the serving version.
+    pub sha256: String,
+    /// Counts uploads of this action name, from 1.
+    pub version: u64,
+    /// The operator's settings for the action.
+    pub settings: ActionDoc,
+}
+
+/// A data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    /// Opens (creating if needed) the data directory at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<DataDir> {
+        let root = root.into();
+        for dir in ["versions", "artifacts", "actions"] {
+            fs::create_dir_all(root.join(dir))
+                .with_context(|| format!("cannot create {}", root.join(dir).display()))?;
+        }
+        Ok(DataDir { root })
+    }
+
+    /// Stores a component by its SHA-256 (a no-op when it is already there).
+    pub fn put_version(&self, sha256: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.version_path(sha256);
+        if path.exists() {
+            return Ok(());
+        }
+        write_atomically(&path, bytes)
+    }
+
+    /// The component stored under `sha256`.
+    pub fn version(&self, sha256: &str) -> Result<Vec<u8>> {
+        let path = self.version_path(sha256);
+        fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
+    }
+
+    /// Points the action `name` at a record, replacing the pointer atomically.
+    pub fn set_action(&self, name: &str, record: &ActionRecord) -> Result<()> {
+        let json = serde_json::to_vec_pretty(record)?;
+        write_atomically(&self.action_path(name), &json)
+    }
+
+    /// The record of the action `name`, if it has one.
+    pub fn action(&self, name: &str) -> Result<Option<ActionRecord>> {
+        let path = self.action_path(name);
+        match fs::read(&path) {
+            Ok(bytes) => {
+                Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
+                    format!("{} is not a valid record", path.display())
+                })?))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    /// Removes the action `name`'s pointer (its versions stay, by SHA-256).
+    pub fn remove_action(&self, name: &str) -> Result<()> {
+        let path = self.action_path(name);
+        match fs::remove_file(&path) {
+            Ok(()) => sync_dir(path.parent().expect("actions/ has a parent")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
+        }
+    }
+
+    /// Every action's name and record, sorted by name.
+    pub fn actions(&self) -> Result<Vec<(String, ActionRecord)>> {
+        let mut found = Vec::new();
+        for entry in fs::read_dir(self.root.join("actions"))? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "json")
+                && let Some(name) = path.file_stem().and_then(|s| s.to_str())
+                && let Some(record) = self.action(name)?
+            {
+                found.push((name.to_owned(), record));
+            }
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(found)
+    }
+
+    fn version_path(&self, sha256: &str) -> PathBuf {
+        self.root.join("versions").join(format!("{sha256}.wasm"))
+    }
+
+    fn action_path(&self, name: &str) -> PathBuf {
+        self.root.join("actions").join(format!("{name}.json"))
+    }
+}
+
+impl ArtifactCache for DataDir {
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        fs::read(self.root.join("artifacts").join(format!("{key}.cwasm"))).ok()
+    }
+
+    fn put(&self, key: &str, artifact: &[u8]) {
+        let path = self.root.join("artifacts").join(format!("{key}.cwasm"));
+        if let Err(error) = write_atomically(&path, artifact) {
+            // Only a later recompilation is lost.
+            eprintln!("warning: cannot cache the compiled component: {error:#}");
+        }
+    }
+}
+
+/// Writes `bytes` to `path` so that readers see the old file or the whole new one.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().context("a stored file has a directory")?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    let mut file =
+        File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    drop(file);
+    fs::rename(&tmp, path).with_context(|| format!("cannot move {} into place", path.display()))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_and_versions_survive_reopening() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = DataDir::open(tmp.path()).unwrap();
+        data.put_version("abc", b"component").unwrap();
+        let record = ActionRecord {
+            sha256: "abc".into(),
+            version: 3,
+            settings: ActionDoc::default(),
+        };
+        data.set_action("greeting", &record).unwrap();
+        data.put("abc-1", b"artifact");
+
+        let again = DataDir::open(tmp.path()).unwrap();
+        assert_eq!(again.version("abc").unwrap(), b"component");
+        assert_eq!(again.action("greeting").unwrap().unwrap().version, 3);
+        assert_eq!(again.get("abc-1").unwrap(), b"artifact");
+        assert_eq!(again.actions().unwrap().len(), 1);
+        again.remove_action("greeting").unwrap();
+        assert!(again.action("greeting").unwrap().is_none());
+        assert!(
+            again.version("abc").is_ok(),
+            "versions outlive their pointer"
+        );
+    }
+
+    #[test]
+    fn no_temporary_file_is_left_behind() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = DataDir::open(tmp.path()).unwrap();
+        data.put_version("abc", b"x").unwrap();
+        let names: Vec<_> = fs::read_dir(tmp.path().join("versions"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["abc.wasm"]);
+    }
+}
