@@ -13,6 +13,8 @@ use crate::settings::{ActionSettings, HttpLimits, Limits, Secret};
 pub struct HostFile {
     /// Each configured action's settings.
     pub actions: BTreeMap<String, ActionSettings>,
+    /// The same, as written (for storing and showing).
+    pub docs: BTreeMap<String, ActionDoc>,
 }
 
 #[derive(Deserialize)]
@@ -77,13 +79,14 @@ impl HostFile {
     pub fn parse(text: &str) -> Result<HostFile, String> {
         let raw: RawFile = toml::from_str(text).map_err(|e| e.to_string())?;
         let mut actions = BTreeMap::new();
+        let docs = raw.actions.clone();
         for (name, action) in raw.actions {
             let settings = action
                 .settings()
                 .map_err(|why| format!("action `{name}`: {why}"))?;
             actions.insert(name, settings);
         }
-        Ok(HostFile { actions })
+        Ok(HostFile { actions, docs })
     }
 }
 

@@ -15,7 +15,7 @@ use crate::engine::{self, EpochTicker};
 use crate::error::{ErrorKind, InvokeError, LoadError};
 use crate::invoke::{self, Invocation};
 use crate::manifest::Manifest;
-use crate::outbound::Outbound;
+use crate::outbound::{Outbound, OutboundCounters};
 use crate::plugin::{self, Interface, Plugin};
 use crate::settings::{ActionSettings, HostConfig, HttpLimits, Limits, Secret};
 use crate::state::State;
@@ -33,7 +33,18 @@ struct Inner {
     actions: RwLock<HashMap<String, Arc<Plugin>>>,
     /// How many components this host has compiled (not loaded from a cache).
     compilations: AtomicU64,
+    counters: std::sync::Mutex<HashMap<String, Arc<OutboundCounters>>>,
     _ticker: EpochTicker,
+}
+
+/// A loaded action not yet serving; see [`Host::prepare`].
+pub struct Prepared(Arc<Plugin>);
+
+impl Prepared {
+    /// The action's manifest.
+    pub fn manifest(&self) -> &Arc<Manifest> {
+        &self.0.manifest
+    }
 }
 
 /// Keeps compiled components between runs, so a restart loads without
@@ -79,6 +90,7 @@ impl Host {
                 config,
                 actions: RwLock::new(HashMap::new()),
                 compilations: AtomicU64::new(0),
+                counters: std::sync::Mutex::new(HashMap::new()),
                 _ticker: ticker,
             }),
         })
@@ -132,14 +144,31 @@ impl Host {
         settings: ActionSettings,
         cache: Option<Arc<dyn ArtifactCache>>,
     ) -> Result<Arc<Manifest>, LoadError> {
+        let prepared = self.prepare(name, bytes, settings, cache).await?;
+        let manifest = Arc::clone(prepared.manifest());
+        self.install(prepared);
+        Ok(manifest)
+    }
+
+    /// Does all the work of a load (validate, compile or read from `cache`,
+    /// pre-instantiate, describe) without serving the result yet, so a caller
+    /// can persist it first and then [`Host::install`] it.
+    pub async fn prepare(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        settings: ActionSettings,
+        cache: Option<Arc<dyn ArtifactCache>>,
+    ) -> Result<Prepared, LoadError> {
         plugin::check_name(name)?;
         let limits = self.check_limits(settings.limits)?;
         let component = self.compile(bytes, cache).await?;
         let pre = plugin::link(&self.inner.engine, &self.inner.linker, &component)?;
         let run = plugin::run_index(&component)?;
         check_secrets(&settings.secrets)?;
+        let counters = self.counters(name);
         let outbound = Arc::new(
-            Outbound::new(settings.grants, settings.secrets, settings.http)
+            Outbound::new(settings.grants, settings.secrets, settings.http, counters)
                 .map_err(LoadError::Host)?,
         );
         let config = Arc::new(settings.config);
@@ -155,9 +184,43 @@ impl Host {
             config,
             outbound,
         };
-        self.write_actions()
-            .insert(name.to_owned(), Arc::new(loaded));
-        Ok(manifest)
+        Ok(Prepared(Arc::new(loaded)))
+    }
+
+    /// Serves a prepared action under its name, replacing the version that was
+    /// serving; calls already running finish on the version they started with.
+    pub fn install(&self, prepared: Prepared) {
+        let plugin = prepared.0;
+        self.write_actions().insert(plugin.name.clone(), plugin);
+    }
+
+    /// Outbound requests so far, by action and result (`ok`, `denied`, ...).
+    pub fn outbound_counts(&self) -> Vec<(String, &'static str, u64)> {
+        let counters = self
+            .inner
+            .counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut counts: Vec<_> = counters
+            .iter()
+            .flat_map(|(name, c)| {
+                c.snapshot()
+                    .into_iter()
+                    .map(move |(result, n)| (name.clone(), result, n))
+            })
+            .collect();
+        counts.sort();
+        counts
+    }
+
+    /// The outbound counters of the action `name`, shared by all its versions.
+    fn counters(&self, name: &str) -> Arc<OutboundCounters> {
+        let mut counters = self
+            .inner
+            .counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        Arc::clone(counters.entry(name.to_owned()).or_default())
     }
 
     /// Reads a component's manifest, imports and exports without loading it.
@@ -167,8 +230,13 @@ impl Host {
         let pre = plugin::link(&self.inner.engine, &self.inner.linker, &component)?;
         let limits = self.inner.config.default_limits;
         let outbound = Arc::new(
-            Outbound::new(Vec::new(), Vec::new(), HttpLimits::default())
-                .map_err(LoadError::Host)?,
+            Outbound::new(
+                Vec::new(),
+                Vec::new(),
+                HttpLimits::default(),
+                Arc::default(),
+            )
+            .map_err(LoadError::Host)?,
         );
         let manifest = plugin::describe(
             &self.inner.engine,

@@ -40,6 +40,7 @@
 //! builds the context (`context.rs`) and a fresh store (`state.rs`, with the
 //! log capture of `log.rs`), and maps the result back.
 
+mod api;
 mod bindings;
 mod config_file;
 mod context;
@@ -49,6 +50,7 @@ mod host;
 mod invoke;
 mod log;
 mod manifest;
+mod metrics;
 mod outbound;
 mod plugin;
 mod policy;
@@ -58,10 +60,11 @@ mod state;
 mod store;
 mod value;
 
+pub use api::{ApiError, ServeOptions, Service, serve};
 pub use config_file::{ActionDoc, HostFile, LimitsDoc, SecretDoc};
 pub use context::CallContext;
 pub use error::{ErrorKind, InvokeError, LoadError};
-pub use host::{ArtifactCache, Host, Inspection, sha256_hex};
+pub use host::{ArtifactCache, Host, Inspection, Prepared, sha256_hex};
 pub use invoke::Invocation;
 pub use log::{Level, LogLine, Source};
 pub use manifest::{AttributeSpec, Manifest, ValueKind};

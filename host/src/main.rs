@@ -1,6 +1,9 @@
 //! The `action-host` command: CLI wiring only.
 
-use action_host::{ActionSettings, CallContext, Grant, Host, HostConfig, HostFile, Limits, Secret};
+use action_host::{
+    ActionSettings, CallContext, Grant, Host, HostConfig, HostFile, Limits, Secret, ServeOptions,
+    Service,
+};
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use serde_json::{Map, Value as Json};
@@ -21,11 +24,41 @@ struct Cli {
 enum Command {
     /// Runs an action once and prints the result as JSON.
     Run(RunArgs),
+    /// Serves the HTTP API: upload, configure and invoke actions.
+    Serve(ServeArgs),
     /// Prints an action's manifest, imports and exports as JSON.
     Inspect {
         /// The component (.wasm).
         file: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// A host configuration file (TOML): grants, secrets, config and limits per action.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// The data directory: uploaded versions, compiled artifacts, settings.
+    #[arg(long, default_value = "data")]
+    data: PathBuf,
+    /// Deploys a component at start (repeatable).
+    #[arg(long = "deploy", value_name = "NAME=FILE")]
+    deploy: Vec<String>,
+    /// The largest upload, in MiB.
+    #[arg(long, default_value_t = 64)]
+    max_upload_mib: usize,
+    /// Invocations running at once, in total; more get 429.
+    #[arg(long, default_value_t = 128)]
+    max_concurrency: usize,
+    /// Invocations running at once per action; more get 429.
+    #[arg(long, default_value_t = 32)]
+    max_concurrency_per_action: usize,
+    /// Serves without tokens. For local demos only.
+    #[arg(long)]
+    insecure_no_auth: bool,
 }
 
 #[derive(clap::Args)]
@@ -69,6 +102,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Run(args) => run(args).await,
+        Command::Serve(args) => serve(args).await,
         Command::Inspect { file } => inspect(&file).await,
     };
     match outcome {
@@ -136,6 +170,100 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
             }
             eprintln!("error: {error}");
             Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let host_file = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            HostFile::parse(&text).map_err(|why| {
+                anyhow::anyhow!("invalid host configuration {}: {why}", path.display())
+            })?
+        }
+        None => HostFile::default(),
+    };
+    let deploy = args
+        .deploy
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((name, file)) if !name.is_empty() && !file.is_empty() => {
+                Ok((name.to_owned(), PathBuf::from(file)))
+            }
+            _ => bail!("--deploy expects NAME=FILE, got `{pair}`"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (admin_token, invoke_token) = if args.insecure_no_auth {
+        eprintln!(
+            "WARNING: --insecure-no-auth: anyone who can reach {} can upload and run code",
+            args.listen
+        );
+        (None, None)
+    } else {
+        (
+            Some(token("ACTION_HOST_ADMIN_TOKEN")),
+            Some(token("ACTION_HOST_INVOKE_TOKEN")),
+        )
+    };
+    let options = ServeOptions {
+        listen: args.listen,
+        data: args.data,
+        host_file,
+        admin_token: admin_token.clone(),
+        invoke_token: invoke_token.clone(),
+        max_upload_bytes: args.max_upload_mib << 20,
+        max_concurrency: args.max_concurrency,
+        max_concurrency_per_action: args.max_concurrency_per_action,
+        deploy,
+        ..ServeOptions::default()
+    };
+    let host = Host::new(HostConfig {
+        // Room for every permitted call plus loads running beside them.
+        pool_size: u32::try_from(args.max_concurrency + 32).unwrap_or(u32::MAX),
+        ..HostConfig::default()
+    })?;
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", options.listen))?;
+    let address = listener.local_addr()?;
+    let service = Service::start(host, options).await?;
+    eprintln!("listening on http://{address}");
+    let actions = service.host().actions();
+    eprintln!(
+        "serving {} action(s): {}",
+        actions.len(),
+        actions.join(", ")
+    );
+    if let Some(first) = actions.first() {
+        let auth = invoke_token.as_ref().map_or(String::new(), |t| {
+            format!("-H 'Authorization: Bearer {t}' ")
+        });
+        eprintln!("try:");
+        eprintln!(
+            "  curl -s {auth}-d '{{\"input\": {{\"first_name\": \"Ada\"}}, \"context\": {{\"timezone\": \"Europe/London\"}}}}' http://{address}/v1/actions/{first}/invoke"
+        );
+        eprintln!(
+            "  curl -s {auth}-d '{{\"input_data\": {{\"attributes\": {{\"first_name\": \"Ada\"}}}}}}' http://{address}/webhooks/opendialog/{first}"
+        );
+    }
+    action_host::serve(service, listener).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A token from the environment, or a new random one printed once.
+fn token(variable: &str) -> String {
+    match std::env::var(variable) {
+        Ok(token) if !token.trim().is_empty() => token.trim().to_owned(),
+        _ => {
+            let token = format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
+            eprintln!("{variable} was not set; generated: {token}");
+            token
         }
     }
 }

@@ -47,6 +47,45 @@ pub(crate) struct Outbound {
     secrets: Vec<Secret>,
     limits: HttpLimits,
     client: reqwest::Client,
+    counters: Arc<OutboundCounters>,
+}
+
+/// Outbound requests by result, for one action name across its versions.
+#[derive(Default)]
+pub(crate) struct OutboundCounters([std::sync::atomic::AtomicU64; 7]);
+
+const RESULTS: [&str; 7] = [
+    "ok",
+    "denied",
+    "timeout",
+    "too-large",
+    "invalid-request",
+    "transport",
+    "budget-exhausted",
+];
+
+impl OutboundCounters {
+    fn record(&self, result: &Result<Response, OutboundError>) {
+        let index = match result {
+            Ok(_) => 0,
+            Err(OutboundError::Denied(_)) => 1,
+            Err(OutboundError::Timeout) => 2,
+            Err(OutboundError::TooLarge) => 3,
+            Err(OutboundError::InvalidRequest(_)) => 4,
+            Err(OutboundError::Transport(_)) => 5,
+            Err(OutboundError::BudgetExhausted) => 6,
+        };
+        self.0[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Each result's name and count.
+    pub(crate) fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        RESULTS
+            .iter()
+            .zip(&self.0)
+            .map(|(name, n)| (*name, n.load(Ordering::Relaxed)))
+            .collect()
+    }
 }
 
 /// What a call leaves for the action to return its outcome after the last
@@ -72,6 +111,7 @@ impl Outbound {
         grants: Vec<Grant>,
         secrets: Vec<Secret>,
         limits: HttpLimits,
+        counters: Arc<OutboundCounters>,
     ) -> anyhow::Result<Outbound> {
         let grants = Arc::new(grants);
         let client = reqwest::Client::builder()
@@ -90,7 +130,13 @@ impl Outbound {
             secrets,
             limits,
             client,
+            counters,
         })
+    }
+
+    /// Counts a request's result.
+    pub(crate) fn record(&self, result: &Result<Response, OutboundError>) {
+        self.counters.record(result);
     }
 
     /// The most request body bytes an action may send.

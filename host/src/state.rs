@@ -152,10 +152,12 @@ impl http::Host for State {
                 .map(|ms| std::time::Duration::from_millis(ms.into())),
         };
         // Refusals and failures are values the action branches on, never traps.
+        let outbound = Arc::clone(self.gate.gate.outbound());
         let sent = match self.gate.admit(request) {
-            Ok(admitted) => self.gate.gate.outbound().send(admitted).await,
+            Ok(admitted) => outbound.send(admitted).await,
             Err(error) => Err(error),
         };
+        outbound.record(&sent);
         let response = sent.map_err(|error| match noted(&self.log, error) {
             OutboundError::Denied(why) => http::HttpError::Denied(why),
             OutboundError::Timeout => http::HttpError::Timeout,
@@ -247,7 +249,10 @@ impl wasmtime_wasi_http::WasiHttpHooks for HttpHooks {
         let outbound = Arc::clone(self.gate.outbound());
         let log = self.log.clone();
         Box::new(async move {
-            let fail = |error| to_error_code(noted(&log, error));
+            let fail = |error: OutboundError| {
+                outbound.record(&Err(error.clone()));
+                to_error_code(noted(&log, error))
+            };
             let mut admitted = admitted.map_err(fail)?;
             let cap = outbound.body_cap();
             let body = http_body_util::Limited::new(body, cap)
@@ -259,7 +264,11 @@ impl wasmtime_wasi_http::WasiHttpHooks for HttpHooks {
                     )))
                 })?;
             admitted.set_body(body.to_bytes());
-            let response = outbound.send(admitted).await.map_err(fail)?;
+            let response = outbound.send(admitted).await;
+            if response.is_ok() {
+                outbound.record(&response);
+            }
+            let response = response.map_err(fail)?;
             let mut builder = hyper::Response::builder().status(response.status);
             for (name, value) in &response.headers {
                 builder = builder.header(name, value);

@@ -1,0 +1,724 @@
+//! `action-host serve`: the HTTP API for designers (upload, grants, try) and
+//! for the dialog platform (invoke, the OpenDialog webhook), over one [`Host`]
+//! and one [`DataDir`].
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{Map, Value as Json, json};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config_file::{ActionDoc, HostFile};
+use crate::context::CallContext;
+use crate::error::{ErrorKind, InvokeError, LoadError};
+use crate::host::{ArtifactCache, Host, sha256_hex};
+use crate::manifest::Manifest;
+use crate::metrics::Metrics;
+use crate::store::{ActionRecord, DataDir};
+
+/// How the service runs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Where to listen [127.0.0.1:8080].
+    pub listen: SocketAddr,
+    /// The data directory [./data].
+    pub data: std::path::PathBuf,
+    /// Operator settings by action; they win over settings stored earlier.
+    pub host_file: HostFile,
+    /// Bearer token for the admin routes; `None` when auth is off.
+    pub admin_token: Option<String>,
+    /// Bearer token for invoking; `None` when auth is off.
+    pub invoke_token: Option<String>,
+    /// The largest component an upload may carry [64 MiB].
+    pub max_upload_bytes: usize,
+    /// Invocations running at once, in total; more get 429 [128].
+    pub max_concurrency: usize,
+    /// Invocations running at once per action; more get 429 [32].
+    pub max_concurrency_per_action: usize,
+    /// How long calls in flight may take to finish at shutdown [10 s].
+    pub shutdown_grace: Duration,
+    /// Components to deploy at start, as (name, file).
+    pub deploy: Vec<(String, std::path::PathBuf)>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> ServeOptions {
+        ServeOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data: "data".into(),
+            host_file: HostFile::default(),
+            admin_token: None,
+            invoke_token: None,
+            max_upload_bytes: 64 << 20,
+            max_concurrency: 128,
+            max_concurrency_per_action: 32,
+            shutdown_grace: Duration::from_secs(10),
+            deploy: Vec::new(),
+        }
+    }
+}
+
+/// The largest JSON body a request may carry.
+const MAX_JSON_BYTES: usize = 1 << 20;
+
+/// The running service's state.
+pub struct Service {
+    host: Host,
+    data: Arc<DataDir>,
+    options: ServeOptions,
+    actions: RwLock<HashMap<String, Served>>,
+    metrics: Metrics,
+    total: Arc<Semaphore>,
+    per_action: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Uploads and settings changes, one at a time, so versions and pointers
+    /// stay in step; invocations never wait on it.
+    changes: tokio::sync::Mutex<()>,
+}
+
+/// What the service knows of a serving action.
+#[derive(Clone)]
+struct Served {
+    record: ActionRecord,
+    manifest: Arc<Manifest>,
+}
+
+/// An error as the API answers it: `{"error": {"code", "message"}}` and a status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    logs: Option<Json>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            logs: None,
+        }
+    }
+
+    fn body(&self) -> Json {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(logs) = &self.logs {
+            error["logs"] = logs.clone();
+        }
+        json!({ "error": error })
+    }
+}
+
+impl From<LoadError> for ApiError {
+    fn from(error: LoadError) -> ApiError {
+        match error {
+            LoadError::Host(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                error.to_string(),
+            ),
+            _ => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-action",
+                error.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<InvokeError> for ApiError {
+    fn from(error: InvokeError) -> ApiError {
+        // The one place an invocation's error kind becomes a status.
+        let status = match error.kind {
+            ErrorKind::InvalidInput => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::UnknownAction => StatusCode::NOT_FOUND,
+            ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::Upstream | ErrorKind::Denied => StatusCode::BAD_GATEWAY,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let logs = serde_json::to_value(&error.logs).ok();
+        ApiError {
+            status,
+            code: error.kind.as_str(),
+            message: error.message,
+            logs,
+        }
+    }
+}
+
+fn internal(error: anyhow::Error) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        format!("{error:#}"),
+    )
+}
+
+/// Which token a route needs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Admin,
+    Invoke,
+}
+
+impl Service {
+    /// Opens the data directory and serves again every action stored there
+    /// (from cached artifacts, without recompiling), then deploys `options.deploy`.
+    pub async fn start(host: Host, options: ServeOptions) -> anyhow::Result<Arc<Service>> {
+        let data = Arc::new(DataDir::open(&options.data)?);
+        let service = Arc::new(Service {
+            host,
+            data,
+            total: Arc::new(Semaphore::new(options.max_concurrency)),
+            options,
+            actions: RwLock::new(HashMap::new()),
+            metrics: Metrics::default(),
+            per_action: std::sync::Mutex::new(HashMap::new()),
+            changes: tokio::sync::Mutex::new(()),
+        });
+        for (name, record) in service.data.actions()? {
+            // One broken action must not keep the others from serving.
+            if let Err(error) = service.restore(&name, record).await {
+                eprintln!("warning: action `{name}` is not served: {}", error.message);
+            }
+        }
+        for (name, file) in service.options.deploy.clone() {
+            let bytes = std::fs::read(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            service
+                .upload(&name, Bytes::from(bytes))
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot deploy {}: {}", file.display(), e.message))?;
+        }
+        Ok(service)
+    }
+
+    /// The host behind the service.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    async fn restore(&self, name: &str, mut record: ActionRecord) -> Result<(), ApiError> {
+        if let Some(doc) = self.host_file_doc(name) {
+            record.settings = doc;
+        }
+        let settings = record.settings.settings().map_err(settings_error)?;
+        let data = Arc::clone(&self.data);
+        let sha = record.sha256.clone();
+        let bytes = tokio::task::spawn_blocking(move || data.version(&sha))
+            .await
+            .map_err(|e| internal(e.into()))?
+            .map_err(internal)?;
+        let prepared = self
+            .host
+            .prepare(name, &bytes, settings, Some(self.cache()))
+            .await?;
+        let manifest = Arc::clone(prepared.manifest());
+        self.host.install(prepared);
+        self.served_mut()
+            .insert(name.to_owned(), Served { record, manifest });
+        Ok(())
+    }
+
+    /// Validates, compiles and stores a new version, then serves it. A failure
+    /// at any step leaves the serving version as it was.
+    async fn upload(&self, name: &str, bytes: Bytes) -> Result<Served, ApiError> {
+        let _one_change = self.changes.lock().await;
+        let previous = self.served(name);
+        let doc = match (&previous, self.host_file_doc(name)) {
+            (_, Some(doc)) => doc,
+            (Some(previous), None) => previous.record.settings.clone(),
+            (None, None) => ActionDoc::default(),
+        };
+        let settings = doc.settings().map_err(settings_error)?;
+        let prepared = self
+            .host
+            .prepare(name, &bytes, settings, Some(self.cache()))
+            .await?;
+        let sha256 = sha256_hex(&bytes);
+        let record = ActionRecord {
+            sha256: sha256.clone(),
+            version: previous.map_or(0, |p| p.record.version) + 1,
+            settings: doc,
+        };
+        self.persist(name, Some((sha256, bytes)), record.clone())
+            .await?;
+        let served = Served {
+            record,
+            manifest: Arc::clone(prepared.manifest()),
+        };
+        self.host.install(prepared);
+        self.served_mut().insert(name.to_owned(), served.clone());
+        Ok(served)
+    }
+
+    /// Replaces an action's settings: reloads its version (from the cached
+    /// artifact) with them, stores them, then serves it.
+    async fn set_settings(&self, name: &str, doc: ActionDoc) -> Result<Served, ApiError> {
+        let _one_change = self.changes.lock().await;
+        let previous = self.served(name).ok_or_else(|| unknown_action(name))?;
+        let settings = doc.settings().map_err(settings_error)?;
+        let data = Arc::clone(&self.data);
+        let sha = previous.record.sha256.clone();
+        let bytes = tokio::task::spawn_blocking(move || data.version(&sha))
+            .await
+            .map_err(|e| internal(e.into()))?
+            .map_err(internal)?;
+        let prepared = self
+            .host
+            .prepare(name, &bytes, settings, Some(self.cache()))
+            .await?;
+        let record = ActionRecord {
+            settings: doc,
+            ..previous.record
+        };
+        self.persist(name, None, record.clone()).await?;
+        let served = Served {
+            record,
+            manifest: Arc::clone(prepared.manifest()),
+        };
+        self.host.install(prepared);
+        self.served_mut().insert(name.to_owned(), served.clone());
+        Ok(served)
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), ApiError> {
+        let _one_change = self.changes.lock().await;
+        if self.served(name).is_none() {
+            return Err(unknown_action(name));
+        }
+        let data = Arc::clone(&self.data);
+        let owned = name.to_owned();
+        tokio::task::spawn_blocking(move || data.remove_action(&owned))
+            .await
+            .map_err(|e| internal(e.into()))?
+            .map_err(internal)?;
+        self.host.unload(name);
+        self.served_mut().remove(name);
+        Ok(())
+    }
+
+    /// Writes the version (if new) and then the pointer, off the async workers.
+    async fn persist(
+        &self,
+        name: &str,
+        version: Option<(String, Bytes)>,
+        record: ActionRecord,
+    ) -> Result<(), ApiError> {
+        let data = Arc::clone(&self.data);
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || {
+            if let Some((sha256, bytes)) = version {
+                data.put_version(&sha256, &bytes)?;
+            }
+            data.set_action(&name, &record)
+        })
+        .await
+        .map_err(|e| internal(e.into()))?
+        .map_err(internal)
+    }
+
+    fn cache(&self) -> Arc<dyn ArtifactCache> {
+        Arc::clone(&self.data) as Arc<dyn ArtifactCache>
+    }
+
+    fn host_file_doc(&self, name: &str) -> Option<ActionDoc> {
+        self.options.host_file.docs.get(name).cloned()
+    }
+
+    fn served(&self, name: &str) -> Option<Served> {
+        self.actions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    fn served_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Served>> {
+        self.actions.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a place for one invocation of `name`, or refuses at once: the
+    /// service never queues calls without bound.
+    fn admit(&self, name: &str) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), ApiError> {
+        let overloaded = || {
+            self.metrics.overloaded(name);
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "overloaded",
+                "too many invocations at once; retry shortly",
+            )
+        };
+        let total = Arc::clone(&self.total)
+            .try_acquire_owned()
+            .map_err(|_| overloaded())?;
+        let action = {
+            let mut per_action = self.per_action.lock().unwrap_or_else(|p| p.into_inner());
+            let limit = self.options.max_concurrency_per_action;
+            Arc::clone(
+                per_action
+                    .entry(name.to_owned())
+                    .or_insert_with(|| Arc::new(Semaphore::new(limit))),
+            )
+        };
+        let action = action.try_acquire_owned().map_err(|_| overloaded())?;
+        Ok((total, action))
+    }
+
+    async fn invoke(
+        &self,
+        name: &str,
+        context: CallContext,
+        input: &Map<String, Json>,
+    ) -> Result<crate::Invocation, ApiError> {
+        if self.served(name).is_none() {
+            return Err(unknown_action(name));
+        }
+        let _permits = self.admit(name)?;
+        let started = Instant::now();
+        let result = self.host.invoke(name, context, input).await;
+        let label = match &result {
+            Ok(done) if done.success => "success",
+            Ok(_) => "failure",
+            Err(error) => error.kind.as_str(),
+        };
+        self.metrics.invocation(name, label, started.elapsed());
+        result.map_err(ApiError::from)
+    }
+
+    /// Serves one request.
+    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let webhook = segments.first() == Some(&"webhooks");
+        let result = self.route(&method, &segments, request).await;
+        match result {
+            Ok(response) => response,
+            Err(error) if webhook => json_response(
+                error.status,
+                &json!({"successful": false, "errors": [{"message": error.message}]}),
+            ),
+            Err(error) => json_response(error.status, &error.body()),
+        }
+    }
+
+    async fn route(
+        &self,
+        method: &Method,
+        segments: &[&str],
+        request: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, ApiError> {
+        match (method, segments) {
+            (&Method::GET, ["healthz"]) => {
+                Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
+            }
+            (&Method::GET, ["metrics"]) => {
+                self.authorize(&request, Role::Admin)?;
+                let text = self.metrics.render(&self.host);
+                Ok(Response::builder()
+                    .header("content-type", "text/plain; version=0.0.4")
+                    .body(Full::new(Bytes::from(text)))
+                    .expect("a valid response"))
+            }
+            (&Method::GET, ["v1", "actions"]) => {
+                self.authorize(&request, Role::Admin)?;
+                let mut names: Vec<String> = self
+                    .actions
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .keys()
+                    .cloned()
+                    .collect();
+                names.sort();
+                let list: Vec<Json> = names.iter().filter_map(|n| self.describe(n)).collect();
+                Ok(json_response(StatusCode::OK, &json!({ "actions": list })))
+            }
+            (&Method::GET, ["v1", "actions", name]) => {
+                self.authorize(&request, Role::Admin)?;
+                let shown = self.describe(name).ok_or_else(|| unknown_action(name))?;
+                Ok(json_response(StatusCode::OK, &shown))
+            }
+            (&Method::PUT, ["v1", "actions", name]) => {
+                self.authorize(&request, Role::Admin)?;
+                let bytes = read_body(request, self.options.max_upload_bytes).await?;
+                let first = self.served(name).is_none();
+                self.upload(name, bytes).await?;
+                let status = if first {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                };
+                Ok(json_response(
+                    status,
+                    &self.describe(name).unwrap_or(Json::Null),
+                ))
+            }
+            (&Method::DELETE, ["v1", "actions", name]) => {
+                self.authorize(&request, Role::Admin)?;
+                self.delete(name).await?;
+                Ok(Response::builder()
+                    .status(StatusCode::NO_CONTENT)
+                    .body(Full::default())
+                    .expect("a valid response"))
+            }
+            (&Method::PUT, ["v1", "actions", name, "grants"]) => {
+                self.authorize(&request, Role::Admin)?;
+                let body = read_json(request).await?;
+                let doc: ActionDoc = serde_json::from_value(body).map_err(|e| {
+                    ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid-settings",
+                        format!("invalid settings: {e}"),
+                    )
+                })?;
+                self.set_settings(name, doc).await?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &self.describe(name).unwrap_or(Json::Null),
+                ))
+            }
+            (&Method::POST, ["v1", "actions", name, "invoke"]) => {
+                self.authorize(&request, Role::Invoke)?;
+                let body = read_json(request).await?;
+                let (context, input) = invoke_body(&body)?;
+                let done = self.invoke(name, context, &input).await?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &serde_json::to_value(&done).unwrap_or(Json::Null),
+                ))
+            }
+            (&Method::POST, ["webhooks", "opendialog", name]) => {
+                self.authorize(&request, Role::Invoke)?;
+                let body = read_json(request).await?;
+                let input = body
+                    .pointer("/input_data/attributes")
+                    .and_then(Json::as_object)
+                    .cloned()
+                    .ok_or_else(|| {
+                        ApiError::new(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "invalid-input",
+                            "expected {\"input_data\": {\"attributes\": {...}}}",
+                        )
+                    })?;
+                let done = self.invoke(name, CallContext::default(), &input).await?;
+                let answer = if done.success {
+                    json!({"successful": true, "output_data": {"attributes": done.attributes}})
+                } else {
+                    let message = if done.messages.is_empty() {
+                        "the action reported no success".to_owned()
+                    } else {
+                        done.messages.join(" ")
+                    };
+                    json!({"successful": false, "errors": [{"message": message}]})
+                };
+                Ok(json_response(StatusCode::OK, &answer))
+            }
+            (
+                _,
+                ["healthz" | "metrics"] | ["v1", "actions", ..] | ["webhooks", "opendialog", _],
+            ) => Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                format!("{method} is not allowed here"),
+            )),
+            _ => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "no such route",
+            )),
+        }
+    }
+
+    /// An action as the API shows it: secrets' values redacted.
+    fn describe(&self, name: &str) -> Option<Json> {
+        let served = self.served(name)?;
+        Some(json!({
+            "name": name,
+            "version": served.record.version,
+            "sha256": served.record.sha256,
+            "manifest": &*served.manifest,
+            "settings": served.record.settings.redacted(),
+            "invocations": self.metrics.counts(name),
+        }))
+    }
+
+    /// Checks the bearer token in constant time. With auth off, allows all.
+    fn authorize(&self, request: &Request<Incoming>, role: Role) -> Result<(), ApiError> {
+        let (Some(admin), Some(invoke)) = (&self.options.admin_token, &self.options.invoke_token)
+        else {
+            return Ok(());
+        };
+        let presented = request
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "send `Authorization: Bearer <token>`",
+                )
+            })?;
+        let matches = |token: &String| bool::from(presented.as_bytes().ct_eq(token.as_bytes()));
+        match (matches(admin), matches(invoke), role) {
+            (true, _, _) | (false, true, Role::Invoke) => Ok(()),
+            (false, true, Role::Admin) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this route needs the admin token",
+            )),
+            (false, false, _) => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "unknown token",
+            )),
+        }
+    }
+}
+
+fn unknown_action(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown-action",
+        format!("no action is deployed as `{name}`"),
+    )
+}
+
+fn settings_error(why: String) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-settings", why)
+}
+
+/// Reads `{"input": {...}, "context": {...}}`, naming what is wrong.
+fn invoke_body(body: &Json) -> Result<(CallContext, Map<String, Json>), ApiError> {
+    let invalid =
+        |message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-input", message);
+    let object = body
+        .as_object()
+        .ok_or_else(|| invalid("the body must be a JSON object".into()))?;
+    if let Some(unknown) = object.keys().find(|k| *k != "input" && *k != "context") {
+        return Err(invalid(format!(
+            "unknown field `{unknown}`: send {{\"input\": {{...}}, \"context\": {{...}}}}"
+        )));
+    }
+    let input = match object.get("input") {
+        None => Map::new(),
+        Some(Json::Object(input)) => input.clone(),
+        Some(_) => {
+            return Err(invalid(
+                "`input` must be a JSON object of attributes".into(),
+            ));
+        }
+    };
+    let context = match object.get("context") {
+        None | Some(Json::Null) => CallContext::default(),
+        Some(context) => CallContext::from_json(context).map_err(invalid)?,
+    };
+    Ok((context, input))
+}
+
+async fn read_body(request: Request<Incoming>, cap: usize) -> Result<Bytes, ApiError> {
+    match Limited::new(request.into_body(), cap).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            format!("the body is larger than {cap} bytes"),
+        )),
+        Err(error) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!("cannot read the body: {error}"),
+        )),
+    }
+}
+
+async fn read_json(request: Request<Incoming>) -> Result<Json, ApiError> {
+    let bytes = read_body(request, MAX_JSON_BYTES).await?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+            format!("the body is not valid JSON: {e}"),
+        )
+    })
+}
+
+fn json_response(status: StatusCode, body: &Json) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("a valid response")
+}
+
+/// Serves until SIGTERM or SIGINT, then stops accepting and lets calls in
+/// flight finish within the grace period.
+pub async fn serve(service: Arc<Service>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = Builder::new(TokioExecutor::new());
+    let mut stop = std::pin::pin!(shutdown_signal());
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        eprintln!("warning: accept failed: {error}");
+                        continue;
+                    }
+                };
+                let service = Arc::clone(&service);
+                let handler = hyper::service::service_fn(move |request| {
+                    let service = Arc::clone(&service);
+                    async move { Ok::<_, std::convert::Infallible>(service.handle(request).await) }
+                });
+                let connection = builder.serve_connection(TokioIo::new(stream), handler).into_owned();
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+            }
+            () = &mut stop => break,
+        }
+    }
+    drop(listener);
+    eprintln!(
+        "shutting down: waiting up to {:?} for calls in flight",
+        service.options.shutdown_grace
+    );
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(service.options.shutdown_grace) => {
+            eprintln!("warning: calls still running after the grace period were cut off");
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}

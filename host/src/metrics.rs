@@ -1,0 +1,159 @@
+//! The service's metrics, written in the Prometheus text format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::host::Host;
+
+/// Upper bounds of the latency histogram's buckets, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0,
+];
+
+/// Counters and histograms of invocations, by action.
+#[derive(Default)]
+pub(crate) struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// (action, result) -> count; result is `success`, `failure` or an error kind.
+    invocations: BTreeMap<(String, String), u64>,
+    latency: BTreeMap<String, Histogram>,
+    /// action -> calls refused with 429.
+    overloaded: BTreeMap<String, u64>,
+}
+
+#[derive(Default, Clone)]
+struct Histogram {
+    buckets: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+impl Metrics {
+    /// Records one invocation's result and duration.
+    pub(crate) fn invocation(&self, action: &str, result: &str, duration: Duration) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        *inner
+            .invocations
+            .entry((action.to_owned(), result.to_owned()))
+            .or_default() += 1;
+        let histogram = inner.latency.entry(action.to_owned()).or_default();
+        let seconds = duration.as_secs_f64();
+        for (bucket, bound) in histogram.buckets.iter_mut().zip(BUCKETS) {
+            if seconds <= bound {
+                *bucket += 1;
+            }
+        }
+        histogram.sum += seconds;
+        histogram.count += 1;
+    }
+
+    /// Records a call refused because of the concurrency bounds.
+    pub(crate) fn overloaded(&self, action: &str) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        *inner.overloaded.entry(action.to_owned()).or_default() += 1;
+    }
+
+    /// Invocations of `action` by result.
+    pub(crate) fn counts(&self, action: &str) -> BTreeMap<String, u64> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner
+            .invocations
+            .iter()
+            .filter(|((name, _), _)| name == action)
+            .map(|((_, result), n)| (result.clone(), *n))
+            .collect()
+    }
+
+    /// Everything, in the Prometheus text format. Action names are plain
+    /// (a-z, 0-9, '-', '_'), so label values need no escaping.
+    pub(crate) fn render(&self, host: &Host) -> String {
+        let inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone_data();
+        let mut out = String::new();
+        out.push_str("# HELP action_host_invocations_total Invocations by action and result.\n");
+        out.push_str("# TYPE action_host_invocations_total counter\n");
+        for ((action, result), n) in &inner.invocations {
+            let _ = writeln!(
+                out,
+                "action_host_invocations_total{{action=\"{action}\",result=\"{result}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP action_host_invocation_duration_seconds Time of an invocation, from the request to the result.\n");
+        out.push_str("# TYPE action_host_invocation_duration_seconds histogram\n");
+        for (action, h) in &inner.latency {
+            for (bound, n) in BUCKETS.iter().zip(h.buckets) {
+                let _ = writeln!(
+                    out,
+                    "action_host_invocation_duration_seconds_bucket{{action=\"{action}\",le=\"{bound}\"}} {n}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "action_host_invocation_duration_seconds_bucket{{action=\"{action}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "action_host_invocation_duration_seconds_sum{{action=\"{action}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "action_host_invocation_duration_seconds_count{{action=\"{action}\"}} {}",
+                h.count
+            );
+        }
+        out.push_str("# HELP action_host_outbound_requests_total Outbound HTTP requests by action and result.\n");
+        out.push_str("# TYPE action_host_outbound_requests_total counter\n");
+        let outbound = host.outbound_counts();
+        for (action, result, n) in &outbound {
+            let _ = writeln!(
+                out,
+                "action_host_outbound_requests_total{{action=\"{action}\",result=\"{result}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP action_host_outbound_denials_total Outbound requests the policy denied, by action.\n");
+        out.push_str("# TYPE action_host_outbound_denials_total counter\n");
+        for (action, _, n) in outbound.iter().filter(|(_, result, _)| *result == "denied") {
+            let _ = writeln!(
+                out,
+                "action_host_outbound_denials_total{{action=\"{action}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP action_host_overloaded_total Calls refused with 429 by the concurrency bounds.\n");
+        out.push_str("# TYPE action_host_overloaded_total counter\n");
+        for (action, n) in &inner.overloaded {
+            let _ = writeln!(
+                out,
+                "action_host_overloaded_total{{action=\"{action}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP action_host_compilations_total Components compiled (not read from the artifact cache).\n");
+        out.push_str("# TYPE action_host_compilations_total counter\n");
+        let _ = writeln!(
+            out,
+            "action_host_compilations_total {}",
+            host.compilations()
+        );
+        out
+    }
+}
+
+impl Inner {
+    fn clone_data(&self) -> Inner {
+        Inner {
+            invocations: self.invocations.clone(),
+            latency: self.latency.clone(),
+            overloaded: self.overloaded.clone(),
+        }
+    }
+}
