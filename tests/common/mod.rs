@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod mock;
+pub mod server;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,0 +1,532 @@
+//! The service end to end: the real `action-host serve` process on a loopback
+//! port, driven over HTTP.
+
+mod common;
+
+use common::server::{ADMIN, INVOKE, Server};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+fn client() -> Client {
+    // The tests speak plain HTTP to loopback; reqwest still wants a TLS provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::builder().no_proxy().build().unwrap()
+}
+
+async fn upload(server: &Server, name: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
+    let response = client()
+        .put(server.url(&format!("/v1/actions/{name}")))
+        .bearer_auth(ADMIN)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn invoke(server: &Server, name: &str, body: Value) -> (StatusCode, Value) {
+    let response = client()
+        .post(server.url(&format!("/v1/actions/{name}/invoke")))
+        .bearer_auth(INVOKE)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn admin_get(server: &Server, path: &str) -> (StatusCode, String) {
+    let response = client()
+        .get(server.url(path))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+async fn set_grants(server: &Server, name: &str, body: Value) -> (StatusCode, Value) {
+    let response = client()
+        .put(server.url(&format!("/v1/actions/{name}/grants")))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn greet(name: &str) -> Value {
+    json!({"input": {"first_name": name}, "context": {"timezone": "Europe/London"}})
+}
+
+#[tokio::test]
+async fn every_route_works_with_the_right_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+
+    let (status, health) = {
+        let r = client().get(server.url("/healthz")).send().await.unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!((status, health), (StatusCode::OK, json!({"status": "ok"})));
+
+    let (status, created) = upload(&server, "greeting", common::plugin_bytes("greeting")).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["version"], 1);
+    assert_eq!(created["manifest"]["name"], "greeting");
+    assert_eq!(
+        created["sha256"],
+        action_host::sha256_hex(&common::plugin_bytes("greeting"))
+    );
+
+    let (status, done) = invoke(&server, "greeting", greet("Ada Lovelace")).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(done["success"], true);
+    assert!(
+        done["attributes"]["greeting"]
+            .as_str()
+            .unwrap()
+            .contains("Ada!")
+    );
+    assert!(done["duration_ms"].as_f64().unwrap() > 0.0);
+    assert!(done["logs"].is_array() && done["messages"].is_array());
+
+    let webhook = client()
+        .post(server.url("/webhooks/opendialog/greeting"))
+        .bearer_auth(INVOKE)
+        .json(&json!({"input_data": {"attributes": {"first_name": "Grace"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(webhook.status(), StatusCode::OK);
+    let webhook: Value = webhook.json().await.unwrap();
+    assert_eq!(webhook["successful"], true);
+    assert!(
+        webhook["output_data"]["attributes"]["greeting"]
+            .as_str()
+            .unwrap()
+            .contains("Grace!")
+    );
+
+    let (status, list) = admin_get(&server, "/v1/actions").await;
+    assert_eq!(status, StatusCode::OK);
+    let list: Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list["actions"][0]["name"], "greeting");
+
+    let (status, grants) = set_grants(
+        &server,
+        "greeting",
+        json!({
+            "grants": ["GET https://api.example.com/"],
+            "config": {"tone": "warm"},
+            "secrets": [{"name": "token", "value": "very-secret-value", "allow": ["GET https://api.example.com/"]}],
+            "limits": {"deadline_ms": 2000, "max_requests": 2}
+        }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{grants}");
+    let (status, shown) = admin_get(&server, "/v1/actions/greeting").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        !shown.contains("very-secret-value"),
+        "a secret leaked: {shown}"
+    );
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["settings"]["secrets"][0]["value"], "<redacted>");
+    assert_eq!(
+        shown["settings"]["grants"][0],
+        "GET https://api.example.com/"
+    );
+    assert_eq!(shown["invocations"]["success"], 2);
+    assert_eq!(shown["version"], 1);
+
+    let (status, metrics) = admin_get(&server, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        metrics.contains("action_host_invocations_total{action=\"greeting\",result=\"success\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("action_host_invocation_duration_seconds_count{action=\"greeting\"} 2")
+    );
+    assert!(metrics.contains("action_host_outbound_requests_total"));
+    assert!(!metrics.contains("very-secret-value"));
+
+    let deleted = client()
+        .delete(server.url("/v1/actions/greeting"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let (status, gone) = invoke(&server, "greeting", greet("Ada")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(gone["error"]["code"], "unknown-action");
+    assert!(server.stop(), "the server did not stop cleanly");
+}
+
+#[tokio::test]
+async fn requests_without_the_right_token_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let c = client();
+    let none = c.get(server.url("/v1/actions")).send().await.unwrap();
+    assert_eq!(none.status(), StatusCode::UNAUTHORIZED);
+    let wrong = c
+        .get(server.url("/v1/actions"))
+        .bearer_auth("guess")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = wrong.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let invoke_token = c
+        .put(server.url("/v1/actions/x"))
+        .bearer_auth(INVOKE)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invoke_token.status(), StatusCode::FORBIDDEN);
+    let metrics = c
+        .get(server.url("/metrics"))
+        .bearer_auth(INVOKE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), StatusCode::FORBIDDEN);
+    let no_invoke = c
+        .post(server.url("/v1/actions/x/invoke"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_invoke.status(), StatusCode::UNAUTHORIZED);
+    // The admin token may also invoke.
+    let admin_invoke = c
+        .post(server.url("/v1/actions/x/invoke"))
+        .bearer_auth(ADMIN)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin_invoke.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn each_error_has_its_status_and_names_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--max-upload-mib", "1", "--max-concurrency-per-action", "1"],
+    );
+    upload(&server, "greeting", common::plugin_bytes("greeting")).await;
+    upload(&server, "fixture", common::plugin_bytes("fixture")).await;
+
+    let malformed = client()
+        .post(server.url("/v1/actions/greeting/invoke"))
+        .bearer_auth(INVOKE)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        malformed.json::<Value>().await.unwrap()["error"]["code"],
+        "malformed-json"
+    );
+
+    let (status, missing) = invoke(&server, "greeting", json!({"input": {}})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(missing["error"]["code"], "invalid-input");
+    assert!(
+        missing["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`first_name`")
+    );
+    let (status, wrong) = invoke(
+        &server,
+        "greeting",
+        json!({"input": {"first_name": "Ada", "is_member": "maybe"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        wrong["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`is_member`")
+    );
+    let (status, _) = invoke(&server, "greeting", json!({"input": [1]})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let (status, unknown) = invoke(&server, "nope", greet("Ada")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        unknown["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`nope`")
+    );
+
+    let too_big = upload(&server, "big", vec![0u8; 2 << 20]).await;
+    assert_eq!(too_big.0, StatusCode::PAYLOAD_TOO_LARGE);
+
+    let (status, _) = set_grants(&server, "fixture", json!({"limits": {"deadline_ms": 300}})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, timeout) = invoke(&server, "fixture", json!({"input": {"behave": "loop"}})).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(timeout["error"]["code"], "timeout");
+
+    let (status, bad) = set_grants(&server, "fixture", json!({"grants": ["ftp://nope"]})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        bad["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid grant `ftp://nope`")
+    );
+    let (status, _) = set_grants(&server, "fixture", json!({"grant": []})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // One call at a time per action here: a second concurrent call gets 429.
+    let (status, _) =
+        set_grants(&server, "fixture", json!({"limits": {"deadline_ms": 1500}})).await;
+    assert_eq!(status, StatusCode::OK);
+    let busy = tokio::spawn({
+        let url = server.url("/v1/actions/fixture/invoke");
+        async move {
+            client()
+                .post(url)
+                .bearer_auth(INVOKE)
+                .json(&json!({"input": {"behave": "loop"}}))
+                .send()
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, overloaded) =
+        invoke(&server, "fixture", json!({"input": {"behave": "echo"}})).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{overloaded}");
+    assert_eq!(overloaded["error"]["code"], "overloaded");
+    assert_eq!(
+        busy.await.unwrap().unwrap().status(),
+        StatusCode::GATEWAY_TIMEOUT
+    );
+}
+
+#[tokio::test]
+async fn bad_uploads_are_422_and_the_old_version_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    upload(&server, "greeting", common::plugin_bytes("greeting")).await;
+    let wrong_world = wat::parse_str(
+        r#"(component (import "acme:vault/keys@1.0.0" (instance (export "get" (func)))))"#,
+    )
+    .unwrap();
+    let no_export = wat::parse_str("(component)").unwrap();
+    let core = wat::parse_str("(module)").unwrap();
+    for (what, bytes, expect) in [
+        (
+            "garbage",
+            b"definitely not wasm".to_vec(),
+            "not a WebAssembly component",
+        ),
+        ("core module", core, "core WebAssembly module"),
+        (
+            "wrong world",
+            no_export,
+            "does not export `webhook:action/action@0.1.0`",
+        ),
+        ("unknown import", wrong_world, "acme:vault/keys@1.0.0"),
+    ] {
+        let (status, body) = upload(&server, "greeting", bytes).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(expect),
+            "{what}: {body}"
+        );
+        let (status, done) = invoke(&server, "greeting", greet("Ada")).await;
+        assert_eq!(
+            (status, &done["success"]),
+            (StatusCode::OK, &json!(true)),
+            "{what}"
+        );
+    }
+    let (_, shown) = admin_get(&server, "/v1/actions/greeting").await;
+    assert_eq!(serde_json::from_str::<Value>(&shown).unwrap()["version"], 1);
+}
+
+#[tokio::test]
+async fn a_restart_serves_the_same_actions_without_recompiling() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    upload(&server, "greeting", common::plugin_bytes("greeting")).await;
+    upload(&server, "fixture", common::plugin_bytes("fixture")).await;
+    set_grants(&server, "fixture", json!({"config": {"region": "eu-west"}})).await;
+    let (_, before) = invoke(&server, "greeting", greet("Ada")).await;
+    let (_, config_before) = invoke(
+        &server,
+        "fixture",
+        json!({"input": {"behave": "config", "key": "region"}}),
+    )
+    .await;
+    assert!(server.stop());
+
+    let server = Server::start(dir.path(), &[]);
+    let (status, after) = invoke(&server, "greeting", greet("Ada")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(after["attributes"], before["attributes"]);
+    let (_, config_after) = invoke(
+        &server,
+        "fixture",
+        json!({"input": {"behave": "config", "key": "region"}}),
+    )
+    .await;
+    assert_eq!(config_after["attributes"], config_before["attributes"]);
+    assert_eq!(config_after["attributes"]["value"], "eu-west");
+    let (_, metrics) = admin_get(&server, "/metrics").await;
+    assert!(
+        metrics.contains("action_host_compilations_total 0"),
+        "the restart recompiled:\n{metrics}"
+    );
+    let (_, list) = admin_get(&server, "/v1/actions").await;
+    let list: Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list["actions"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_swap_under_load_fails_no_invocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    upload(&server, "swap", common::plugin_bytes("greeting")).await;
+    // Both components accept this input: greeting reads first_name, fixture behave.
+    let body = json!({"input": {"first_name": "Ada", "behave": "echo"}});
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, body, stop) = (
+                server.url("/v1/actions/swap/invoke"),
+                body.clone(),
+                stop.clone(),
+            );
+            tokio::spawn(async move {
+                let client = client();
+                let (mut ok, mut failed) = (0, Vec::new());
+                let started = Instant::now();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                    && started.elapsed() < Duration::from_secs(30)
+                {
+                    let response = client
+                        .post(&url)
+                        .bearer_auth(INVOKE)
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = response.status();
+                    if status == StatusCode::OK {
+                        ok += 1;
+                    } else {
+                        failed.push(format!("{status}: {}", response.text().await.unwrap()));
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    for round in 0..6 {
+        let plugin = if round % 2 == 0 {
+            "fixture"
+        } else {
+            "greeting"
+        };
+        let (status, body) = upload(&server, "swap", common::plugin_bytes(plugin)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for client in clients {
+        let (ok, failed) = client.await.unwrap();
+        assert!(
+            failed.is_empty(),
+            "failed invocations during hot swap: {failed:?}"
+        );
+        total += ok;
+    }
+    assert!(total > 50, "only {total} invocations ran during the swaps");
+    let (_, shown) = admin_get(&server, "/v1/actions/swap").await;
+    assert_eq!(serde_json::from_str::<Value>(&shown).unwrap()["version"], 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_actions_answer_promptly_while_an_endless_loop_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    upload(&server, "greeting", common::plugin_bytes("greeting")).await;
+    upload(&server, "fixture", common::plugin_bytes("fixture")).await;
+    set_grants(&server, "fixture", json!({"limits": {"deadline_ms": 3000}})).await;
+    let looping = tokio::spawn({
+        let url = server.url("/v1/actions/fixture/invoke");
+        async move {
+            client()
+                .post(url)
+                .bearer_auth(INVOKE)
+                .json(&json!({"input": {"behave": "loop"}}))
+                .send()
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..20 {
+        let started = Instant::now();
+        let (status, _) = invoke(&server, "greeting", greet("Ada")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "a call took {:?} beside the loop",
+            started.elapsed()
+        );
+    }
+    assert!(!looping.is_finished(), "the loop should still be running");
+    assert_eq!(
+        looping.await.unwrap().unwrap().status(),
+        StatusCode::GATEWAY_TIMEOUT
+    );
+}
+
+#[tokio::test]
+async fn shutdown_lets_a_call_in_flight_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    upload(&server, "fixture", common::plugin_bytes("fixture")).await;
+    set_grants(&server, "fixture", json!({"limits": {"deadline_ms": 800}})).await;
+    let in_flight = tokio::spawn({
+        let url = server.url("/v1/actions/fixture/invoke");
+        async move {
+            client()
+                .post(url)
+                .bearer_auth(INVOKE)
+                .json(&json!({"input": {"behave": "loop"}}))
+                .send()
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopped = tokio::task::spawn_blocking(move || server.stop());
+    // The call ends on its own terms (its deadline), not with a dropped connection.
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the call in flight got an answer");
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(stopped.await.unwrap(), "the server did not exit cleanly");
+}
