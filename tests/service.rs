@@ -362,6 +362,9 @@ async fn bad_uploads_are_422_and_the_old_version_keeps_serving() {
     }
     let (_, shown) = admin_get(&server, "/v1/actions/greeting").await;
     assert_eq!(serde_json::from_str::<Value>(&shown).unwrap()["version"], 1);
+    // Uploading the same bytes again is not a new version.
+    let (status, same) = upload(&server, "greeting", common::plugin_bytes("greeting")).await;
+    assert_eq!((status, &same["version"]), (StatusCode::OK, &json!(1)));
 }
 
 #[tokio::test]

@@ -237,12 +237,16 @@ impl Service {
             (Some(previous), None) => previous.record.settings.clone(),
             (None, None) => ActionDoc::default(),
         };
+        let sha256 = sha256_hex(&bytes);
+        // The same bytes again (a repeated deploy) are not a new version.
+        if let Some(previous) = previous.as_ref().filter(|p| p.record.sha256 == sha256) {
+            return Ok(previous.clone());
+        }
         let settings = doc.settings().map_err(settings_error)?;
         let prepared = self
             .host
             .prepare(name, &bytes, settings, Some(self.cache()))
             .await?;
-        let sha256 = sha256_hex(&bytes);
         let record = ActionRecord {
             sha256: sha256.clone(),
             version: previous.map_or(0, |p| p.record.version) + 1,

@@ -7,7 +7,7 @@ use std::process::Command;
 
 const USAGE: &str = "usage: cargo xtask <demo | test | plugins | bench>
 
-  demo     build the example actions from source and run the greeting action
+  demo     build the example actions from source and serve them on 127.0.0.1:8080
   test     build the plugins, then run every test, the example and the lints
   plugins  build every plugin from source (adds the wasm32-wasip2 target if missing)
   bench    build the plugins, then run the invocation benchmark";
@@ -50,14 +50,12 @@ fn plugins() -> Result<()> {
     ])
 }
 
+/// Serves the example actions, built from source, with the demo host
+/// configuration; the service prints its tokens and curl lines to try.
 fn demo() -> Result<()> {
     plugins()?;
-    let greeting = root().join("plugins/target/wasm32-wasip2/release/greeting.wasm");
-    let greeting = greeting
-        .to_str()
-        .context("the repository path is not UTF-8")?;
-    println!("Running the greeting action with action-host run:");
-    cargo(&[
+    let built = root().join("plugins/target/wasm32-wasip2/release");
+    let mut args: Vec<String> = [
         "run",
         "--release",
         "--quiet",
@@ -66,13 +64,34 @@ fn demo() -> Result<()> {
         "--bin",
         "action-host",
         "--",
-        "run",
-        greeting,
-        "--input",
-        r#"{"first_name": "Ada Lovelace", "is_member": true, "membership_tier": "gold"}"#,
-        "--context",
-        r#"{"user_id": "u-42", "timezone": "Europe/London", "locale": "en-GB"}"#,
-    ])
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(
+        [
+            "serve",
+            "--data",
+            "target/demo-data",
+            "--config",
+            "examples/demo-host.toml",
+        ]
+        .map(String::from),
+    );
+    for (name, file) in [
+        ("greeting", "greeting"),
+        ("order-lookup", "order_lookup"),
+        ("lead-capture", "lead_capture"),
+    ] {
+        let path = built.join(format!("{file}.wasm"));
+        args.push("--deploy".into());
+        args.push(format!(
+            "{name}={}",
+            path.to_str().context("the repository path is not UTF-8")?
+        ));
+    }
+    println!("Serving the example actions; order-lookup and lead-capture call the mock API");
+    println!("(`cargo run --release --example mock_api` in another terminal). Ctrl-C stops.");
+    cargo(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 fn test() -> Result<()> {
