@@ -337,6 +337,13 @@ impl Service {
         self.options.host_file.docs.get(name).cloned()
     }
 
+    fn is_served(&self, name: &str) -> bool {
+        self.actions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(name)
+    }
+
     fn served(&self, name: &str) -> Option<Served> {
         self.actions
             .read()
@@ -366,11 +373,15 @@ impl Service {
         let action = {
             let mut per_action = self.per_action.lock().unwrap_or_else(|p| p.into_inner());
             let limit = self.options.max_concurrency_per_action;
-            Arc::clone(
-                per_action
-                    .entry(name.to_owned())
-                    .or_insert_with(|| Arc::new(Semaphore::new(limit))),
-            )
+            // Look up before inserting: the name is allocated only the first time.
+            match per_action.get(name) {
+                Some(semaphore) => Arc::clone(semaphore),
+                None => {
+                    let semaphore = Arc::new(Semaphore::new(limit));
+                    per_action.insert(name.to_owned(), Arc::clone(&semaphore));
+                    semaphore
+                }
+            }
         };
         let action = action.try_acquire_owned().map_err(|_| overloaded())?;
         Ok((total, action))
@@ -382,7 +393,7 @@ impl Service {
         context: CallContext,
         input: &Map<String, Json>,
     ) -> Result<crate::Invocation, ApiError> {
-        if self.served(name).is_none() {
+        if !self.is_served(name) {
             return Err(unknown_action(name));
         }
         let _permits = self.admit(name)?;
@@ -494,10 +505,11 @@ impl Service {
                 let body = read_json(request).await?;
                 let (context, input) = invoke_body(&body)?;
                 let done = self.invoke(name, context, &input).await?;
-                Ok(json_response(
-                    StatusCode::OK,
-                    &serde_json::to_value(&done).unwrap_or(Json::Null),
-                ))
+                let body = serde_json::to_vec(&done).map_err(|e| internal(e.into()))?;
+                Ok(Response::builder()
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(body)))
+                    .expect("a valid response"))
             }
             (&Method::POST, ["webhooks", "opendialog", name]) => {
                 self.authorize(&request, Role::Invoke)?;

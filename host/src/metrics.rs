@@ -21,7 +21,7 @@ pub(crate) struct Metrics {
 #[derive(Default)]
 struct Inner {
     /// (action, result) -> count; result is `success`, `failure` or an error kind.
-    invocations: BTreeMap<(String, String), u64>,
+    invocations: BTreeMap<String, BTreeMap<&'static str, u64>>,
     latency: BTreeMap<String, Histogram>,
     /// action -> calls refused with 429.
     overloaded: BTreeMap<String, u64>,
@@ -36,13 +36,21 @@ struct Histogram {
 
 impl Metrics {
     /// Records one invocation's result and duration.
-    pub(crate) fn invocation(&self, action: &str, result: &str, duration: Duration) {
+    pub(crate) fn invocation(&self, action: &str, result: &'static str, duration: Duration) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        *inner
-            .invocations
-            .entry((action.to_owned(), result.to_owned()))
-            .or_default() += 1;
-        let histogram = inner.latency.entry(action.to_owned()).or_default();
+        // Look up before inserting: this runs on every call, and the keys
+        // need allocating only the first time.
+        if !inner.invocations.contains_key(action) {
+            inner.invocations.insert(action.to_owned(), BTreeMap::new());
+        }
+        let results = inner.invocations.get_mut(action).expect("inserted above");
+        *results.entry(result).or_default() += 1;
+        if !inner.latency.contains_key(action) {
+            inner
+                .latency
+                .insert(action.to_owned(), Histogram::default());
+        }
+        let histogram = inner.latency.get_mut(action).expect("inserted above");
         let seconds = duration.as_secs_f64();
         for (bucket, bound) in histogram.buckets.iter_mut().zip(BUCKETS) {
             if seconds <= bound {
@@ -64,10 +72,14 @@ impl Metrics {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner
             .invocations
-            .iter()
-            .filter(|((name, _), _)| name == action)
-            .map(|((_, result), n)| (result.clone(), *n))
-            .collect()
+            .get(action)
+            .map(|results| {
+                results
+                    .iter()
+                    .map(|(result, n)| ((*result).to_owned(), *n))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Everything, in the Prometheus text format. Action names are plain
@@ -81,7 +93,9 @@ impl Metrics {
         let mut out = String::new();
         out.push_str("# HELP action_host_invocations_total Invocations by action and result.\n");
         out.push_str("# TYPE action_host_invocations_total counter\n");
-        for ((action, result), n) in &inner.invocations {
+        for (action, result, n) in inner.invocations.iter().flat_map(|(action, results)| {
+            results.iter().map(move |(result, n)| (action, result, n))
+        }) {
             let _ = writeln!(
                 out,
                 "action_host_invocations_total{{action=\"{action}\",result=\"{result}\"}} {n}"

@@ -10,7 +10,9 @@ const USAGE: &str = "usage: cargo xtask <demo | test | plugins | bench>
   demo     build the example actions from source and serve them on 127.0.0.1:8080
   test     build the plugins, then run every test, the example and the lints
   plugins  build every plugin from source (adds the wasm32-wasip2 target if missing)
-  bench    build the plugins, then run the invocation benchmark";
+  bench    build the plugins, then run the invocation benchmark
+  bench-service
+           the service over HTTP with wrk, beside a native hyper webhook server";
 
 fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
@@ -18,6 +20,7 @@ fn main() -> Result<()> {
         "plugins" => plugins(),
         "demo" => demo(),
         "test" => test(),
+        "bench-service" => bench_service::run(&root()),
         "bench" => {
             plugins()?;
             cargo(&["bench", "--package", "action-host", "--bench", "invoke"])
@@ -25,6 +28,8 @@ fn main() -> Result<()> {
         _ => bail!("{USAGE}"),
     }
 }
+
+mod bench_service;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -34,7 +39,7 @@ fn root() -> PathBuf {
 }
 
 /// Builds every plugin in `plugins/` for wasm32-wasip2; cargo rebuilds only what changed.
-fn plugins() -> Result<()> {
+pub(crate) fn plugins() -> Result<()> {
     ensure_wasm_target()?;
     let manifest = root().join("plugins/Cargo.toml");
     let manifest = manifest
@@ -126,12 +131,12 @@ fn ensure_wasm_target() -> Result<()> {
     }
 }
 
-fn cargo(args: &[&str]) -> Result<()> {
+pub(crate) fn cargo(args: &[&str]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     run(Command::new(cargo).args(args).current_dir(root()))
 }
 
-fn run(command: &mut Command) -> Result<()> {
+pub(crate) fn run(command: &mut Command) -> Result<()> {
     let status = command
         .status()
         .with_context(|| format!("failed to start {command:?}"))?;

@@ -1,0 +1,191 @@
+//! `cargo xtask bench-service`: requests per second and latency of
+//! `POST /v1/actions/greeting/invoke` on `action-host serve`, beside a native
+//! hyper webhook server doing the same work, both loaded by wrk over
+//! keep-alive connections on loopback, in the same run.
+
+use anyhow::{Context as _, Result, bail};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+const TOKEN: &str = "bench-invoke-token";
+const CONNECTIONS: &str = "32";
+const SECONDS: &str = "10s";
+const ROUNDS: usize = 3;
+
+pub(crate) fn run(root: &Path) -> Result<()> {
+    crate::plugins()?;
+    crate::cargo(&[
+        "build",
+        "--release",
+        "--package",
+        "action-host",
+        "--bin",
+        "action-host",
+        "--example",
+        "native_webhook",
+    ])?;
+    ensure_wrk()?;
+
+    let data = root.join("target/bench-data");
+    let _ = std::fs::remove_dir_all(&data);
+    let greeting = root.join("plugins/target/wasm32-wasip2/release/greeting.wasm");
+    let service = Server::start(
+        Command::new(root.join("target/release/action-host"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--data"])
+            .arg(&data)
+            .arg("--deploy")
+            .arg(format!("greeting={}", greeting.display()))
+            .args([
+                "--max-concurrency",
+                "256",
+                "--max-concurrency-per-action",
+                "256",
+            ]),
+    )?;
+    let native = Server::start(
+        Command::new(root.join("target/release/examples/native_webhook")).arg("127.0.0.1:0"),
+    )?;
+
+    let script = root.join("target/bench-invoke.lua");
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\n\
+             wrk.body = '{{\"input\":{{\"first_name\":\"Ada Lovelace\",\"is_member\":true,\"membership_tier\":\"gold\"}},\"context\":{{\"timezone\":\"Europe/London\"}}}}'\n\
+             wrk.headers[\"Content-Type\"] = \"application/json\"\n\
+             wrk.headers[\"Authorization\"] = \"Bearer {TOKEN}\"\n"
+        ),
+    )?;
+    let url = |server: &Server| format!("{}/v1/actions/greeting/invoke", server.base);
+    // Warm both up, then alternate measured rounds so drift hurts both alike.
+    wrk(&script, &url(&service), "2s")?;
+    wrk(&script, &url(&native), "2s")?;
+    let (mut sandboxed, mut baseline) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        sandboxed.push(wrk(&script, &url(&service), SECONDS)?);
+        baseline.push(wrk(&script, &url(&native), SECONDS)?);
+    }
+    let (s, n) = (median(sandboxed), median(baseline));
+    println!(
+        "wrk: 1 thread (one of the 2 cores), {CONNECTIONS} keep-alive connections, {SECONDS} per round, median of {ROUNDS} rounds"
+    );
+    println!("| server | requests/s | p50 (ms) | p99 (ms) |");
+    println!("| --- | ---: | ---: | ---: |");
+    println!(
+        "| action-host serve, greeting.wasm | {:.0} | {:.3} | {:.3} |",
+        s.per_second, s.p50_ms, s.p99_ms
+    );
+    println!(
+        "| native hyper webhook server | {:.0} | {:.3} | {:.3} |",
+        n.per_second, n.p50_ms, n.p99_ms
+    );
+    println!(
+        "ratio of requests/s: {:.2}x the native server",
+        s.per_second / n.per_second
+    );
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+struct Figures {
+    per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn median(mut rounds: Vec<Figures>) -> Figures {
+    rounds.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));
+    rounds[rounds.len() / 2]
+}
+
+fn wrk(script: &Path, url: &str, duration: &str) -> Result<Figures> {
+    let out = Command::new("wrk")
+        .args(["-t1", "-c", CONNECTIONS, "-d", duration, "--latency", "-s"])
+        .arg(script)
+        .arg(url)
+        .output()
+        .context("failed to run wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || text.contains("Non-2xx") || text.contains("Socket errors") {
+        bail!("wrk reported errors against {url}:\n{text}");
+    }
+    let field = |prefix: &str| -> Result<f64> {
+        let line = text
+            .lines()
+            .map(str::trim)
+            .find(|line| line.starts_with(prefix))
+            .with_context(|| format!("no `{prefix}` in wrk's output:\n{text}"))?;
+        let value = line.split_whitespace().nth(1).unwrap_or_default();
+        parse_value(value).with_context(|| format!("cannot read `{line}`"))
+    };
+    Ok(Figures {
+        per_second: field("Requests/sec:")?,
+        p50_ms: field("50%")?,
+        p99_ms: field("99%")?,
+    })
+}
+
+/// Reads wrk's numbers: `1234.5` or a latency such as `812.00us`, `1.20ms`, `2.00s` (in ms).
+fn parse_value(value: &str) -> Option<f64> {
+    let (number, scale) = if let Some(n) = value.strip_suffix("us") {
+        (n, 1e-3)
+    } else if let Some(n) = value.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = value.strip_suffix('s') {
+        (n, 1e3)
+    } else {
+        (value, 1.0)
+    };
+    number.parse::<f64>().ok().map(|n| n * scale)
+}
+
+fn ensure_wrk() -> Result<()> {
+    if Command::new("wrk").arg("--version").output().is_ok() {
+        return Ok(());
+    }
+    eprintln!("wrk is missing; installing it from the Debian packages");
+    crate::run(Command::new("apt-get").args(["install", "-y", "-qq", "wrk"]))
+        .context("cannot install wrk (apt-get install wrk); install it and run again")
+}
+
+/// A server process, stopped when dropped.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(command: &mut Command) -> Result<Server> {
+        let mut child = command
+            .env("ACTION_HOST_ADMIN_TOKEN", "bench-admin-token")
+            .env("ACTION_HOST_INVOKE_TOKEN", TOKEN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("failed to start a server")?;
+        let stderr = BufReader::new(child.stderr.take().context("no stderr")?);
+        let mut lines = stderr.lines();
+        let base = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(address) = line.strip_prefix("listening on ") {
+                        break address.to_owned();
+                    }
+                }
+                _ => bail!("a server exited before it listened"),
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Ok(Server { child, base })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
