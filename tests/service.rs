@@ -60,6 +60,19 @@ async fn set_grants(server: &Server, name: &str, body: Value) -> (StatusCode, Va
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// Starts a call of the fixture's endless loop; it ends at the action's deadline.
+fn start_loop(server: &Server) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    let url = server.url("/v1/actions/fixture/invoke");
+    tokio::spawn(async move {
+        client()
+            .post(url)
+            .bearer_auth(INVOKE)
+            .json(&json!({"input": {"behave": "loop"}}))
+            .send()
+            .await
+    })
+}
+
 fn greet(name: &str) -> Value {
     json!({"input": {"first_name": name}, "context": {"timezone": "Europe/London"}})
 }
@@ -300,17 +313,7 @@ async fn each_error_has_its_status_and_names_the_problem() {
     let (status, _) =
         set_grants(&server, "fixture", json!({"limits": {"deadline_ms": 1500}})).await;
     assert_eq!(status, StatusCode::OK);
-    let busy = tokio::spawn({
-        let url = server.url("/v1/actions/fixture/invoke");
-        async move {
-            client()
-                .post(url)
-                .bearer_auth(INVOKE)
-                .json(&json!({"input": {"behave": "loop"}}))
-                .send()
-                .await
-        }
-    });
+    let busy = start_loop(&server);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, overloaded) =
         invoke(&server, "fixture", json!({"input": {"behave": "echo"}})).await;
@@ -477,17 +480,7 @@ async fn other_actions_answer_promptly_while_an_endless_loop_runs() {
     upload(&server, "greeting", common::plugin_bytes("greeting")).await;
     upload(&server, "fixture", common::plugin_bytes("fixture")).await;
     set_grants(&server, "fixture", json!({"limits": {"deadline_ms": 3000}})).await;
-    let looping = tokio::spawn({
-        let url = server.url("/v1/actions/fixture/invoke");
-        async move {
-            client()
-                .post(url)
-                .bearer_auth(INVOKE)
-                .json(&json!({"input": {"behave": "loop"}}))
-                .send()
-                .await
-        }
-    });
+    let looping = start_loop(&server);
     tokio::time::sleep(Duration::from_millis(200)).await;
     for _ in 0..20 {
         let started = Instant::now();
@@ -512,17 +505,7 @@ async fn shutdown_lets_a_call_in_flight_finish() {
     let server = Server::start(dir.path(), &[]);
     upload(&server, "fixture", common::plugin_bytes("fixture")).await;
     set_grants(&server, "fixture", json!({"limits": {"deadline_ms": 800}})).await;
-    let in_flight = tokio::spawn({
-        let url = server.url("/v1/actions/fixture/invoke");
-        async move {
-            client()
-                .post(url)
-                .bearer_auth(INVOKE)
-                .json(&json!({"input": {"behave": "loop"}}))
-                .send()
-                .await
-        }
-    });
+    let in_flight = start_loop(&server);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let stopped = tokio::task::spawn_blocking(move || server.stop());
     // The call ends on its own terms (its deadline), not with a dropped connection.

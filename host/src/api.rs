@@ -210,16 +210,7 @@ impl Service {
             record.settings = doc;
         }
         let settings = record.settings.settings().map_err(settings_error)?;
-        let data = Arc::clone(&self.data);
-        let sha = record.sha256.clone();
-        let bytes = tokio::task::spawn_blocking(move || data.version(&sha))
-            .await
-            .map_err(|e| internal(e.into()))?
-            .map_err(internal)?;
-        let prepared = self
-            .host
-            .prepare(name, &bytes, settings, Some(self.cache()))
-            .await?;
+        let prepared = self.reload(name, &record.sha256, settings).await?;
         let manifest = Arc::clone(prepared.manifest());
         self.host.install(prepared);
         self.served_mut()
@@ -269,16 +260,7 @@ impl Service {
         let _one_change = self.changes.lock().await;
         let previous = self.served(name).ok_or_else(|| unknown_action(name))?;
         let settings = doc.settings().map_err(settings_error)?;
-        let data = Arc::clone(&self.data);
-        let sha = previous.record.sha256.clone();
-        let bytes = tokio::task::spawn_blocking(move || data.version(&sha))
-            .await
-            .map_err(|e| internal(e.into()))?
-            .map_err(internal)?;
-        let prepared = self
-            .host
-            .prepare(name, &bytes, settings, Some(self.cache()))
-            .await?;
+        let prepared = self.reload(name, &previous.record.sha256, settings).await?;
         let record = ActionRecord {
             settings: doc,
             ..previous.record
@@ -291,6 +273,26 @@ impl Service {
         self.host.install(prepared);
         self.served_mut().insert(name.to_owned(), served.clone());
         Ok(served)
+    }
+
+    /// Prepares the stored version `sha256` of `name` with `settings` (from the
+    /// cached artifact, so without compiling).
+    async fn reload(
+        &self,
+        name: &str,
+        sha256: &str,
+        settings: crate::ActionSettings,
+    ) -> Result<crate::Prepared, ApiError> {
+        let data = Arc::clone(&self.data);
+        let sha256 = sha256.to_owned();
+        let bytes = tokio::task::spawn_blocking(move || data.version(&sha256))
+            .await
+            .map_err(|e| internal(e.into()))?
+            .map_err(internal)?;
+        Ok(self
+            .host
+            .prepare(name, &bytes, settings, Some(self.cache()))
+            .await?)
     }
 
     async fn delete(&self, name: &str) -> Result<(), ApiError> {

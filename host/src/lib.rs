@@ -39,6 +39,23 @@
 //! version, `invoke.rs` checks the input against the manifest (`value.rs`),
 //! builds the context (`context.rs`) and a fresh store (`state.rs`, with the
 //! log capture of `log.rs`), and maps the result back.
+//!
+//! # Outbound HTTP
+//!
+//! An action reaches the network only through grants the operator gives it
+//! in [`ActionSettings`] (or an [`ActionDoc`] from a host file or the API).
+//! Both of its ways out, the `http` import and `wasi:http`, pass one gate
+//! (`outbound.rs`): the grant check (`policy.rs`), the internal-address check
+//! on the address actually connected to (`ssrf.rs`), secrets filled into
+//! headers only for the destinations they are bound to, and the request
+//! budget, size caps and timeouts.
+//!
+//! # The service
+//!
+//! [`Service`] and [`serve`] (`api.rs`) put the host behind an HTTP API, with
+//! versions, compiled artifacts and settings kept in a [`DataDir`]
+//! (`store.rs`) so a restart serves the same actions without recompiling;
+//! `metrics.rs` counts what happens. `action-host serve` wires them up.
 
 mod api;
 mod bindings;
