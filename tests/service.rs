@@ -289,6 +289,22 @@ async fn each_error_has_its_status_and_names_the_problem() {
             .contains("`nope`")
     );
 
+    let (status, panicked) =
+        invoke(&server, "fixture", json!({"input": {"behave": "panic"}})).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(panicked["error"]["code"], "internal");
+    assert!(
+        panicked["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("panicked on purpose")
+    );
+    assert!(
+        panicked["error"]["logs"]
+            .as_array()
+            .is_some_and(|logs| !logs.is_empty())
+    );
+
     let too_big = upload(&server, "big", vec![0u8; 2 << 20]).await;
     assert_eq!(too_big.0, StatusCode::PAYLOAD_TOO_LARGE);
 
@@ -515,4 +531,98 @@ async fn shutdown_lets_a_call_in_flight_finish() {
         .expect("the call in flight got an answer");
     assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
     assert!(stopped.await.unwrap(), "the server did not exit cleanly");
+}
+
+async fn webhook(server: &Server, name: &str, body: Value) -> (StatusCode, Value) {
+    let response = client()
+        .post(server.url(&format!("/webhooks/opendialog/{name}")))
+        .bearer_auth(INVOKE)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn the_opendialog_webhook_answers_failures_in_its_own_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    upload(&server, "fixture", common::plugin_bytes("fixture")).await;
+    let attributes = |behave: &str| json!({"input_data": {"attributes": {"behave": behave}}});
+
+    let (status, failure) = webhook(&server, "fixture", attributes("fail")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        failure,
+        json!({"successful": false, "errors": [{"message": "no previous order"}]})
+    );
+
+    let (status, rejected) = webhook(&server, "fixture", attributes("reject")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        rejected,
+        json!({"successful": false, "errors": [{"message": "label must not be empty"}]})
+    );
+
+    let (status, unknown) = webhook(&server, "nope", attributes("echo")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(unknown["successful"], false);
+
+    let (status, shapeless) = webhook(&server, "fixture", json!({"attributes": {}})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        shapeless["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("input_data")
+    );
+}
+
+#[tokio::test]
+async fn insecure_no_auth_serves_without_tokens_and_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--insecure-no-auth"]);
+    assert!(
+        server.stderr().contains("WARNING: --insecure-no-auth"),
+        "{}",
+        server.stderr()
+    );
+    let listed = client()
+        .get(server.url("/v1/actions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn missing_tokens_are_generated_and_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_without_tokens(dir.path());
+    let stderr = server.stderr();
+    let generated = |variable: &str| {
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with(variable))
+            .unwrap_or_else(|| panic!("{stderr}"));
+        line.rsplit(' ').next().unwrap().to_owned()
+    };
+    let admin = generated("ACTION_HOST_ADMIN_TOKEN");
+    assert!(admin.len() >= 32);
+    let refused = client()
+        .get(server.url("/v1/actions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let allowed = client()
+        .get(server.url("/v1/actions"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), StatusCode::OK);
+    assert_ne!(admin, generated("ACTION_HOST_INVOKE_TOKEN"));
 }

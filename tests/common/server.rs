@@ -20,12 +20,27 @@ impl Server {
     /// Starts the service on a free loopback port with `data` as its data
     /// directory, and waits until it listens.
     pub fn start(data: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_action-host"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_action-host"));
+        command
+            .env("ACTION_HOST_ADMIN_TOKEN", ADMIN)
+            .env("ACTION_HOST_INVOKE_TOKEN", INVOKE);
+        Server::spawn(command, data, extra)
+    }
+
+    /// Starts the service with neither token set, so it generates them.
+    pub fn start_without_tokens(data: &Path) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_action-host"));
+        command
+            .env_remove("ACTION_HOST_ADMIN_TOKEN")
+            .env_remove("ACTION_HOST_INVOKE_TOKEN");
+        Server::spawn(command, data, &[])
+    }
+
+    fn spawn(mut command: Command, data: &Path, extra: &[&str]) -> Server {
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .args(extra)
-            .env("ACTION_HOST_ADMIN_TOKEN", ADMIN)
-            .env("ACTION_HOST_INVOKE_TOKEN", INVOKE)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
