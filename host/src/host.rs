@@ -19,6 +19,8 @@ use crate::outbound::{Outbound, OutboundCounters};
 use crate::plugin::{self, Interface, Plugin};
 use crate::settings::{ActionSettings, HostConfig, HttpLimits, Limits, Secret};
 use crate::state::State;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 /// A host for actions. Cheap to clone: clones share the engine and the actions.
 #[derive(Clone)]
@@ -34,6 +36,8 @@ struct Inner {
     /// How many components this host has compiled (not loaded from a cache).
     compilations: AtomicU64,
     counters: std::sync::Mutex<HashMap<String, Arc<OutboundCounters>>>,
+    /// Roots outbound HTTPS trusts besides the public ones.
+    tls_roots: Vec<CertificateDer<'static>>,
     _ticker: EpochTicker,
 }
 
@@ -82,6 +86,19 @@ impl Host {
         PluginWorld::add_to_linker::<State, HasSelf<State>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)
             .context("failed to link the action imports")?;
+        let tls_roots = match &config.tls_roots_pem {
+            None => Vec::new(),
+            Some(pem) => {
+                let roots = CertificateDer::pem_slice_iter(pem.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| anyhow::anyhow!("invalid TLS root certificates: {e}"))?;
+                anyhow::ensure!(
+                    !roots.is_empty(),
+                    "the TLS root certificates hold no PEM certificate"
+                );
+                roots
+            }
+        };
         let ticker = EpochTicker::start(&engine)?;
         Ok(Host {
             inner: Arc::new(Inner {
@@ -91,6 +108,7 @@ impl Host {
                 actions: RwLock::new(HashMap::new()),
                 compilations: AtomicU64::new(0),
                 counters: std::sync::Mutex::new(HashMap::new()),
+                tls_roots,
                 _ticker: ticker,
             }),
         })
@@ -168,8 +186,14 @@ impl Host {
         check_secrets(&settings.secrets)?;
         let counters = self.counters(name);
         let outbound = Arc::new(
-            Outbound::new(settings.grants, settings.secrets, settings.http, counters)
-                .map_err(LoadError::Host)?,
+            Outbound::new(
+                settings.grants,
+                settings.secrets,
+                settings.http,
+                counters,
+                &self.inner.tls_roots,
+            )
+            .map_err(LoadError::Host)?,
         );
         let config = Arc::new(settings.config);
         let manifest = Arc::new(
@@ -235,6 +259,7 @@ impl Host {
                 Vec::new(),
                 HttpLimits::default(),
                 Arc::default(),
+                &self.inner.tls_roots,
             )
             .map_err(LoadError::Host)?,
         );

@@ -59,6 +59,9 @@ struct ServeArgs {
     /// Serves without tokens. For local demos only.
     #[arg(long)]
     insecure_no_auth: bool,
+    /// Root certificates (PEM) to trust for outbound HTTPS besides the public ones.
+    #[arg(long, value_name = "FILE")]
+    tls_roots: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -95,6 +98,9 @@ struct RunArgs {
     /// secrets, config and limits, and the flags above add to it.
     #[arg(long, value_name = "FILE")]
     host_config: Option<PathBuf>,
+    /// Root certificates (PEM) to trust for outbound HTTPS besides the public ones.
+    #[arg(long, value_name = "FILE")]
+    tls_roots: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -156,6 +162,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
             .max(HostConfig::default().max_memory_bytes),
         // One call at a time: a small pool starts faster.
         pool_size: 4,
+        tls_roots_pem: read_roots(args.tls_roots.as_deref())?,
     })?;
     settings.limits = Some(limits);
     host.load_with(&name, &bytes, settings).await?;
@@ -222,6 +229,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let host = Host::new(HostConfig {
         // Room for every permitted call plus loads running beside them.
         pool_size: u32::try_from(args.max_concurrency + 32).unwrap_or(u32::MAX),
+        tls_roots_pem: read_roots(args.tls_roots.as_deref())?,
         ..HostConfig::default()
     })?;
     let listener = tokio::net::TcpListener::bind(options.listen)
@@ -277,6 +285,13 @@ async fn inspect(file: &Path) -> Result<ExitCode> {
     let inspection = host.inspect(&bytes).await?;
     println!("{}", serde_json::to_string_pretty(&inspection)?);
     Ok(ExitCode::SUCCESS)
+}
+
+fn read_roots(file: Option<&Path>) -> Result<Option<String>> {
+    file.map(|file| {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))
+    })
+    .transpose()
 }
 
 fn read(file: &Path) -> Result<Vec<u8>> {

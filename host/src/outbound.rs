@@ -112,10 +112,11 @@ impl Outbound {
         secrets: Vec<Secret>,
         limits: HttpLimits,
         counters: Arc<OutboundCounters>,
+        extra_roots: &[rustls::pki_types::CertificateDer<'static>],
     ) -> anyhow::Result<Outbound> {
         let grants = Arc::new(grants);
         let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls_config()?)
+            .tls_backend_preconfigured(tls_config(extra_roots)?)
             .dns_resolver(Arc::new(GuardedResolver {
                 grants: Arc::clone(&grants),
             }))
@@ -425,12 +426,18 @@ impl reqwest::dns::Resolve for GuardedResolver {
     }
 }
 
-/// TLS with the Mozilla root certificates, HTTP/2 where the server offers it.
-fn tls_config() -> anyhow::Result<rustls::ClientConfig> {
+/// TLS with the Mozilla root certificates (and the operator's extra roots),
+/// HTTP/2 where the server offers it.
+fn tls_config(
+    extra_roots: &[rustls::pki_types::CertificateDer<'static>],
+) -> anyhow::Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let roots = rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
+    for root in extra_roots {
+        roots.add(root.clone())?;
+    }
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)

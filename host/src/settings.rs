@@ -37,6 +37,9 @@ pub struct HostConfig {
     pub max_memory_bytes: usize,
     /// How many action instances may exist at once across all actions [256].
     pub pool_size: u32,
+    /// Root certificates (PEM) that outbound HTTPS trusts besides the usual
+    /// public roots: for APIs behind a private certificate authority.
+    pub tls_roots_pem: Option<String>,
 }
 
 impl Default for HostConfig {
@@ -45,6 +48,7 @@ impl Default for HostConfig {
             default_limits: Limits::default(),
             max_memory_bytes: 256 << 20,
             pool_size: 256,
+            tls_roots_pem: None,
         }
     }
 }
