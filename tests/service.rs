@@ -401,8 +401,17 @@ async fn a_restart_serves_the_same_actions_without_recompiling() {
     )
     .await;
     assert!(server.stop());
+    // A damaged record must not keep the others from serving.
+    std::fs::write(dir.path().join("actions/broken.json"), b"{half a record").unwrap();
 
     let server = Server::start(dir.path(), &[]);
+    assert!(
+        server
+            .stderr()
+            .contains("warning: action `broken` is not served"),
+        "{}",
+        server.stderr()
+    );
     let (status, after) = invoke(&server, "greeting", greet("Ada")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(after["attributes"], before["attributes"]);

@@ -185,7 +185,11 @@ impl Service {
         });
         for (name, record) in service.data.actions()? {
             // One broken action must not keep the others from serving.
-            if let Err(error) = service.restore(&name, record).await {
+            let restored = match record {
+                Ok(record) => service.restore(&name, record).await,
+                Err(error) => Err(internal(error)),
+            };
+            if let Err(error) = restored {
                 eprintln!("warning: action `{name}` is not served: {}", error.message);
             }
         }

@@ -95,15 +95,18 @@ impl DataDir {
         }
     }
 
-    /// Every action's name and record, sorted by name.
-    pub fn actions(&self) -> Result<Vec<(String, ActionRecord)>> {
+    /// Every action's name and record (or why the record cannot be read),
+    /// sorted by name: one damaged record does not hide the others.
+    pub fn actions(&self) -> Result<Vec<(String, Result<ActionRecord>)>> {
         let mut found = Vec::new();
         for entry in fs::read_dir(self.root.join("actions"))? {
             let path = entry?.path();
             if path.extension().is_some_and(|e| e == "json")
                 && let Some(name) = path.file_stem().and_then(|s| s.to_str())
-                && let Some(record) = self.action(name)?
             {
+                let record = self
+                    .action(name)
+                    .and_then(|r| r.context("the record vanished"));
                 found.push((name.to_owned(), record));
             }
         }
@@ -180,6 +183,16 @@ mod tests {
         assert_eq!(again.action("greeting").unwrap().unwrap().version, 3);
         assert_eq!(again.get("abc-1").unwrap(), b"artifact");
         assert_eq!(again.actions().unwrap().len(), 1);
+        fs::write(tmp.path().join("actions/broken.json"), b"{not json").unwrap();
+        let listed = again.actions().unwrap();
+        assert_eq!(listed.len(), 2);
+        let broken = listed[0].1.as_ref().unwrap_err().to_string();
+        assert!(
+            broken.contains("broken.json is not a valid record"),
+            "{broken}"
+        );
+        assert!(listed[1].1.is_ok());
+        fs::remove_file(tmp.path().join("actions/broken.json")).unwrap();
         again.remove_action("greeting").unwrap();
         assert!(again.action("greeting").unwrap().is_none());
         assert!(
