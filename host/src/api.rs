@@ -215,10 +215,7 @@ impl Service {
         }
         let settings = record.settings.settings().map_err(settings_error)?;
         let prepared = self.reload(name, &record.sha256, settings).await?;
-        let manifest = Arc::clone(prepared.manifest());
-        self.host.install(prepared);
-        self.served_mut()
-            .insert(name.to_owned(), Served { record, manifest });
+        self.install(name, record, prepared);
         Ok(())
     }
 
@@ -249,13 +246,7 @@ impl Service {
         };
         self.persist(name, Some((sha256, bytes)), record.clone())
             .await?;
-        let served = Served {
-            record,
-            manifest: Arc::clone(prepared.manifest()),
-        };
-        self.host.install(prepared);
-        self.served_mut().insert(name.to_owned(), served.clone());
-        Ok(served)
+        Ok(self.install(name, record, prepared))
     }
 
     /// Replaces an action's settings: reloads its version (from the cached
@@ -270,13 +261,18 @@ impl Service {
             ..previous.record
         };
         self.persist(name, None, record.clone()).await?;
+        Ok(self.install(name, record, prepared))
+    }
+
+    /// Serves a prepared version and remembers its record.
+    fn install(&self, name: &str, record: ActionRecord, prepared: crate::Prepared) -> Served {
         let served = Served {
             record,
             manifest: Arc::clone(prepared.manifest()),
         };
         self.host.install(prepared);
         self.served_mut().insert(name.to_owned(), served.clone());
-        Ok(served)
+        served
     }
 
     /// Prepares the stored version `sha256` of `name` with `settings` (from the
