@@ -15,7 +15,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::bindings::webhook::action::{config, http, log as wit_log, types};
 use crate::log::{Level, LogSink, Source};
-use crate::outbound::{Admitted, Gate, Outbound, OutboundError, Request};
+use crate::outbound::{Gate, Outbound, OutboundError, Request};
 use std::future::Future;
 
 /// The data of one invocation's store.
@@ -153,7 +153,7 @@ impl http::Host for State {
         };
         // Refusals and failures are values the action branches on, never traps.
         let outbound = Arc::clone(self.gate.gate.outbound());
-        let sent = match self.gate.admit(request) {
+        let sent = match self.gate.gate.admit(request) {
             Ok(admitted) => outbound.send(admitted).await,
             Err(error) => Err(error),
         };
@@ -188,14 +188,6 @@ impl WasiHttpView for State {
 struct HttpHooks {
     gate: Gate,
     log: LogSink,
-}
-
-impl HttpHooks {
-    /// Admits a request or notes why not; the failure itself is noted by the
-    /// caller once the request has been sent, so each is noted once.
-    fn admit(&self, request: Request) -> Result<Admitted, OutboundError> {
-        self.gate.admit(request)
-    }
 }
 
 /// Notes why a request failed in the invocation's log, so the designer sees it.
@@ -245,7 +237,7 @@ impl wasmtime_wasi_http::WasiHttpHooks for HttpHooks {
             body: Bytes::new(),
             timeout: options.and_then(|o| o.first_byte_timeout),
         };
-        let admitted = self.admit(request);
+        let admitted = self.gate.admit(request);
         let outbound = Arc::clone(self.gate.outbound());
         let log = self.log.clone();
         Box::new(async move {
