@@ -3,11 +3,11 @@
 
 #![allow(dead_code)]
 
+pub mod api;
 pub mod mock;
 pub mod server;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 /// The repository's root.
@@ -17,13 +17,18 @@ pub fn root() -> &'static Path {
         .expect("host/ has a parent")
 }
 
-/// The path of the built component of the plugin crate `name`.
+/// The path of the built component of the plugin `name`: a Rust crate name
+/// such as `order_lookup`, or a JavaScript/Python directory such as `weather-js`.
 pub fn plugin(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(build_plugins);
-    let path = root()
-        .join("plugins/target/wasm32-wasip2/release")
-        .join(format!("{name}.wasm"));
+    // The same entry point as `cargo xtask plugins`: it builds every language's
+    // plugins, installing the pinned tools when missing, and skips what is current.
+    BUILT.get_or_init(|| {
+        if let Err(e) = xtask::plugins::build_all(root()) {
+            panic!("building the plugins failed: {e:#}");
+        }
+    });
+    let path = xtask::plugins::component(root(), name);
     assert!(path.exists(), "{} was not built", path.display());
     path
 }
@@ -31,32 +36,4 @@ pub fn plugin(name: &str) -> PathBuf {
 /// The bytes of the built plugin `name`.
 pub fn plugin_bytes(name: &str) -> Vec<u8> {
     std::fs::read(plugin(name)).expect("read the plugin")
-}
-
-/// Builds every Rust plugin the way `cargo xtask plugins` does; cargo rebuilds
-/// only what changed.
-fn build_plugins() {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let target = Command::new("rustup")
-        .args(["target", "add", "wasm32-wasip2"])
-        .output();
-    if let Ok(out) = target {
-        assert!(
-            out.status.success(),
-            "rustup target add failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--manifest-path",
-        ])
-        .arg(root().join("plugins/Cargo.toml"))
-        .status()
-        .expect("run cargo to build the plugins");
-    assert!(status.success(), "building the plugins failed");
 }

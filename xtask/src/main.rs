@@ -2,14 +2,13 @@
 //! for each: every set-up step (the wasm target, the plugin builds) is done here.
 
 use anyhow::{Context as _, Result, bail};
-use std::path::{Path, PathBuf};
 use std::process::Command;
-
 const USAGE: &str = "usage: cargo xtask <demo | test | plugins | bench>
 
   demo     build the example actions from source and serve them on 127.0.0.1:8080
   test     build the plugins, then run every test, the example and the lints
-  plugins  build every plugin from source (adds the wasm32-wasip2 target if missing)
+  plugins  build every plugin from source: Rust, JavaScript and Python (installs
+           the wasm32-wasip2 target and the pinned tools of plugins/toolchain if missing)
   bench    build the plugins, then run the invocation benchmark
   bench-service
            the service over HTTP with wrk, beside a native hyper webhook server";
@@ -31,28 +30,11 @@ fn main() -> Result<()> {
 
 mod bench_service;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask/ has a parent")
-        .to_path_buf()
-}
+use xtask::root;
 
-/// Builds every plugin in `plugins/` for wasm32-wasip2; cargo rebuilds only what changed.
+/// Builds every plugin of every language from source; only what changed is rebuilt.
 pub(crate) fn plugins() -> Result<()> {
-    ensure_wasm_target()?;
-    let manifest = root().join("plugins/Cargo.toml");
-    let manifest = manifest
-        .to_str()
-        .context("the repository path is not UTF-8")?;
-    cargo(&[
-        "build",
-        "--release",
-        "--target",
-        "wasm32-wasip2",
-        "--manifest-path",
-        manifest,
-    ])
+    xtask::plugins::build_all(&root())
 }
 
 /// Serves the example actions, built from source, with the demo host
@@ -113,35 +95,9 @@ fn test() -> Result<()> {
     ])
 }
 
-fn ensure_wasm_target() -> Result<()> {
-    let installed = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output();
-    match installed {
-        Ok(out)
-            if String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .any(|t| t == "wasm32-wasip2") =>
-        {
-            Ok(())
-        }
-        Ok(_) => run(Command::new("rustup").args(["target", "add", "wasm32-wasip2"])),
-        // Without rustup the toolchain must already carry the target.
-        Err(_) => Ok(()),
-    }
-}
-
 pub(crate) fn cargo(args: &[&str]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     run(Command::new(cargo).args(args).current_dir(root()))
 }
 
-pub(crate) fn run(command: &mut Command) -> Result<()> {
-    let status = command
-        .status()
-        .with_context(|| format!("failed to start {command:?}"))?;
-    if !status.success() {
-        bail!("{command:?} failed with {status}");
-    }
-    Ok(())
-}
+pub(crate) use xtask::plugins::run;

@@ -1,0 +1,14 @@
+//! The project's build tasks as a library, so that the tests build the plugins
+//! exactly the way `cargo xtask plugins` does.
+
+pub mod plugins;
+
+use std::path::{Path, PathBuf};
+
+/// The repository's root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask/ has a parent")
+        .to_path_buf()
+}
