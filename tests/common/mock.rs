@@ -32,7 +32,10 @@ impl Received {
 /// The server. Paths: `/big` (2 MiB with a length), `/big-chunked` (2 MiB,
 /// chunked), `/slow` (answers after 3 s), `/redirect?to=URL` (302),
 /// `/api/users/{id}/orders/last` (an order as JSON; 404 for `nobody`),
-/// `/crm/leads` (201 with a lead id), anything else: 200 "ok".
+/// `/crm/leads` (201 with a lead id), `/weather/current?city=C` (the weather;
+/// 404 for `Atlantis`, invalid JSON for `Garbled`), `/members/{id}` (a gold
+/// member; 404 for `nobody`), `/news/headlines?topic=T` (four headlines;
+/// invalid JSON for `garbled`), anything else: 200 "ok".
 pub struct Mock {
     pub port: u16,
     received: Arc<Mutex<Vec<Received>>>,
@@ -149,6 +152,28 @@ async fn serve(mut stream: TcpStream, log: Arc<Mutex<Vec<Received>>>) {
         json_response("200 OK", order)
     } else if path == "/crm/leads" {
         json_response("201 Created", r#"{"id":"lead-77"}"#)
+    } else if let Some(query) = path.strip_prefix("/weather/current?city=") {
+        match query {
+            "Atlantis" => json_response("404 Not Found", r#"{"error":"unknown city"}"#),
+            "Garbled" => json_response("200 OK", "<html>not json"),
+            city => json_response(
+                "200 OK",
+                &format!(
+                    r#"{{"city":"{city}","condition":"light rain","temperature_c":14.6,"wind_kph":11}}"#
+                ),
+            ),
+        }
+    } else if path == "/members/nobody" {
+        json_response("404 Not Found", r#"{"error":"not a member"}"#)
+    } else if path.starts_with("/members/") {
+        json_response("200 OK", r#"{"tier":"gold","since":"2021-04-01"}"#)
+    } else if path.starts_with("/news/headlines?topic=garbled") {
+        json_response("200 OK", "<html>not json")
+    } else if path.starts_with("/news/headlines") {
+        json_response(
+            "200 OK",
+            r#"{"articles":[{"title":"Rain returns to Lisbon","source":"Daily Example"},{"title":"Tea prices steady","source":"Market Example"},{"title":"Robots learn to knit","source":"Tech Example"},{"title":"A fourth story","source":"Daily Example"}]}"#,
+        )
     } else if let Some(to) = path.strip_prefix("/redirect?to=") {
         format!(
             "HTTP/1.1 302 Found\r\nlocation: {to}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"

@@ -1,0 +1,65 @@
+// The personalization example in JavaScript, the same action as the Rust
+// `greeting`: greets the user by first name and part of day, and mentions
+// their membership when the input says they have one.
+//
+// Inputs: `first_name` (required text), `is_member` (boolean), `membership_tier`
+// (text). Outputs: `greeting` and `part_of_day`.
+
+/** Finds the input attribute `name` and returns its value (`{ tag, val }`). */
+function valueOf(input, name) {
+  const attribute = input.find((a) => a.name === name);
+  return attribute ? attribute.value : { tag: "null" };
+}
+
+function spec(name, kind, required, description) {
+  return { name, kind, required, description };
+}
+
+export const action = {
+  describe() {
+    return {
+      name: "greeting-js",
+      version: "0.1.0",
+      description: "Greets the user by first name and part of day, and mentions their membership",
+      inputs: [
+        spec("first_name", "text", true, "The user's first name (or full name)"),
+        spec("is_member", "boolean", false, "Whether the user is a member"),
+        spec("membership_tier", "text", false, "The member's tier, for example gold"),
+      ],
+      outputs: [
+        spec("greeting", "text", false, "The greeting to say"),
+        spec("part_of_day", "text", false, "morning, afternoon, evening or night"),
+      ],
+      hosts: [],
+      config: [],
+    };
+  },
+
+  run(ctx, input) {
+    const fullName = valueOf(input, "first_name");
+    // "Ada Lovelace" greets as "Ada": people are greeted by their first name.
+    const name = fullName.tag === "text" ? fullName.val.trim().split(/\s+/)[0] : "";
+    if (!name) {
+      // Throwing a variant of action-error returns it as the `err` case.
+      throw { tag: "invalid-input", val: "first_name is empty" };
+    }
+    const part = ctx.partOfDay;
+    let greeting = `${part === "night" ? "Hello" : `Good ${part}`}, ${name}!`;
+    const member = valueOf(input, "is_member");
+    if (member.tag === "boolean" && member.val) {
+      const tier = valueOf(input, "membership_tier");
+      greeting +=
+        tier.tag === "text" && tier.val.trim()
+          ? ` Thanks for being a ${tier.val.trim()} member.`
+          : " Thanks for being a member.";
+    }
+    return {
+      success: true,
+      attributes: [
+        { name: "greeting", value: { tag: "text", val: greeting } },
+        { name: "part_of_day", value: { tag: "text", val: part } },
+      ],
+      messages: [greeting],
+    };
+  },
+};
