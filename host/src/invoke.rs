@@ -11,7 +11,8 @@ use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use crate::bindings::types::{ActionError, Attribute, Context, Outcome};
 use crate::context::{self, CallContext, HostFacts};
 use crate::error::{ErrorKind, InvokeError};
-use crate::log::{Level, LogLine, LogSink, Source};
+use crate::fault;
+use crate::log::{Level, LogLine, LogSink};
 use crate::outbound::Outbound;
 use crate::plugin::Plugin;
 use crate::settings::Limits;
@@ -146,9 +147,9 @@ pub(crate) async fn run(
         }),
         Err(mut error) => {
             if error.kind == ErrorKind::Internal
-                && let Some(panic) = panic_message(&logs)
+                && let Some(cause) = fault::cause(&logs)
             {
-                error.message = format!("{} (the action panicked: {panic})", error.message);
+                error.message = format!("{} ({cause})", error.message);
             }
             error.logs = logs;
             Err(error)
@@ -206,19 +207,6 @@ fn from_action_error(error: ActionError) -> InvokeError {
         }
         ActionError::Internal(why) => InvokeError::new(ErrorKind::Internal, why),
     }
-}
-
-/// The message of a Rust panic, as the standard library writes it to stderr:
-/// "thread '...' panicked at src/lib.rs:1:2:" followed by the message line.
-fn panic_message(logs: &[LogLine]) -> Option<&str> {
-    let stderr: Vec<_> = logs
-        .iter()
-        .filter(|line| line.source == Source::Stderr)
-        .collect();
-    let at = stderr
-        .iter()
-        .position(|line| line.message.contains(" panicked at "))?;
-    stderr.get(at + 1).map(|line| line.message.as_str())
 }
 
 fn now_ms() -> i64 {

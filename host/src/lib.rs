@@ -63,6 +63,7 @@ mod config_file;
 mod context;
 mod engine;
 mod error;
+mod fault;
 mod host;
 mod invoke;
 mod log;
