@@ -3,62 +3,11 @@
 
 mod common;
 
+use common::api::{admin_get, client, invoke, set_grants, upload, webhook};
 use common::server::{ADMIN, INVOKE, Server};
-use reqwest::{Client, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-
-fn client() -> Client {
-    // The tests speak plain HTTP to loopback; reqwest still wants a TLS provider.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    Client::builder().no_proxy().build().unwrap()
-}
-
-async fn upload(server: &Server, name: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
-    let response = client()
-        .put(server.url(&format!("/v1/actions/{name}")))
-        .bearer_auth(ADMIN)
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-async fn invoke(server: &Server, name: &str, body: Value) -> (StatusCode, Value) {
-    let response = client()
-        .post(server.url(&format!("/v1/actions/{name}/invoke")))
-        .bearer_auth(INVOKE)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-async fn admin_get(server: &Server, path: &str) -> (StatusCode, String) {
-    let response = client()
-        .get(server.url(path))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    (response.status(), response.text().await.unwrap())
-}
-
-async fn set_grants(server: &Server, name: &str, body: Value) -> (StatusCode, Value) {
-    let response = client()
-        .put(server.url(&format!("/v1/actions/{name}/grants")))
-        .bearer_auth(ADMIN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
 
 /// Starts a call of the fixture's endless loop; it ends at the action's deadline.
 fn start_loop(server: &Server) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
@@ -540,18 +489,6 @@ async fn shutdown_lets_a_call_in_flight_finish() {
         .expect("the call in flight got an answer");
     assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
     assert!(stopped.await.unwrap(), "the server did not exit cleanly");
-}
-
-async fn webhook(server: &Server, name: &str, body: Value) -> (StatusCode, Value) {
-    let response = client()
-        .post(server.url(&format!("/webhooks/opendialog/{name}")))
-        .bearer_auth(INVOKE)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 #[tokio::test]

@@ -1,0 +1,70 @@
+//! The service's API as the tests call it: one function per route they use,
+//! each returning the status and the JSON body (`null` when there is none).
+
+use super::server::{ADMIN, INVOKE, Server};
+use reqwest::{Client, StatusCode};
+use serde_json::Value;
+
+pub fn client() -> Client {
+    // The tests speak plain HTTP to loopback; reqwest still wants a TLS provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::builder().no_proxy().build().unwrap()
+}
+
+pub async fn upload(server: &Server, name: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
+    let response = client()
+        .put(server.url(&format!("/v1/actions/{name}")))
+        .bearer_auth(ADMIN)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+pub async fn invoke(server: &Server, name: &str, body: Value) -> (StatusCode, Value) {
+    let response = client()
+        .post(server.url(&format!("/v1/actions/{name}/invoke")))
+        .bearer_auth(INVOKE)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+pub async fn admin_get(server: &Server, path: &str) -> (StatusCode, String) {
+    let response = client()
+        .get(server.url(path))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+pub async fn set_grants(server: &Server, name: &str, body: Value) -> (StatusCode, Value) {
+    let response = client()
+        .put(server.url(&format!("/v1/actions/{name}/grants")))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+pub async fn webhook(server: &Server, name: &str, body: Value) -> (StatusCode, Value) {
+    let response = client()
+        .post(server.url(&format!("/webhooks/opendialog/{name}")))
+        .bearer_auth(INVOKE)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}

@@ -1,0 +1,404 @@
+//! Actions written in JavaScript (componentize-js) and Python (componentize-py),
+//! built from source, uploaded to the real service and invoked through its API
+//! against a loopback mock of the APIs they call.
+//!
+//! These components are 12-19 MB and take seconds each to compile, so they are
+//! uploaded once into a seed data directory; every test serves a copy of it,
+//! which also proves that the artifact cache serves them without recompiling.
+
+mod common;
+
+use common::api::{admin_get, invoke, set_grants, upload, webhook};
+use common::mock::Mock;
+use common::server::Server;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use tokio::sync::OnceCell;
+
+/// Every JavaScript and Python example action.
+const ACTIONS: [&str; 5] = [
+    "greeting-js",
+    "weather-js",
+    "membership-js",
+    "greeting-py",
+    "news-py",
+];
+
+/// A data directory holding every action of [`ACTIONS`], compiled.
+async fn seed() -> &'static Path {
+    static SEED: OnceCell<PathBuf> = OnceCell::const_new();
+    SEED.get_or_init(|| async {
+        // Kept between runs under the target directory: uploading the same
+        // bytes again compiles nothing, so only changed actions recompile.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("languages-seed");
+        std::fs::create_dir_all(&dir).unwrap();
+        let server = Server::start(&dir, &[]);
+        for name in ACTIONS {
+            let (status, body) = upload(&server, name, common::plugin_bytes(name)).await;
+            assert!(status.is_success(), "uploading {name}: {status} {body}");
+        }
+        assert!(server.stop(), "the seeding server did not stop cleanly");
+        dir
+    })
+    .await
+}
+
+/// A server on a copy of the seed data directory. The copy is made of hard
+/// links: the store never changes a file in place, it replaces it by rename.
+async fn serve_seeded(dir: &Path) -> Server {
+    link_tree(seed().await, dir);
+    Server::start(dir, &[])
+}
+
+fn link_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            link_tree(&entry.path(), &target);
+        } else if std::fs::hard_link(entry.path(), &target).is_err() {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Grants `action` GET requests under `prefix` of the mock, with `secret`
+/// (value `secret-value`) allowed to go there, and sets its `api_base` to
+/// `base` on the mock.
+async fn grant(
+    server: &Server,
+    action: &str,
+    mock: &Mock,
+    (prefix, base): (&str, &str),
+    secret: &str,
+) {
+    let allow = format!("GET {}", mock.url(prefix));
+    let settings = json!({
+        "grants": [allow],
+        "config": {"api_base": mock.url(base)},
+        "secrets": [{"name": secret, "value": "secret-value", "allow": [allow]}],
+    });
+    let (status, body) = set_grants(server, action, settings).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+fn context() -> Value {
+    json!({"timezone": "Europe/Lisbon", "user_id": "u-42"})
+}
+
+/// The host's note about a refused request in an invocation's logs.
+fn denial_note(body: &Value) -> String {
+    body["error"]["logs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|line| line["source"] == "host")
+        .filter_map(|line| line["message"].as_str())
+        .find(|message| message.starts_with("outbound request denied"))
+        .unwrap_or_else(|| panic!("no denial in the logs: {body}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn javascript_actions_answer_through_the_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_seeded(dir.path()).await;
+    let mock = Mock::start().await;
+
+    let (status, body) = invoke(
+        &server,
+        "greeting-js",
+        json!({"input": {"first_name": "Ada Lovelace", "is_member": true,
+                         "membership_tier": "gold"}, "context": context()}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let part = body["attributes"]["part_of_day"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let salutation = if part == "night" {
+        "Hello".to_owned()
+    } else {
+        format!("Good {part}")
+    };
+    assert_eq!(
+        body["attributes"]["greeting"],
+        format!("{salutation}, Ada! Thanks for being a gold member.")
+    );
+
+    // An async `run` around fetch(), through wasi:http, with a host-side secret.
+    grant(
+        &server,
+        "weather-js",
+        &mock,
+        ("/weather/", "/weather"),
+        "weather_key",
+    )
+    .await;
+    let (status, body) = invoke(
+        &server,
+        "weather-js",
+        json!({"input": {"city": "Lisbon"}, "context": context()}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["attributes"]["weather_summary"],
+        "Light rain and 15 °C in Lisbon."
+    );
+    assert_eq!(body["attributes"]["weather"]["temperature_c"], 14.6);
+    let request = mock.received().pop().expect("the weather API was called");
+    assert_eq!(request.path, "/weather/current?city=Lisbon");
+    assert_eq!(request.header("x-api-key"), Some("secret-value"));
+
+    // A business failure is an outcome, not an error.
+    let (status, body) = invoke(
+        &server,
+        "weather-js",
+        json!({"input": {"city": "Atlantis"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["success"], false);
+    assert_eq!(body["messages"][0], "I don't know the weather in Atlantis.");
+
+    // The `http` import, called directly from JavaScript.
+    grant(
+        &server,
+        "membership-js",
+        &mock,
+        ("/members/", ""),
+        "members_token",
+    )
+    .await;
+    let (status, body) = invoke(
+        &server,
+        "membership-js",
+        json!({"input": {}, "context": context()}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["attributes"]["is_member"], true);
+    assert_eq!(body["attributes"]["membership_tier"], "gold");
+    assert_eq!(
+        body["messages"][0],
+        "You're a gold member since 2021-04-01."
+    );
+    assert_eq!(body["logs"][0]["message"], "u-42 is a gold member");
+    let request = mock
+        .received()
+        .pop()
+        .expect("the membership API was called");
+    assert_eq!(request.path, "/members/u-42");
+    assert_eq!(request.header("authorization"), Some("Bearer secret-value"));
+
+    // OpenDialog's webhook format works for a JavaScript action as for any.
+    let (status, body) = webhook(
+        &server,
+        "greeting-js",
+        json!({"input_data": {"attributes": {"first_name": "Grace"}}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["successful"], true);
+    assert!(
+        body["output_data"]["attributes"]["greeting"]
+            .as_str()
+            .unwrap()
+            .ends_with("Grace!"),
+        "{body}"
+    );
+
+    let (_, metrics) = admin_get(&server, "/metrics").await;
+    assert!(
+        metrics.contains("action_host_compilations_total 0"),
+        "the seeded actions were recompiled:\n{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn python_actions_answer_through_the_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_seeded(dir.path()).await;
+    let mock = Mock::start().await;
+
+    let (status, body) = invoke(
+        &server,
+        "greeting-py",
+        json!({"input": {"first_name": "Ada Lovelace", "is_member": "true"},
+               "context": context()}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body["attributes"]["greeting"]
+            .as_str()
+            .unwrap()
+            .ends_with(", Ada! Thanks for being a member."),
+        "{body}"
+    );
+
+    grant(&server, "news-py", &mock, ("/news/", "/news"), "news_token").await;
+    let (status, body) = invoke(
+        &server,
+        "news-py",
+        json!({"input": {"first_name": "Ada", "topic": "local news", "limit": 2},
+               "context": context()}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["attributes"]["headline_count"], 2);
+    assert_eq!(
+        body["attributes"]["headlines"],
+        json!([
+            {"title": "Rain returns to Lisbon", "source": "Daily Example"},
+            {"title": "Tea prices steady", "source": "Market Example"},
+        ])
+    );
+    let greeting = body["messages"][0].as_str().unwrap();
+    let part = ["morning", "afternoon", "evening"]
+        .into_iter()
+        .find(|part| greeting == format!("Good {part}, Ada! Here are today's top stories."));
+    assert!(
+        part.is_some() || greeting == "Hello, Ada! Here are today's top stories.",
+        "{greeting}"
+    );
+    assert_eq!(body["messages"][1], "Rain returns to Lisbon");
+    let request = mock.received().pop().expect("the news API was called");
+    assert_eq!(request.path, "/news/headlines?topic=local%20news&limit=2");
+    assert_eq!(request.header("authorization"), Some("Bearer secret-value"));
+
+    let (status, body) = webhook(
+        &server,
+        "news-py",
+        json!({"input_data": {"attributes": {"first_name": "Grace", "limit": 1}}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["output_data"]["attributes"]["headline_count"], 1);
+}
+
+#[tokio::test]
+async fn a_refused_fetch_is_refused_as_the_http_import_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_seeded(dir.path()).await;
+    let mock = Mock::start().await;
+    // Both actions point at the mock, and neither is granted it.
+    for action in ["weather-js", "membership-js"] {
+        let settings = json!({"config": {"api_base": mock.url("/api")}});
+        let (status, body) = set_grants(&server, action, settings).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    let (status, by_import) = invoke(
+        &server,
+        "membership-js",
+        json!({"input": {"user_id": "u-1"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{by_import}");
+    assert_eq!(by_import["error"]["code"], "denied");
+    let (status, by_fetch) =
+        invoke(&server, "weather-js", json!({"input": {"city": "Lisbon"}})).await;
+    // fetch() reports every failure as a NetworkError, so the action cannot
+    // tell a refusal from an outage; the host refused it all the same.
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{by_fetch}");
+    assert_eq!(by_fetch["error"]["code"], "upstream");
+    assert!(
+        by_fetch["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("NetworkError"),
+        "{by_fetch}"
+    );
+
+    let port = mock.port;
+    assert_eq!(
+        denial_note(&by_import),
+        format!(
+            "outbound request denied: no grant allows GET http://127.0.0.1:{port}/api/members/u-1"
+        )
+    );
+    assert_eq!(
+        denial_note(&by_fetch),
+        format!(
+            "outbound request denied: no grant allows GET \
+             http://127.0.0.1:{port}/api/current?city=Lisbon"
+        )
+    );
+    assert!(mock.received().is_empty(), "a refused request got out");
+    let (_, metrics) = admin_get(&server, "/metrics").await;
+    for action in ["weather-js", "membership-js"] {
+        let line = format!("action_host_outbound_denials_total{{action=\"{action}\"}} 1");
+        assert!(metrics.contains(&line), "no `{line}` in:\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn actions_that_throw_become_errors_and_the_service_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_seeded(dir.path()).await;
+    let mock = Mock::start().await;
+    grant(
+        &server,
+        "weather-js",
+        &mock,
+        ("/weather/", "/weather"),
+        "weather_key",
+    )
+    .await;
+    grant(&server, "news-py", &mock, ("/news/", "/news"), "news_token").await;
+
+    // A thrown `action-error` variant is the action's own error.
+    for action in ["greeting-js", "greeting-py"] {
+        let (status, body) = invoke(&server, action, json!({"input": {"first_name": "  "}})).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{action}: {body}");
+        assert_eq!(body["error"]["code"], "invalid-input");
+        assert_eq!(body["error"]["message"], "first_name is empty");
+    }
+    let (status, body) = invoke(
+        &server,
+        "news-py",
+        json!({"input": {"first_name": "Ada", "limit": 50}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        body["error"]["message"],
+        "limit must be between 1 and 10, not 50"
+    );
+
+    // Anything else thrown is `internal`, named by the language's own words.
+    let (status, body) = invoke(&server, "weather-js", json!({"input": {"city": "Garbled"}})).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert_eq!(body["error"]["code"], "internal");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("the action threw SyntaxError: JSON.parse"),
+        "{message}"
+    );
+    let (status, body) = invoke(
+        &server,
+        "news-py",
+        json!({"input": {"first_name": "Ada", "topic": "garbled"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("the action raised json.decoder.JSONDecodeError"),
+        "{message}"
+    );
+
+    // The same service, and the same actions, keep answering.
+    for action in ["greeting-js", "greeting-py"] {
+        let (status, body) = invoke(&server, action, json!({"input": {"first_name": "Ada"}})).await;
+        assert_eq!(status, StatusCode::OK, "{action}: {body}");
+    }
+    let (status, body) = invoke(&server, "weather-js", json!({"input": {"city": "Porto"}})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["attributes"]["weather"]["city"], "Porto");
+}
