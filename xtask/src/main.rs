@@ -3,13 +3,15 @@
 
 use anyhow::{Context as _, Result, bail};
 use std::process::Command;
-const USAGE: &str = "usage: cargo xtask <demo | test | plugins | bench>
+const USAGE: &str = "usage: cargo xtask <demo | test | plugins | bench | bench-languages | bench-service>
 
   demo     build the example actions from source and serve them on 127.0.0.1:8080
   test     build the plugins, then run every test, the example and the lints
   plugins  build every plugin from source: Rust, JavaScript and Python (installs
            the wasm32-wasip2 target and the pinned tools of plugins/toolchain if missing)
   bench    build the plugins, then run the invocation benchmark
+  bench-languages
+           the greeting written in Rust, JavaScript and Python, fresh instance per call
   bench-service
            the service over HTTP with wrk, beside a native hyper webhook server";
 
@@ -20,6 +22,10 @@ fn main() -> Result<()> {
         "demo" => demo(),
         "test" => test(),
         "bench-service" => bench_service::run(&root()),
+        "bench-languages" => {
+            plugins()?;
+            cargo(&["bench", "--package", "action-host", "--bench", "languages"])
+        }
         "bench" => {
             plugins()?;
             cargo(&["bench", "--package", "action-host", "--bench", "invoke"])
