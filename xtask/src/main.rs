@@ -3,7 +3,8 @@
 
 use anyhow::{Context as _, Result, bail};
 use std::process::Command;
-const USAGE: &str = "usage: cargo xtask <demo | test | plugins | bench | bench-languages | bench-service>
+const USAGE: &str =
+    "usage: cargo xtask <demo | test | plugins | bench | bench-languages | bench-service>
 
   demo     build the example actions from source and serve them on 127.0.0.1:8080
   test     build the plugins, then run every test, the example and the lints
@@ -47,7 +48,6 @@ pub(crate) fn plugins() -> Result<()> {
 /// configuration; the service prints its tokens and curl lines to try.
 fn demo() -> Result<()> {
     plugins()?;
-    let built = root().join("plugins/target/wasm32-wasip2/release");
     let mut args: Vec<String> = [
         "run",
         "--release",
@@ -70,20 +70,27 @@ fn demo() -> Result<()> {
         ]
         .map(String::from),
     );
-    for (name, file) in [
+    for (name, plugin) in [
         ("greeting", "greeting"),
         ("order-lookup", "order_lookup"),
         ("lead-capture", "lead_capture"),
+        ("greeting-js", "greeting-js"),
+        ("weather-js", "weather-js"),
+        ("membership-js", "membership-js"),
+        ("greeting-py", "greeting-py"),
+        ("news-py", "news-py"),
     ] {
-        let path = built.join(format!("{file}.wasm"));
+        let path = xtask::plugins::component(&root(), plugin);
         args.push("--deploy".into());
         args.push(format!(
             "{name}={}",
             path.to_str().context("the repository path is not UTF-8")?
         ));
     }
-    println!("Serving the example actions; order-lookup and lead-capture call the mock API");
-    println!("(`cargo run --release --example mock_api` in another terminal). Ctrl-C stops.");
+    println!("Serving the example actions. order-lookup, lead-capture, weather-js, membership-js");
+    println!("and news-py call the mock API (`cargo run --release --example mock_api` in another");
+    println!("terminal). The first start compiles the JavaScript and Python ones (seconds each);");
+    println!("later starts read them from target/demo-data. Ctrl-C stops.");
     cargo(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
