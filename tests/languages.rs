@@ -1,6 +1,6 @@
-//! Actions written in JavaScript (componentize-js) and Python (componentize-py),
-//! built from source, uploaded to the real service and invoked through its API
-//! against a loopback mock of the APIs they call.
+//! Actions written in JavaScript (componentize-js), Python (componentize-py) and
+//! Rust, built from source, uploaded to the real service and invoked through its
+//! API against a loopback mock of the APIs they call.
 //!
 //! These components are 12-19 MB and take seconds each to compile, so they are
 //! uploaded once into a seed data directory; every test serves a copy of it,
@@ -16,8 +16,9 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use tokio::sync::OnceCell;
 
-/// Every JavaScript and Python example action.
-const ACTIONS: [&str; 5] = [
+/// Every JavaScript and Python example action, and a Rust one beside them.
+const ACTIONS: [&str; 6] = [
+    "order_lookup",
     "greeting-js",
     "weather-js",
     "membership-js",
@@ -279,6 +280,58 @@ async fn python_actions_answer_through_the_service() {
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["output_data"]["attributes"]["headline_count"], 1);
+}
+
+#[tokio::test]
+async fn a_rust_action_answers_through_the_same_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_seeded(dir.path()).await;
+    let mock = Mock::start().await;
+    let allow = format!("GET {}", mock.url("/api/users/"));
+    let settings = json!({"grants": [allow], "config": {"api_base": mock.url("/api")}});
+    let (status, body) = set_grants(&server, "order_lookup", settings).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = invoke(
+        &server,
+        "order_lookup",
+        json!({"input": {}, "context": context()}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["attributes"]["last_order_status"], "shipped");
+    assert_eq!(mock.received()[0].path, "/api/users/u-42/orders/last");
+}
+
+#[tokio::test]
+async fn fetch_obeys_the_request_timeout_of_the_grants() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_seeded(dir.path()).await;
+    let mock = Mock::start().await;
+    let allow = format!("GET {}", mock.url("/slow/"));
+    let settings = json!({
+        "grants": [allow],
+        "config": {"api_base": mock.url("/slow")},
+        "secrets": [{"name": "weather_key", "value": "k", "allow": [allow]}],
+        "limits": {"request_timeout_ms": 300},
+    });
+    let (status, body) = set_grants(&server, "weather-js", settings).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let started = std::time::Instant::now();
+    let (status, body) = invoke(&server, "weather-js", json!({"input": {"city": "Oslo"}})).await;
+    // The mock answers after 3 s; the host gives up at 300 ms.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{body}"
+    );
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    let notes: Vec<&str> = body["error"]["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|line| line["message"].as_str())
+        .collect();
+    assert!(notes.contains(&"outbound request timed out"), "{body}");
 }
 
 #[tokio::test]

@@ -32,7 +32,7 @@ impl Received {
 /// The server. Paths: `/big` (2 MiB with a length), `/big-chunked` (2 MiB,
 /// chunked), `/slow` (answers after 3 s), `/redirect?to=URL` (302),
 /// `/api/users/{id}/orders/last` (an order as JSON; 404 for `nobody`),
-/// `/crm/leads` (201 with a lead id), `/weather/current?city=C` (the weather;
+/// `/crm/leads` (201 with a lead id), `/slow...` (200 after 3 s), `/weather/current?city=C` (the weather;
 /// 404 for `Atlantis`, invalid JSON for `Garbled`), `/members/{id}` (a gold
 /// member; 404 for `nobody`), `/news/headlines?topic=T` (four headlines;
 /// invalid JSON for `garbled`), anything else: 200 "ok".
@@ -180,7 +180,7 @@ async fn serve(mut stream: TcpStream, log: Arc<Mutex<Vec<Received>>>) {
         )
         .into_bytes()
     } else {
-        if path == "/slow" {
+        if path.starts_with("/slow") {
             tokio::time::sleep(Duration::from_secs(3)).await;
         }
         b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok".to_vec()
