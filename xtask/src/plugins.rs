@@ -323,3 +323,82 @@ pub fn run(command: &mut Command) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A repository with the WIT, both tool pins, a JavaScript plugin, a
+    /// Python plugin and a Rust crate.
+    fn repository() -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        let write = |path: &str, text: &str| {
+            let path = root.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        write("wit/action.wit", "package a:b;");
+        write("plugins/toolchain/package-lock.json", "{}");
+        write("plugins/toolchain/requirements.txt", "tool==1");
+        write("plugins/hello-js/action.js", "export const action = {};");
+        write("plugins/hello-py/app.py", "class Action: pass");
+        write("plugins/hello/src/lib.rs", "");
+        root
+    }
+
+    fn digest_of(root: &Path, name: &str) -> String {
+        let plugin = discover(root)
+            .unwrap()
+            .into_iter()
+            .find(|p| p.name == name)
+            .unwrap();
+        inputs_digest(root, &plugin).unwrap()
+    }
+
+    #[test]
+    fn plugins_are_found_by_their_entry_file() {
+        let root = repository();
+        let found: Vec<_> = discover(root.path())
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.name, p.language))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("hello-js".to_owned(), Language::JavaScript),
+                ("hello-py".to_owned(), Language::Python),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_component_is_stale_exactly_when_what_builds_it_changed() {
+        let root = repository();
+        let root = root.path();
+        let js = digest_of(root, "hello-js");
+        let py = digest_of(root, "hello-py");
+
+        // Caches that tools write beside the sources change nothing.
+        std::fs::create_dir_all(root.join("plugins/hello-py/__pycache__")).unwrap();
+        std::fs::write(root.join("plugins/hello-py/__pycache__/app.pyc"), "x").unwrap();
+        assert_eq!(digest_of(root, "hello-py"), py);
+
+        // A source of one plugin changes that plugin only.
+        std::fs::write(root.join("plugins/hello-js/action.js"), "// edited").unwrap();
+        let js_edited = digest_of(root, "hello-js");
+        assert_ne!(js_edited, js);
+        assert_eq!(digest_of(root, "hello-py"), py);
+
+        // A new pin of one language's tool changes that language's plugins only.
+        std::fs::write(root.join("plugins/toolchain/requirements.txt"), "tool==2").unwrap();
+        let py_repinned = digest_of(root, "hello-py");
+        assert_ne!(py_repinned, py);
+        assert_eq!(digest_of(root, "hello-js"), js_edited);
+
+        // The contract changes every plugin.
+        std::fs::write(root.join("wit/action.wit"), "package a:c;").unwrap();
+        assert_ne!(digest_of(root, "hello-js"), js_edited);
+        assert_ne!(digest_of(root, "hello-py"), py_repinned);
+    }
+}
