@@ -612,3 +612,46 @@ async fn a_cached_artifact_loads_without_compiling_again() {
         .unwrap();
     assert_eq!(third.compilations(), 1);
 }
+
+#[tokio::test]
+async fn calls_start_from_the_state_describe_left_and_nothing_carries_over() {
+    let host = host_with("fixture", "fixture", None).await;
+    let done = fixture("described", &host).await.unwrap();
+    assert_eq!(done.attributes["described"], true);
+    for _ in 0..3 {
+        let done = fixture("count-calls", &host).await.unwrap();
+        assert_eq!(
+            done.attributes["calls"], 1,
+            "state carried over between calls"
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_snapshots_off_calls_start_from_the_component_as_built() {
+    let host = Host::new(HostConfig {
+        pool_size: 8,
+        snapshot_after_describe: false,
+        ..HostConfig::default()
+    })
+    .unwrap();
+    host.load("fixture", common::plugin_bytes("fixture"))
+        .await
+        .unwrap();
+    let done = fixture("described", &host).await.unwrap();
+    assert_eq!(done.attributes["described"], false);
+}
+
+#[tokio::test]
+async fn a_stream_that_describe_keeps_is_not_carried_into_calls() {
+    // A snapshot would keep the stream's handle, which means nothing in the
+    // next instance: the host must start calls from the component as built.
+    let host = host_with("held-stream", "held_stream", None).await;
+    for _ in 0..2 {
+        let done = host
+            .invoke("held-stream", CallContext::default(), &Map::new())
+            .await
+            .unwrap();
+        assert_eq!(done.logs[0].message, "held stream");
+    }
+}

@@ -17,6 +17,7 @@ use crate::invoke::{self, Invocation};
 use crate::manifest::Manifest;
 use crate::outbound::{Outbound, OutboundCounters};
 use crate::plugin::{self, Interface, Plugin};
+use crate::preinit;
 use crate::settings::{ActionSettings, HostConfig, HttpLimits, Limits, Secret};
 use crate::state::State;
 use rustls::pki_types::CertificateDer;
@@ -180,7 +181,7 @@ impl Host {
     ) -> Result<Prepared, LoadError> {
         plugin::check_name(name)?;
         let limits = self.check_limits(settings.limits)?;
-        let component = self.compile(bytes, cache).await?;
+        let component = self.compile(bytes, cache, Start::AfterDescribe).await?;
         let pre = plugin::link(&self.inner.engine, &self.inner.linker, &component)?;
         let run = plugin::run_index(&component)?;
         check_secrets(&settings.secrets)?;
@@ -249,7 +250,7 @@ impl Host {
 
     /// Reads a component's manifest, imports and exports without loading it.
     pub async fn inspect(&self, bytes: impl AsRef<[u8]>) -> Result<Inspection, LoadError> {
-        let component = self.compile(bytes.as_ref(), None).await?;
+        let component = self.compile(bytes.as_ref(), None, Start::AsBuilt).await?;
         let interface = plugin::interface(&self.inner.engine, &component);
         let pre = plugin::link(&self.inner.engine, &self.inner.linker, &component)?;
         let limits = self.inner.config.default_limits;
@@ -314,25 +315,44 @@ impl Host {
         self.write_actions().remove(name).is_some()
     }
 
+    /// The compiled component for `bytes`, starting as `start` says (subject
+    /// to [`HostConfig::snapshot_after_describe`]): from `cache` when it holds
+    /// it, else compiled and stored there.
     async fn compile(
         &self,
         bytes: &[u8],
         cache: Option<Arc<dyn ArtifactCache>>,
+        start: Start,
     ) -> Result<wasmtime::component::Component, LoadError> {
         plugin::check_header(bytes)?;
-        let inner = Arc::clone(&self.inner);
-        let bytes = bytes.to_vec();
-        // Compiling a large component takes seconds (and reading a cached one
-        // is file I/O): keep both off the async workers.
-        tokio::task::spawn_blocking(move || {
-            let key = cache.as_ref().map(|_| artifact_key(&inner.engine, &bytes));
-            if let (Some(cache), Some(key)) = (&cache, &key)
-                && let Some(artifact) = cache.get(key)
-                && let Some(component) = plugin::deserialize(&inner.engine, &artifact)
-            {
+        let snapshot = start == Start::AfterDescribe && self.inner.config.snapshot_after_describe;
+        let key = cache
+            .as_ref()
+            .map(|_| artifact_key(&self.inner.engine, bytes, snapshot));
+        if let (Some(cache), Some(key)) = (&cache, &key) {
+            let (inner, cache, key) = (Arc::clone(&self.inner), Arc::clone(cache), key.clone());
+            // Reading a cached artifact is file I/O: off the async workers.
+            let cached = tokio::task::spawn_blocking(move || {
+                cache
+                    .get(&key)
+                    .and_then(|artifact| plugin::deserialize(&inner.engine, &artifact))
+            })
+            .await
+            .ok()
+            .flatten();
+            if let Some(component) = cached {
                 return Ok(component);
             }
-            let component = plugin::compile(&inner.engine, &bytes)?;
+        }
+        let source = if snapshot {
+            self.snapshot_after_describe(bytes).await
+        } else {
+            bytes.to_vec()
+        };
+        let inner = Arc::clone(&self.inner);
+        // Compiling a large component takes seconds: off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let component = plugin::compile(&inner.engine, &source)?;
             inner.compilations.fetch_add(1, Ordering::Relaxed);
             if let (Some(cache), Some(key)) = (&cache, &key)
                 && let Ok(artifact) = component.serialize()
@@ -343,6 +363,30 @@ impl Host {
         })
         .await
         .map_err(|e| LoadError::Host(anyhow::anyhow!("the compiler thread failed: {e}")))?
+    }
+
+    /// `bytes` rewritten to start after `describe()`, or `bytes` themselves
+    /// when that cannot be done safely (see the `preinit` module).
+    async fn snapshot_after_describe(&self, bytes: &[u8]) -> Vec<u8> {
+        let outbound = Outbound::new(
+            Vec::new(),
+            Vec::new(),
+            HttpLimits::default(),
+            Arc::default(),
+            &self.inner.tls_roots,
+        );
+        let Ok(outbound) = outbound else {
+            return bytes.to_vec();
+        };
+        preinit::snapshot_after_describe(
+            &self.inner.engine,
+            &self.inner.linker,
+            bytes,
+            &self.inner.config.default_limits,
+            Arc::new(outbound),
+        )
+        .await
+        .unwrap_or_else(|_skipped| bytes.to_vec())
     }
 
     fn check_limits(&self, limits: Option<Limits>) -> Result<Limits, LoadError> {
@@ -403,12 +447,22 @@ fn check_secrets(secrets: &[Secret]) -> Result<(), LoadError> {
     Ok(())
 }
 
-/// The cache key of a component for this engine: its SHA-256 and the engine's
-/// compatibility hash.
-fn artifact_key(engine: &Engine, bytes: &[u8]) -> String {
+/// The cache key of a component for this engine: its SHA-256, the engine's
+/// compatibility hash, and whether it was snapshotted after `describe()`.
+fn artifact_key(engine: &Engine, bytes: &[u8], snapshot: bool) -> String {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
-    format!("{}-{:016x}", sha256_hex(bytes), hasher.finish())
+    let start = if snapshot { "described" } else { "built" };
+    format!("{}-{:016x}-{start}", sha256_hex(bytes), hasher.finish())
+}
+
+/// Where a compiled component's calls start.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// From the component as built.
+    AsBuilt,
+    /// From the state `describe()` leaves, when the host is configured so.
+    AfterDescribe,
 }
 
 /// The SHA-256 of `bytes`, in lower-case hex: how the store names versions.

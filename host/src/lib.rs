@@ -72,6 +72,7 @@ mod metrics;
 mod outbound;
 mod plugin;
 mod policy;
+mod preinit;
 mod settings;
 mod ssrf;
 mod state;

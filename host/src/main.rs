@@ -163,6 +163,9 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         // One call at a time: a small pool starts faster.
         pool_size: 4,
         tls_roots_pem: read_roots(args.tls_roots.as_deref())?,
+        // For one call, snapshotting after `describe` would cost a second
+        // compilation and save nothing.
+        snapshot_after_describe: false,
     })?;
     settings.limits = Some(limits);
     host.load_with(&name, &bytes, settings).await?;

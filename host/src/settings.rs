@@ -40,6 +40,11 @@ pub struct HostConfig {
     /// Root certificates (PEM) that outbound HTTPS trusts besides the usual
     /// public roots: for APIs behind a private certificate authority.
     pub tls_roots_pem: Option<String>,
+    /// Whether every call starts from the state the action's `describe()`
+    /// leaves, snapshotted at load, rather than from the component as built
+    /// [true]. It spares language runtimes their first-call set-up on every
+    /// call; see BENCHMARKS.md.
+    pub snapshot_after_describe: bool,
 }
 
 impl Default for HostConfig {
@@ -49,6 +54,7 @@ impl Default for HostConfig {
             max_memory_bytes: 256 << 20,
             pool_size: 256,
             tls_roots_pem: None,
+            snapshot_after_describe: true,
         }
     }
 }

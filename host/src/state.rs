@@ -32,6 +32,12 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// Whether the guest holds handles to host resources (streams, pollables,
+    /// HTTP bodies) that it has not dropped.
+    pub(crate) fn holds_resources(&self) -> bool {
+        !self.table.is_empty()
+    }
+
     pub(crate) fn new(
         log: LogSink,
         config: Arc<BTreeMap<String, String>>,

@@ -1,0 +1,187 @@
+//! Pre-initialization: every call starts from the state `describe()` leaves.
+//!
+//! Language runtimes inside components set themselves up lazily on their
+//! first export call: SpiderMonkey in a componentize-js component creates the
+//! promise machinery its bindings wrap around every export and resolves the
+//! built-in classes they use. With a fresh instance per call, that first-call
+//! work would be paid on every call. So at load the host runs `describe()`
+//! once in an instrumented instance and snapshots it (wasmtime-wizer): the
+//! snapshot's memory becomes the component's copy-on-write image, and every
+//! call starts from there. The JavaScript greeting's call falls from about
+//! 500 us to about 300 us (BENCHMARKS.md).
+//!
+//! A snapshot is only taken when it is safe to resume from. Handles to host
+//! resources (an output stream, a pollable) are numbered per instance: if the
+//! guest still holds any after `describe()` returns, for example a cached
+//! stdout stream, the numbers would dangle in the next instance, so the
+//! component is used as built. So it is when it cannot be instrumented or
+//! `describe()` fails here; the ordinary load then reports any real problem.
+
+use std::sync::Arc;
+use wasmtime::component::{Component, Instance, Lift, Linker, WasmList};
+use wasmtime::{Engine, Store};
+use wasmtime_wizer::{ComponentInstanceState, Wizer};
+
+use crate::bindings::{Plugin as PluginWorld, PluginPre};
+use crate::invoke;
+use crate::log::LogSink;
+use crate::outbound::Outbound;
+use crate::settings::Limits;
+use crate::state::State;
+
+/// Why a component is used as built rather than from a snapshot.
+pub(crate) type Skipped = String;
+
+/// The component `bytes` rewritten to start from the state its `describe()`
+/// leaves, run with `limits`, no config and no grants.
+pub(crate) async fn snapshot_after_describe(
+    engine: &Engine,
+    linker: &Linker<State>,
+    bytes: &[u8],
+    limits: &Limits,
+    outbound: Arc<Outbound>,
+) -> Result<Vec<u8>, Skipped> {
+    let wizer = Wizer::new();
+    let (context, instrumented) = wizer
+        .instrument_component(bytes)
+        .map_err(|e| format!("it cannot be instrumented: {e:#}"))?;
+    let engine_for_compile = engine.clone();
+    // Compiling is seconds of CPU for large components: off the async workers.
+    let component =
+        tokio::task::spawn_blocking(move || Component::new(&engine_for_compile, &instrumented))
+            .await
+            .map_err(|e| format!("the compiler thread failed: {e}"))?
+            .map_err(|e| format!("the instrumented component does not compile: {e:#}"))?;
+    let pre = linker
+        .instantiate_pre(&component)
+        .and_then(PluginPre::new)
+        .map_err(|e| format!("it does not link: {e:#}"))?;
+
+    let mut store = invoke::new_store(
+        engine,
+        limits,
+        Arc::default(),
+        outbound,
+        LogSink::new(limits.log_bytes),
+    );
+    let described = tokio::time::timeout(limits.deadline, async {
+        let instance = pre.instance_pre().instantiate_async(&mut store).await?;
+        let world = PluginWorld::new(&mut store, &instance)?;
+        world
+            .webhook_action_action()
+            .call_describe(&mut store)
+            .await?;
+        Ok::<_, wasmtime::Error>(instance)
+    })
+    .await;
+    let instance = match described {
+        Ok(Ok(instance)) => instance,
+        Ok(Err(trap)) => return Err(format!("`describe` failed: {trap:#}")),
+        Err(_) => return Err("`describe` did not return in time".into()),
+    };
+    if store.data().holds_resources() {
+        return Err("the guest still holds host resources after `describe`".into());
+    }
+    // Reading the state runs guest code (the accessors): it must not meet the
+    // deadline that `describe` ran under.
+    store.data_mut().deadline += FOREVER;
+    let mut running = Running {
+        store: &mut store,
+        instance,
+        failed: None,
+    };
+    let snapshot = wizer.snapshot_component(&context, &mut running).await;
+    if let Some(why) = running.failed {
+        return Err(format!("reading the state failed: {why}"));
+    }
+    snapshot.map_err(|e| format!("the snapshot failed: {e:#}"))
+}
+
+/// Far enough ahead not to matter, near enough not to overflow an `Instant`.
+const FOREVER: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
+/// The instance being snapshotted. Wizer reads its state through accessor
+/// functions that the instrumentation exported.
+struct Running<'a> {
+    store: &'a mut Store<State>,
+    instance: Instance,
+    /// The first accessor that failed. Wizer's interface has no error path, so
+    /// a failure is recorded here, a placeholder returned, and the snapshot
+    /// thrown away.
+    failed: Option<String>,
+}
+
+impl Running<'_> {
+    /// Calls the accessor `func` of the exported instance `instance`.
+    async fn read<R: Lift + 'static, T: Default>(
+        &mut self,
+        instance: &str,
+        func: &str,
+        take: impl FnOnce(&Store<State>, R) -> T,
+    ) -> T {
+        if self.failed.is_some() {
+            return T::default();
+        }
+        match self.call(instance, func).await {
+            Ok(value) => take(&*self.store, value),
+            Err(why) => {
+                self.failed = Some(why);
+                T::default()
+            }
+        }
+    }
+
+    async fn call<R: Lift + 'static>(&mut self, instance: &str, func: &str) -> Result<R, String> {
+        let store = &mut *self.store;
+        let missing = || format!("the instrumented component does not export `{instance}#{func}`");
+        let (_, exported) = self
+            .instance
+            .get_export(&mut *store, None, instance)
+            .ok_or_else(missing)?;
+        let (_, accessor) = self
+            .instance
+            .get_export(&mut *store, Some(&exported), func)
+            .ok_or_else(missing)?;
+        let accessor = self
+            .instance
+            .get_typed_func::<(), (R,)>(&mut *store, accessor)
+            .map_err(|e| format!("`{func}` has an unexpected type: {e:#}"))?;
+        let (value,) = accessor
+            .call_async(&mut *store, ())
+            .await
+            .map_err(|e| format!("`{func}` trapped: {e:#}"))?;
+        Ok(value)
+    }
+}
+
+impl ComponentInstanceState for Running<'_> {
+    async fn call_func_ret_list_u8(
+        &mut self,
+        instance: &str,
+        func: &str,
+        contents: impl FnOnce(&[u8]) + Send,
+    ) {
+        self.read(instance, func, |store, list: WasmList<u8>| {
+            contents(list.as_le_slice(store))
+        })
+        .await
+    }
+
+    async fn call_func_ret_s32(&mut self, instance: &str, func: &str) -> i32 {
+        self.read(instance, func, |_, value| value).await
+    }
+
+    async fn call_func_ret_s64(&mut self, instance: &str, func: &str) -> i64 {
+        self.read(instance, func, |_, value| value).await
+    }
+
+    async fn call_func_ret_f32(&mut self, instance: &str, func: &str) -> u32 {
+        self.read(instance, func, |_, value: f32| value.to_bits())
+            .await
+    }
+
+    async fn call_func_ret_f64(&mut self, instance: &str, func: &str) -> u64 {
+        self.read(instance, func, |_, value: f64| value.to_bits())
+            .await
+    }
+}
