@@ -63,3 +63,13 @@ export const action = {
     };
   },
 };
+
+// One call while the component is built: componentize-js snapshots the engine
+// after this module runs, so `run` and the regular expression it uses are
+// compiled once here instead of on every call (each call is a fresh instance).
+// `run` is pure, so the call leaves nothing behind but compiled code.
+action.run({ partOfDay: "morning" }, [
+  { name: "first_name", value: { tag: "text", val: "Ada Lovelace" } },
+  { name: "is_member", value: { tag: "boolean", val: true } },
+  { name: "membership_tier", value: { tag: "text", val: "gold" } },
+]);
