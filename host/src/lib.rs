@@ -6,7 +6,9 @@
 //! 1. Create one [`Host`] for the process: it owns the engine (pooling
 //!    allocator, copy-on-write memory images, epoch deadlines).
 //! 2. [`Host::load`] an action's bytes under a name. The component is
-//!    validated, compiled, pre-instantiated, and its manifest is read once.
+//!    validated, run up to the end of its `describe()` and snapshotted there
+//!    (`preinit.rs`; see [`HostConfig::snapshot_after_describe`]), compiled,
+//!    pre-instantiated, and its manifest is read.
 //! 3. [`Host::invoke`] it with the conversation's [`CallContext`] and the input
 //!    attributes as a JSON object. Each call gets a fresh store and instance,
 //!    its own deadline, memory limit and log cap.
