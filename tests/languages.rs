@@ -30,9 +30,12 @@ const ACTIONS: [&str; 6] = [
 async fn seed() -> &'static Path {
     static SEED: OnceCell<PathBuf> = OnceCell::const_new();
     SEED.get_or_init(|| async {
-        // Kept between runs under the target directory: uploading the same
-        // bytes again compiles nothing, so only changed actions recompile.
+        // Made afresh by every run, so no test depends on an earlier run's
+        // artifacts.
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("languages-seed");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
         std::fs::create_dir_all(&dir).unwrap();
         let server = Server::start(&dir, &[]);
         for name in ACTIONS {

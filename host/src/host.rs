@@ -452,7 +452,9 @@ fn check_secrets(secrets: &[Secret]) -> Result<(), LoadError> {
 fn artifact_key(engine: &Engine, bytes: &[u8], snapshot: bool) -> String {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
-    let start = if snapshot { "described" } else { "built" };
+    // A new name whenever what preinit.rs or compact.rs produce changes, so
+    // that artifacts of the old form are not served.
+    let start = if snapshot { "described.2" } else { "built" };
     format!("{}-{:016x}-{start}", sha256_hex(bytes), hasher.finish())
 }
 

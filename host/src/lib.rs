@@ -61,6 +61,7 @@
 
 mod api;
 mod bindings;
+mod compact;
 mod config_file;
 mod context;
 mod engine;

@@ -23,6 +23,7 @@ use wasmtime::{Engine, Store};
 use wasmtime_wizer::{ComponentInstanceState, Wizer};
 
 use crate::bindings::{Plugin as PluginWorld, PluginPre};
+use crate::compact;
 use crate::invoke;
 use crate::log::LogSink;
 use crate::outbound::Outbound;
@@ -94,7 +95,8 @@ pub(crate) async fn snapshot_after_describe(
     if let Some(why) = running.failed {
         return Err(format!("reading the state failed: {why}"));
     }
-    snapshot.map_err(|e| format!("the snapshot failed: {e:#}"))
+    let snapshot = snapshot.map_err(|e| format!("the snapshot failed: {e:#}"))?;
+    Ok(compact::compact_component(&snapshot).unwrap_or(snapshot))
 }
 
 /// Far enough ahead not to matter, near enough not to overflow an `Instant`.
