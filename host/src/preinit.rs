@@ -8,7 +8,7 @@
 //! once in an instrumented instance and snapshots it (wasmtime-wizer): the
 //! snapshot's memory becomes the component's copy-on-write image, and every
 //! call starts from there. The JavaScript greeting's call falls from about
-//! 500 us to about 300 us (BENCHMARKS.md).
+//! 500 us to about 310 us (BENCHMARKS.md).
 //!
 //! A snapshot is only taken when it is safe to resume from. Handles to host
 //! resources (an output stream, a pollable) are numbered per instance: if the
