@@ -3,9 +3,10 @@
 mod common;
 
 use action_host::{
-    ActionSettings, CallContext, ErrorKind, Host, HostConfig, Limits, LoadError, Source,
+    ActionSettings, CallContext, ErrorKind, Host, HostConfig, Limits, LoadError, Source, StartsFrom,
 };
 use serde_json::{Map, Value, json};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn object(value: Value) -> Map<String, Value> {
@@ -615,7 +616,22 @@ async fn a_cached_artifact_loads_without_compiling_again() {
 
 #[tokio::test]
 async fn calls_start_from_the_state_describe_left_and_nothing_carries_over() {
-    let host = host_with("fixture", "fixture", None).await;
+    let host = Host::new(HostConfig {
+        pool_size: 8,
+        ..HostConfig::default()
+    })
+    .unwrap();
+    let prepared = host
+        .prepare(
+            "fixture",
+            &common::plugin_bytes("fixture"),
+            ActionSettings::default(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(prepared.starts_from(), &StartsFrom::Describe);
+    host.install(prepared);
     let done = fixture("described", &host).await.unwrap();
     assert_eq!(done.attributes["described"], true);
     for _ in 0..3 {
@@ -645,13 +661,38 @@ async fn with_snapshots_off_calls_start_from_the_component_as_built() {
 #[tokio::test]
 async fn a_stream_that_describe_keeps_is_not_carried_into_calls() {
     // A snapshot would keep the stream's handle, which means nothing in the
-    // next instance: the host must start calls from the component as built.
-    let host = host_with("held-stream", "held_stream", None).await;
-    for _ in 0..2 {
-        let done = host
-            .invoke("held-stream", CallContext::default(), &Map::new())
+    // next instance: the host must start calls from the component as built,
+    // and say why, also when the compiled component comes from the cache.
+    let dir = tempfile::tempdir().unwrap();
+    for compiled in [1, 0] {
+        let host = Host::new(HostConfig {
+            pool_size: 8,
+            ..HostConfig::default()
+        })
+        .unwrap();
+        let cache = Arc::new(action_host::DataDir::open(dir.path()).unwrap());
+        let prepared = host
+            .prepare(
+                "held-stream",
+                &common::plugin_bytes("held_stream"),
+                ActionSettings::default(),
+                Some(cache),
+            )
             .await
             .unwrap();
-        assert_eq!(done.logs[0].message, "held stream");
+        match prepared.starts_from() {
+            StartsFrom::Build { why } => assert!(why.contains("holds host resources"), "{why}"),
+            other => panic!("started from {other:?}"),
+        }
+        host.install(prepared);
+        for _ in 0..2 {
+            let done = host
+                .invoke("held-stream", CallContext::default(), &Map::new())
+                .await
+                .unwrap();
+            assert_eq!(done.logs[0].message, "held stream");
+        }
+        // The second host reads the artifact, and the reason, from the cache.
+        assert_eq!(host.compilations(), compiled);
     }
 }

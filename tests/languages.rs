@@ -221,6 +221,16 @@ async fn javascript_actions_answer_through_the_service() {
         metrics.contains("action_host_compilations_total 0"),
         "the seeded actions were recompiled:\n{metrics}"
     );
+    // Read from the cache, they still start from the state `describe` left.
+    for action in ["greeting-js", "weather-js", "membership-js"] {
+        let (_, described) = admin_get(&server, &format!("/v1/actions/{action}")).await;
+        let described: Value = serde_json::from_str(&described).unwrap();
+        assert_eq!(
+            described["starts_from"],
+            json!({"from": "describe"}),
+            "{action}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -86,6 +86,7 @@ pub struct Service {
 struct Served {
     record: ActionRecord,
     manifest: Arc<Manifest>,
+    starts_from: crate::StartsFrom,
 }
 
 /// An error as the API answers it: `{"error": {"code", "message"}}` and a status.
@@ -269,6 +270,7 @@ impl Service {
         let served = Served {
             record,
             manifest: Arc::clone(prepared.manifest()),
+            starts_from: prepared.starts_from().clone(),
         };
         self.host.install(prepared);
         self.served_mut().insert(name.to_owned(), served.clone());
@@ -564,6 +566,7 @@ impl Service {
             "version": served.record.version,
             "sha256": served.record.sha256,
             "manifest": &*served.manifest,
+            "starts_from": served.starts_from,
             "settings": served.record.settings.redacted(),
             "invocations": self.metrics.counts(name),
         }))

@@ -50,6 +50,25 @@ impl Prepared {
     pub fn manifest(&self) -> &Arc<Manifest> {
         &self.0.manifest
     }
+
+    /// Where the action's calls start.
+    pub fn starts_from(&self) -> &StartsFrom {
+        &self.0.starts_from
+    }
+}
+
+/// Where an action's calls start (see [`HostConfig::snapshot_after_describe`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "from", rename_all = "kebab-case")]
+pub enum StartsFrom {
+    /// The state its `describe()` left, snapshotted at load.
+    Describe,
+    /// The component as built, and why: snapshots are off, or one could not
+    /// be taken safely.
+    Build {
+        /// Why not from a snapshot.
+        why: String,
+    },
 }
 
 /// Keeps compiled components between runs, so a restart loads without
@@ -181,7 +200,7 @@ impl Host {
     ) -> Result<Prepared, LoadError> {
         plugin::check_name(name)?;
         let limits = self.check_limits(settings.limits)?;
-        let component = self.compile(bytes, cache, Start::AfterDescribe).await?;
+        let (component, starts_from) = self.compile(bytes, cache, Start::AfterDescribe).await?;
         let pre = plugin::link(&self.inner.engine, &self.inner.linker, &component)?;
         let run = plugin::run_index(&component)?;
         check_secrets(&settings.secrets)?;
@@ -203,6 +222,7 @@ impl Host {
         let loaded = Plugin {
             name: name.to_owned(),
             manifest: Arc::clone(&manifest),
+            starts_from,
             pre,
             run,
             limits,
@@ -250,7 +270,7 @@ impl Host {
 
     /// Reads a component's manifest, imports and exports without loading it.
     pub async fn inspect(&self, bytes: impl AsRef<[u8]>) -> Result<Inspection, LoadError> {
-        let component = self.compile(bytes.as_ref(), None, Start::AsBuilt).await?;
+        let (component, _) = self.compile(bytes.as_ref(), None, Start::AsBuilt).await?;
         let interface = plugin::interface(&self.inner.engine, &component);
         let pre = plugin::link(&self.inner.engine, &self.inner.linker, &component)?;
         let limits = self.inner.config.default_limits;
@@ -316,40 +336,59 @@ impl Host {
     }
 
     /// The compiled component for `bytes`, starting as `start` says (subject
-    /// to [`HostConfig::snapshot_after_describe`]): from `cache` when it holds
-    /// it, else compiled and stored there.
+    /// to [`HostConfig::snapshot_after_describe`]), and where its calls start:
+    /// from `cache` when it holds it, else compiled and stored there.
     async fn compile(
         &self,
         bytes: &[u8],
         cache: Option<Arc<dyn ArtifactCache>>,
         start: Start,
-    ) -> Result<wasmtime::component::Component, LoadError> {
+    ) -> Result<(wasmtime::component::Component, StartsFrom), LoadError> {
         plugin::check_header(bytes)?;
         let snapshot = start == Start::AfterDescribe && self.inner.config.snapshot_after_describe;
         let key = cache
             .as_ref()
             .map(|_| artifact_key(&self.inner.engine, bytes, snapshot));
+        let off = || StartsFrom::Build {
+            why: "snapshots after describe are off".into(),
+        };
         if let (Some(cache), Some(key)) = (&cache, &key) {
             let (inner, cache, key) = (Arc::clone(&self.inner), Arc::clone(cache), key.clone());
             // Reading a cached artifact is file I/O: off the async workers.
             let cached = tokio::task::spawn_blocking(move || {
-                cache
+                let component = cache
                     .get(&key)
-                    .and_then(|artifact| plugin::deserialize(&inner.engine, &artifact))
+                    .and_then(|artifact| plugin::deserialize(&inner.engine, &artifact))?;
+                let skipped = cache.get(&skipped_key(&key));
+                Some((component, skipped))
             })
             .await
             .ok()
             .flatten();
-            if let Some(component) = cached {
-                return Ok(component);
+            if let Some((component, skipped)) = cached {
+                let starts_from = match skipped {
+                    _ if !snapshot => off(),
+                    Some(why) => StartsFrom::Build {
+                        why: String::from_utf8_lossy(&why).into_owned(),
+                    },
+                    None => StartsFrom::Describe,
+                };
+                return Ok((component, starts_from));
             }
         }
-        let source = if snapshot {
-            self.snapshot_after_describe(bytes).await
+        let (source, starts_from) = if snapshot {
+            match self.snapshot_after_describe(bytes).await {
+                Ok(snapshot) => (snapshot, StartsFrom::Describe),
+                Err(why) => (bytes.to_vec(), StartsFrom::Build { why }),
+            }
         } else {
-            bytes.to_vec()
+            (bytes.to_vec(), off())
         };
         let inner = Arc::clone(&self.inner);
+        let skipped = match (&starts_from, snapshot) {
+            (StartsFrom::Build { why }, true) => Some(why.clone()),
+            _ => None,
+        };
         // Compiling a large component takes seconds: off the async workers.
         tokio::task::spawn_blocking(move || {
             let component = plugin::compile(&inner.engine, &source)?;
@@ -357,27 +396,29 @@ impl Host {
             if let (Some(cache), Some(key)) = (&cache, &key)
                 && let Ok(artifact) = component.serialize()
             {
+                // The reason first: an artifact without one reads as a snapshot.
+                if let Some(why) = &skipped {
+                    cache.put(&skipped_key(key), why.as_bytes());
+                }
                 cache.put(key, &artifact);
             }
-            Ok(component)
+            Ok((component, starts_from))
         })
         .await
         .map_err(|e| LoadError::Host(anyhow::anyhow!("the compiler thread failed: {e}")))?
     }
 
-    /// `bytes` rewritten to start after `describe()`, or `bytes` themselves
-    /// when that cannot be done safely (see the `preinit` module).
-    async fn snapshot_after_describe(&self, bytes: &[u8]) -> Vec<u8> {
+    /// `bytes` rewritten to start after `describe()`, or why that cannot be
+    /// done safely (see the `preinit` module).
+    async fn snapshot_after_describe(&self, bytes: &[u8]) -> Result<Vec<u8>, String> {
         let outbound = Outbound::new(
             Vec::new(),
             Vec::new(),
             HttpLimits::default(),
             Arc::default(),
             &self.inner.tls_roots,
-        );
-        let Ok(outbound) = outbound else {
-            return bytes.to_vec();
-        };
+        )
+        .map_err(|e| format!("the host could not set up the run: {e:#}"))?;
         preinit::snapshot_after_describe(
             &self.inner.engine,
             &self.inner.linker,
@@ -386,7 +427,6 @@ impl Host {
             Arc::new(outbound),
         )
         .await
-        .unwrap_or_else(|_skipped| bytes.to_vec())
     }
 
     fn check_limits(&self, limits: Option<Limits>) -> Result<Limits, LoadError> {
@@ -458,7 +498,12 @@ fn artifact_key(engine: &Engine, bytes: &[u8], snapshot: bool) -> String {
     format!("{}-{:016x}-{start}", sha256_hex(bytes), hasher.finish())
 }
 
-/// Where a compiled component's calls start.
+/// Where the reason a snapshot was not taken is cached, beside the artifact.
+fn skipped_key(key: &str) -> String {
+    format!("{key}.skipped")
+}
+
+/// Where a compiled component's calls are to start.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Start {
     /// From the component as built.

@@ -86,7 +86,7 @@ pub use api::{ApiError, ServeOptions, Service, serve};
 pub use config_file::{ActionDoc, HostFile, LimitsDoc, SecretDoc};
 pub use context::CallContext;
 pub use error::{ErrorKind, InvokeError, LoadError};
-pub use host::{ArtifactCache, Host, Inspection, Prepared, sha256_hex};
+pub use host::{ArtifactCache, Host, Inspection, Prepared, StartsFrom, sha256_hex};
 pub use invoke::Invocation;
 pub use log::{Level, LogLine, Source};
 pub use manifest::{AttributeSpec, Manifest, ValueKind};

@@ -23,6 +23,7 @@ pub(crate) const ACTION_EXPORT: &str = "webhook:action/action@0.1.0";
 pub(crate) struct Plugin {
     pub(crate) name: String,
     pub(crate) manifest: Arc<Manifest>,
+    pub(crate) starts_from: crate::host::StartsFrom,
     pub(crate) pre: PluginPre<State>,
     /// The `run` function, found once so a call need not look it up by name.
     pub(crate) run: ComponentExportIndex,

@@ -16,6 +16,7 @@
 //! stdout stream, the numbers would dangle in the next instance, so the
 //! component is used as built. So it is when it cannot be instrumented or
 //! `describe()` fails here; the ordinary load then reports any real problem.
+//! Either way the reason is kept ([`crate::StartsFrom`]) and the API shows it.
 
 use std::sync::Arc;
 use wasmtime::component::{Component, Instance, Lift, Linker, WasmList};
