@@ -48,11 +48,14 @@ async fn seed() -> &'static Path {
     .await
 }
 
-/// A server on a copy of the seed data directory. The copy is made of hard
-/// links: the store never changes a file in place, it replaces it by rename.
-async fn serve_seeded(dir: &Path) -> Server {
-    link_tree(seed().await, dir);
-    Server::start(dir, &[])
+/// A server on a copy of the seed data directory (kept alive by the returned
+/// directory), and a mock upstream. The copy is made of hard links: the store
+/// never changes a file in place, it replaces it by rename.
+async fn serve_seeded() -> (tempfile::TempDir, Server, Mock) {
+    let dir = tempfile::tempdir().unwrap();
+    link_tree(seed().await, dir.path());
+    let server = Server::start(dir.path(), &[]);
+    (dir, server, Mock::start().await)
 }
 
 fn link_tree(from: &Path, to: &Path) {
@@ -107,9 +110,7 @@ fn denial_note(body: &Value) -> String {
 
 #[tokio::test]
 async fn javascript_actions_answer_through_the_service() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = serve_seeded(dir.path()).await;
-    let mock = Mock::start().await;
+    let (_dir, server, mock) = serve_seeded().await;
 
     let (status, body) = invoke(
         &server,
@@ -235,9 +236,7 @@ async fn javascript_actions_answer_through_the_service() {
 
 #[tokio::test]
 async fn python_actions_answer_through_the_service() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = serve_seeded(dir.path()).await;
-    let mock = Mock::start().await;
+    let (_dir, server, mock) = serve_seeded().await;
 
     let (status, body) = invoke(
         &server,
@@ -297,9 +296,7 @@ async fn python_actions_answer_through_the_service() {
 
 #[tokio::test]
 async fn a_rust_action_answers_through_the_same_service() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = serve_seeded(dir.path()).await;
-    let mock = Mock::start().await;
+    let (_dir, server, mock) = serve_seeded().await;
     let allow = format!("GET {}", mock.url("/api/users/"));
     let settings = json!({"grants": [allow], "config": {"api_base": mock.url("/api")}});
     let (status, body) = set_grants(&server, "order_lookup", settings).await;
@@ -317,9 +314,7 @@ async fn a_rust_action_answers_through_the_same_service() {
 
 #[tokio::test]
 async fn fetch_obeys_the_request_timeout_of_the_grants() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = serve_seeded(dir.path()).await;
-    let mock = Mock::start().await;
+    let (_dir, server, mock) = serve_seeded().await;
     let allow = format!("GET {}", mock.url("/slow/"));
     let settings = json!({
         "grants": [allow],
@@ -349,9 +344,7 @@ async fn fetch_obeys_the_request_timeout_of_the_grants() {
 
 #[tokio::test]
 async fn a_refused_fetch_is_refused_as_the_http_import_is() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = serve_seeded(dir.path()).await;
-    let mock = Mock::start().await;
+    let (_dir, server, mock) = serve_seeded().await;
     // Both actions point at the mock, and neither is granted it.
     for action in ["weather-js", "membership-js"] {
         let settings = json!({"config": {"api_base": mock.url("/api")}});
@@ -405,9 +398,7 @@ async fn a_refused_fetch_is_refused_as_the_http_import_is() {
 
 #[tokio::test]
 async fn actions_that_throw_become_errors_and_the_service_carries_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = serve_seeded(dir.path()).await;
-    let mock = Mock::start().await;
+    let (_dir, server, mock) = serve_seeded().await;
     grant(
         &server,
         "weather-js",
