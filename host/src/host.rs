@@ -376,19 +376,24 @@ impl Host {
                 return Ok((component, starts_from));
             }
         }
+        let mut cache = cache;
+        let mut skipped = None;
         let (source, starts_from) = if snapshot {
             match self.snapshot_after_describe(bytes).await {
                 Ok(snapshot) => (snapshot, StartsFrom::Describe),
-                Err(why) => (bytes.to_vec(), StartsFrom::Build { why }),
+                Err(not) => {
+                    if not.transient {
+                        // Kept, it would stand for good; the next load tries again.
+                        cache = None;
+                    }
+                    skipped = Some(not.why.clone());
+                    (bytes.to_vec(), StartsFrom::Build { why: not.why })
+                }
             }
         } else {
             (bytes.to_vec(), off())
         };
         let inner = Arc::clone(&self.inner);
-        let skipped = match (&starts_from, snapshot) {
-            (StartsFrom::Build { why }, true) => Some(why.clone()),
-            _ => None,
-        };
         // Compiling a large component takes seconds: off the async workers.
         tokio::task::spawn_blocking(move || {
             let component = plugin::compile(&inner.engine, &source)?;
@@ -410,7 +415,7 @@ impl Host {
 
     /// `bytes` rewritten to start after `describe()`, or why that cannot be
     /// done safely (see the `preinit` module).
-    async fn snapshot_after_describe(&self, bytes: &[u8]) -> Result<Vec<u8>, String> {
+    async fn snapshot_after_describe(&self, bytes: &[u8]) -> Result<Vec<u8>, preinit::Skipped> {
         let outbound = Outbound::new(
             Vec::new(),
             Vec::new(),
@@ -418,7 +423,10 @@ impl Host {
             Arc::default(),
             &self.inner.tls_roots,
         )
-        .map_err(|e| format!("the host could not set up the run: {e:#}"))?;
+        .map_err(|e| preinit::Skipped {
+            why: format!("the host could not set up the run: {e:#}"),
+            transient: true,
+        })?;
         preinit::snapshot_after_describe(
             &self.inner.engine,
             &self.inner.linker,

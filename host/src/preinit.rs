@@ -32,7 +32,21 @@ use crate::settings::Limits;
 use crate::state::State;
 
 /// Why a component is used as built rather than from a snapshot.
-pub(crate) type Skipped = String;
+pub(crate) struct Skipped {
+    pub(crate) why: String,
+    /// Whether another try could succeed (`describe` ran out of time, perhaps
+    /// on a busy machine), so the outcome should not be kept.
+    pub(crate) transient: bool,
+}
+
+impl From<String> for Skipped {
+    fn from(why: String) -> Skipped {
+        Skipped {
+            why,
+            transient: false,
+        }
+    }
+}
 
 /// The component `bytes` rewritten to start from the state its `describe()`
 /// leaves, run with `limits`, no config and no grants.
@@ -78,11 +92,16 @@ pub(crate) async fn snapshot_after_describe(
     .await;
     let instance = match described {
         Ok(Ok(instance)) => instance,
-        Ok(Err(trap)) => return Err(format!("`describe` failed: {trap:#}")),
-        Err(_) => return Err("`describe` did not return in time".into()),
+        Ok(Err(trap)) => return Err(format!("`describe` failed: {trap:#}").into()),
+        Err(_) => {
+            return Err(Skipped {
+                why: "`describe` did not return in time".into(),
+                transient: true,
+            });
+        }
     };
     if store.data().holds_resources() {
-        return Err("the guest still holds host resources after `describe`".into());
+        return Err(String::from("the guest still holds host resources after `describe`").into());
     }
     // Reading the state runs guest code (the accessors): it must not meet the
     // deadline that `describe` ran under.
@@ -94,9 +113,9 @@ pub(crate) async fn snapshot_after_describe(
     };
     let snapshot = wizer.snapshot_component(&context, &mut running).await;
     if let Some(why) = running.failed {
-        return Err(format!("reading the state failed: {why}"));
+        return Err(format!("reading the state failed: {why}").into());
     }
-    let snapshot = snapshot.map_err(|e| format!("the snapshot failed: {e:#}"))?;
+    let snapshot = snapshot.map_err(|e| Skipped::from(format!("the snapshot failed: {e:#}")))?;
     Ok(compact::compact_component(&snapshot).unwrap_or(snapshot))
 }
 
