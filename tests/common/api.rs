@@ -2,7 +2,7 @@
 //! each returning the status and the JSON body (`null` when there is none).
 
 use super::server::{ADMIN, INVOKE, Server};
-use reqwest::{Client, StatusCode};
+use reqwest::{Client, RequestBuilder, StatusCode};
 use serde_json::Value;
 
 pub fn client() -> Client {
@@ -11,28 +11,21 @@ pub fn client() -> Client {
     Client::builder().no_proxy().build().unwrap()
 }
 
-pub async fn upload(server: &Server, name: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
-    let response = client()
-        .put(server.url(&format!("/v1/actions/{name}")))
-        .bearer_auth(ADMIN)
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
+/// Sends `request` and reads the status and the JSON body (`null` when none).
+async fn answer(request: RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.unwrap();
     let status = response.status();
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+pub async fn upload(server: &Server, name: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
+    let url = server.url(&format!("/v1/actions/{name}"));
+    answer(client().put(url).bearer_auth(ADMIN).body(bytes)).await
+}
+
 pub async fn invoke(server: &Server, name: &str, body: Value) -> (StatusCode, Value) {
-    let response = client()
-        .post(server.url(&format!("/v1/actions/{name}/invoke")))
-        .bearer_auth(INVOKE)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    let url = server.url(&format!("/v1/actions/{name}/invoke"));
+    answer(client().post(url).bearer_auth(INVOKE).json(&body)).await
 }
 
 pub async fn admin_get(server: &Server, path: &str) -> (StatusCode, String) {
@@ -46,25 +39,11 @@ pub async fn admin_get(server: &Server, path: &str) -> (StatusCode, String) {
 }
 
 pub async fn set_grants(server: &Server, name: &str, body: Value) -> (StatusCode, Value) {
-    let response = client()
-        .put(server.url(&format!("/v1/actions/{name}/grants")))
-        .bearer_auth(ADMIN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    let url = server.url(&format!("/v1/actions/{name}/grants"));
+    answer(client().put(url).bearer_auth(ADMIN).json(&body)).await
 }
 
 pub async fn webhook(server: &Server, name: &str, body: Value) -> (StatusCode, Value) {
-    let response = client()
-        .post(server.url(&format!("/webhooks/opendialog/{name}")))
-        .bearer_auth(INVOKE)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    let url = server.url(&format!("/webhooks/opendialog/{name}"));
+    answer(client().post(url).bearer_auth(INVOKE).json(&body)).await
 }
