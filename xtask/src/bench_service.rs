@@ -17,7 +17,8 @@ pub(crate) fn run(root: &Path) -> Result<()> {
     crate::plugins()?;
     crate::cargo(&[
         "build",
-        "--release",
+        "--profile",
+        "production",
         "--package",
         "action-host",
         "--bin",
@@ -31,7 +32,7 @@ pub(crate) fn run(root: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(&data);
     let greeting = root.join("plugins/target/wasm32-wasip2/release/greeting.wasm");
     let service = Server::start(
-        Command::new(root.join("target/release/action-host"))
+        Command::new(root.join("target/production/action-host"))
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--data"])
             .arg(&data)
@@ -45,7 +46,7 @@ pub(crate) fn run(root: &Path) -> Result<()> {
             ]),
     )?;
     let native = Server::start(
-        Command::new(root.join("target/release/examples/native_webhook")).arg("127.0.0.1:0"),
+        Command::new(root.join("target/production/examples/native_webhook")).arg("127.0.0.1:0"),
     )?;
 
     let script = root.join("target/bench-invoke.lua");

@@ -10,7 +10,7 @@ const USAGE: &str =
   test     build the plugins, then run every test, the example and the lints
   plugins  build every plugin from source: Rust, JavaScript and Python (installs
            the wasm32-wasip2 target and the pinned tools of plugins/toolchain if missing)
-  bench    build the plugins, then run the invocation benchmark
+  bench    build the plugins, then run the invocation benchmark (production profile)
   bench-languages
            the greeting written in Rust, JavaScript and Python, fresh instance per call
   bench-service
@@ -23,14 +23,8 @@ fn main() -> Result<()> {
         "demo" => demo(),
         "test" => test(),
         "bench-service" => bench_service::run(&root()),
-        "bench-languages" => {
-            plugins()?;
-            cargo(&["bench", "--package", "action-host", "--bench", "languages"])
-        }
-        "bench" => {
-            plugins()?;
-            cargo(&["bench", "--package", "action-host", "--bench", "invoke"])
-        }
+        "bench-languages" => bench("languages"),
+        "bench" => bench("invoke"),
         _ => bail!("{USAGE}"),
     }
 }
@@ -42,6 +36,21 @@ use xtask::root;
 /// Builds every plugin of every language from source; only what changed is rebuilt.
 pub(crate) fn plugins() -> Result<()> {
     xtask::plugins::build_all(&root())
+}
+
+/// Builds the plugins, then runs one of the host's benchmarks with the `production`
+/// profile: the build that is deployed (see the workspace's Cargo.toml).
+fn bench(name: &str) -> Result<()> {
+    plugins()?;
+    cargo(&[
+        "bench",
+        "--profile",
+        "production",
+        "--package",
+        "action-host",
+        "--bench",
+        name,
+    ])
 }
 
 /// Serves the example actions, built from source, with the demo host
