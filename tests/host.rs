@@ -368,6 +368,23 @@ async fn a_panic_is_an_internal_error_carrying_the_trap_and_panic_messages() {
 }
 
 #[tokio::test]
+async fn a_stack_overflow_is_an_internal_error_and_the_host_carries_on() {
+    let host = host_with("fixture", "fixture", None).await;
+    let shallow = object(json!({ "behave": "recurse", "count": 16 }));
+    let deep = object(json!({ "behave": "recurse", "count": 10_000 }));
+    // The plugins link with a 64 KiB stack: 16 levels of 1 KiB fit,
+    let done = host.invoke("fixture", CallContext::default(), &shallow);
+    let done = done.await.unwrap();
+    assert_eq!(done.attributes["depth"], json!(16));
+    // 10,000 do not: the guest traps instead of writing past its stack.
+    let err = host.invoke("fixture", CallContext::default(), &deep);
+    let err = err.await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Internal, "{}", err.message);
+    assert!(err.message.contains("trap"), "{}", err.message);
+    assert!(fixture("echo", &host).await.unwrap().success);
+}
+
+#[tokio::test]
 async fn a_log_flood_is_capped_and_the_call_still_succeeds() {
     let limits = Limits {
         log_bytes: 4096,
