@@ -5,6 +5,11 @@
 //!
 //! `cargo run --release --example native_webhook -- 127.0.0.1:8091`
 
+// The same allocator as the `action-host` binary it is measured beside.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "../host/benches/native_greeting.rs"]
 mod native_greeting;
 

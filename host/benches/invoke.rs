@@ -5,6 +5,11 @@
 //! latency and invocations per second on 1 and 2 threads, for the sandboxed
 //! action and for the native baseline.
 
+// The same allocator as the `action-host` binary.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "native_greeting.rs"]
 mod native_greeting;
 

@@ -8,6 +8,11 @@
 //! components are kept in `target/bench-artifacts`, so only the first run
 //! compiles (the load time printed is then a cache read).
 
+// The same allocator as the `action-host` binary.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use action_host::{ActionSettings, CallContext, DataDir, Host, HostConfig};
 use serde_json::{Map, Value, json};
 use std::path::Path;

@@ -1,5 +1,9 @@
 //! The `action-host` command: CLI wiring only.
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use action_host::{
     ActionSettings, CallContext, Grant, Host, HostConfig, HostFile, Limits, Secret, ServeOptions,
     Service,
