@@ -20,7 +20,8 @@ use std::future::Future;
 
 /// The data of one invocation's store.
 pub(crate) struct State {
-    wasi: WasiCtx,
+    /// Built on the guest's first WASI call (see [`WasiView::ctx`]).
+    wasi: Option<WasiCtx>,
     table: ResourceTable,
     pub(crate) memory: MemoryLimiter,
     pub(crate) log: LogSink,
@@ -45,18 +46,8 @@ impl State {
         deadline: Instant,
         outbound: Arc<Outbound>,
     ) -> State {
-        // WASI locked down: no preopened directories, environment, arguments,
-        // network or name lookups; stdin is empty; stdout and stderr go to the
-        // invocation's log.
-        let wasi = WasiCtxBuilder::new()
-            .stdout(log.stream(Source::Stdout))
-            .stderr(log.stream(Source::Stderr))
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
         State {
-            wasi,
+            wasi: None,
             table: ResourceTable::new(),
             memory: MemoryLimiter {
                 limit: memory_bytes,
@@ -76,11 +67,28 @@ impl State {
 
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        // Most calls never reach WASI (an action's own imports are not WASI), and
+        // building the context (its random sources, clocks and stdio) is a visible
+        // part of a call's cost, so it is built on first use.
+        let log = &self.log;
+        let ctx = self.wasi.get_or_insert_with(|| locked_down_wasi(log));
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx,
             table: &mut self.table,
         }
     }
+}
+
+/// WASI locked down: no preopened directories, environment, arguments, network
+/// or name lookups; stdin is empty; stdout and stderr go to the invocation's log.
+fn locked_down_wasi(log: &LogSink) -> WasiCtx {
+    WasiCtxBuilder::new()
+        .stdout(log.stream(Source::Stdout))
+        .stderr(log.stream(Source::Stderr))
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build()
 }
 
 /// Refuses linear memory growth past the action's limit and remembers that it
@@ -295,5 +303,35 @@ fn to_error_code(error: OutboundError) -> wasmtime_wasi_http::Error {
         }
         OutboundError::Transport(why) => E::InternalError(Some(why)),
         OutboundError::BudgetExhausted => E::ConnectionLimitReached,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::HttpLimits;
+
+    #[test]
+    fn the_wasi_context_is_built_on_first_use_and_then_kept() {
+        let outbound = Outbound::new(
+            Vec::new(),
+            Vec::new(),
+            HttpLimits::default(),
+            Arc::default(),
+            &[],
+        )
+        .unwrap();
+        let mut state = State::new(
+            LogSink::new(1024),
+            Arc::default(),
+            1 << 20,
+            Instant::now(),
+            Arc::new(outbound),
+        );
+        assert!(state.wasi.is_none());
+        let first: *const WasiCtx = state.ctx().ctx;
+        assert!(state.wasi.is_some());
+        let again: *const WasiCtx = state.ctx().ctx;
+        assert_eq!(first, again);
     }
 }
