@@ -133,6 +133,18 @@ async fn javascript_actions_answer_through_the_service() {
         body["attributes"]["greeting"],
         format!("{salutation}, Ada! Thanks for being a gold member.")
     );
+    // The first name is cut at any whitespace, not only a space.
+    let (status, body) = invoke(
+        &server,
+        "greeting-js",
+        json!({"input": {"first_name": " \tGrace\u{a0}Brewster Hopper "}, "context": context()}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["attributes"]["greeting"],
+        format!("{salutation}, Grace!")
+    );
 
     // An async `run` around fetch(), through wasi:http, with a host-side secret.
     grant(
