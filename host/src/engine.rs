@@ -14,8 +14,33 @@ use crate::HostConfig;
 /// this bounds how late a timeout fires and how long a busy guest holds a worker.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(2);
 
-/// Builds the engine for a host configured by `config`.
-pub(crate) fn build(config: &HostConfig) -> Result<Engine> {
+/// Whether finished instances may be reset with the kernel's page scan.
+///
+/// Not while swap is on: the scan reports only pages that are present, so a
+/// page that a call dirtied and the kernel then swapped out would be neither
+/// rewritten nor unmapped, and the next call in that slot would read the last
+/// call's data. Without the scan, wasmtime rewrites the first
+/// `linear_memory_keep_resident` bytes and unmaps the rest, which is slower
+/// (BENCHMARKS.md) but resets swapped pages too. Swap turned on after the host
+/// has started is not seen; that needs a restart.
+pub(crate) fn page_scan_is_safe() -> bool {
+    // Without /proc there is no page scan to use either (it reads
+    // /proc/self/pagemap), so an unreadable file changes nothing.
+    let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
+    !swap_is_on(&swaps)
+}
+
+/// Whether `/proc/swaps` (its text) lists an active swap area below its header.
+fn swap_is_on(proc_swaps: &str) -> bool {
+    proc_swaps
+        .lines()
+        .skip(1)
+        .any(|line| !line.trim().is_empty())
+}
+
+/// Builds the engine for a host configured by `config`; `page_scan` says
+/// whether instances may be reset with the page scan ([`page_scan_is_safe`]).
+pub(crate) fn build(config: &HostConfig, page_scan: bool) -> Result<Engine> {
     let slots = config.pool_size.max(1);
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(slots)
@@ -34,7 +59,11 @@ pub(crate) fn build(config: &HostConfig) -> Result<Engine> {
         // Linux 6.7+) and rewriting just those, keeping them resident: unmapping
         // pages instead costs page faults on the next call and, with several
         // threads, TLB shootdowns on every core. Measured in BENCHMARKS.md.
-        .pagemap_scan(wasmtime::Enabled::Auto)
+        .pagemap_scan(if page_scan {
+            wasmtime::Enabled::Auto
+        } else {
+            wasmtime::Enabled::No
+        })
         .linear_memory_keep_resident(1 << 20)
         .table_keep_resident(1 << 16)
         .decommit_batch_size(16);
@@ -77,5 +106,71 @@ impl EpochTicker {
 impl Drop for EpochTicker {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::{Instance, Module, Store};
+
+    #[test]
+    fn swap_is_on_when_proc_swaps_lists_an_area() {
+        let header = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n";
+        assert!(!swap_is_on(header));
+        assert!(!swap_is_on(""));
+        assert!(swap_is_on(&format!(
+            "{header}/swapfile                               file\t\t1048572\t\t0\t\t-2\n"
+        )));
+        assert!(swap_is_on(&format!(
+            "{header}/dev/zram0                              partition\t4194300\t\t512\t\t100\n"
+        )));
+    }
+
+    /// Each instance must see the memory image, whatever the one before it in
+    /// the slot wrote: with the page scan and without it, and with more
+    /// separately dirtied runs than the scan reports at once.
+    #[test]
+    fn a_new_instance_sees_the_image_not_the_last_ones_writes() {
+        let wat = r#"(module
+            (memory (export "memory") 96)
+            (data (i32.const 0) "image")
+            (data (i32.const 0x200000) "image")
+            ;; Writes a byte into every other 64 KiB wasm page up to 5 MiB: 40
+            ;; separate dirty runs, more than the scan reports at once.
+            (func (export "scribble")
+                (local $at i32)
+                (loop $next
+                    (i32.store8 (local.get $at) (i32.const 0x58))
+                    (local.set $at (i32.add (local.get $at) (i32.const 0x20000)))
+                    (br_if $next (i32.lt_u (local.get $at) (i32.const 0x500000)))))
+            ;; The first byte of the image, the byte scribbled at 0x200000 and
+            ;; a zero page, summed: 0x69 ('i') twice when nothing leaked.
+            (func (export "look") (result i32)
+                (i32.add
+                    (i32.add (i32.load8_u (i32.const 0)) (i32.load8_u (i32.const 0x200000)))
+                    (i32.load8_u (i32.const 0x20000)))))"#;
+        for page_scan in [true, false] {
+            let engine = build(&HostConfig::default(), page_scan).unwrap();
+            let module = Module::new(&engine, wat::parse_str(wat).unwrap()).unwrap();
+            for call in 0..3 {
+                let mut store = Store::new(&engine, ());
+                store.set_epoch_deadline(u64::MAX / 2);
+                let instance = Instance::new(&mut store, &module, &[]).unwrap();
+                let look = instance
+                    .get_typed_func::<(), i32>(&mut store, "look")
+                    .unwrap();
+                let scribble = instance
+                    .get_typed_func::<(), ()>(&mut store, "scribble")
+                    .unwrap();
+                assert_eq!(
+                    look.call(&mut store, ()).unwrap(),
+                    2 * i32::from(b'i'),
+                    "call {call}, page scan {page_scan}"
+                );
+                scribble.call(&mut store, ()).unwrap();
+                assert_eq!(look.call(&mut store, ()).unwrap(), 3 * 0x58);
+            }
+        }
     }
 }

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Engine, PoolingAllocationConfig};
 
 use crate::bindings::Plugin as PluginWorld;
 use crate::context::CallContext;
@@ -39,6 +39,8 @@ struct Inner {
     counters: std::sync::Mutex<HashMap<String, Arc<OutboundCounters>>>,
     /// Roots outbound HTTPS trusts besides the public ones.
     tls_roots: Vec<CertificateDer<'static>>,
+    /// Whether finished instances are reset with the kernel's page scan.
+    page_scan: bool,
     _ticker: EpochTicker,
 }
 
@@ -95,7 +97,8 @@ impl Host {
     /// Creates a host: the engine, its epoch ticker, and the linker with WASI
     /// (locked down) and the contract's imports.
     pub fn new(config: HostConfig) -> Result<Host> {
-        let engine = engine::build(&config)?;
+        let page_scan = engine::page_scan_is_safe();
+        let engine = engine::build(&config, page_scan)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)
@@ -129,6 +132,7 @@ impl Host {
                 compilations: AtomicU64::new(0),
                 counters: std::sync::Mutex::new(HashMap::new()),
                 tls_roots,
+                page_scan: page_scan && PoolingAllocationConfig::is_pagemap_scan_available(),
                 _ticker: ticker,
             }),
         })
@@ -320,6 +324,16 @@ impl Host {
         self.read_actions()
             .get(name)
             .map(|plugin| Arc::clone(&plugin.manifest))
+    }
+
+    /// Whether finished instances are reset by rewriting just the pages they
+    /// dirtied, found with the kernel's page scan. False on kernels older than
+    /// Linux 6.7, and while swap is on, when the scan could miss a swapped-out
+    /// page and leak one call's data into the next. Calls are slower without
+    /// it (BENCHMARKS.md); with swap, turning it off and restarting the host
+    /// restores the fast reset.
+    pub fn resets_by_page_scan(&self) -> bool {
+        self.inner.page_scan
     }
 
     /// The names of the loaded actions, sorted.

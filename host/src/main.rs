@@ -245,6 +245,12 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let address = listener.local_addr()?;
     let service = Service::start(host, options).await?;
     eprintln!("listening on http://{address}");
+    if !service.host().resets_by_page_scan() {
+        eprintln!(
+            "note: instances are reset without the kernel's page scan (swap is on, or Linux is \
+             older than 6.7), so calls are slower; see docs/host-config.md"
+        );
+    }
     let actions = service.host().actions();
     eprintln!(
         "serving {} action(s): {}",
