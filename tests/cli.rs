@@ -19,6 +19,42 @@ fn run(plugin: &str, extra: &[&str]) -> Output {
     action_host(&args)
 }
 
+/// Runs `action-host` with `args` and returns its output and its peak resident
+/// memory in KiB, read from the kernel's accounting of that one child.
+fn action_host_measured(args: &[&str]) -> (Output, i64) {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_action-host"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run action-host");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        stdout.read_to_end(&mut bytes).map(|_| bytes)
+    });
+    let err = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        stderr.read_to_end(&mut bytes).map(|_| bytes)
+    });
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pid is our own child, not yet waited for; both pointers are valid.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32, "wait4 failed");
+    let output = Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: out.join().unwrap().unwrap(),
+        stderr: err.join().unwrap().unwrap(),
+    };
+    (output, usage.ru_maxrss)
+}
+
 fn stdout_json(out: &Output) -> Value {
     assert!(
         out.status.success(),
@@ -297,5 +333,59 @@ fn a_host_configuration_file_grants_and_configures_the_action() {
     assert!(
         err.contains("action `fixture`: invalid grant `ftp://x`"),
         "{err}"
+    );
+}
+
+/// A guest that loops on `http.send` with a long URL that no grant allows gets
+/// `budget-exhausted` after the budget: refused attempts count against it, the
+/// log keeps a bounded number of short notes, and the host's memory does not
+/// grow with the number of attempts.
+#[test]
+fn refused_requests_in_a_loop_keep_the_log_and_the_host_memory_bounded() {
+    let fixture = common::plugin("fixture");
+    let flood = |count: u32| {
+        let input = json!({"behave": "http-flood", "count": count, "size": 64 << 10}).to_string();
+        let args = [
+            "run",
+            fixture.to_str().unwrap(),
+            "--input",
+            &input,
+            "--timeout-ms",
+            "60000",
+        ];
+        let (out, peak_kib) = action_host_measured(&args);
+        (stdout_json(&out), peak_kib)
+    };
+    let (few, few_kib) = flood(100);
+    let (many, many_kib) = flood(100_000);
+    for (result, count) in [(&few, 100), (&many, 100_000)] {
+        assert_eq!(
+            result["attributes"]["denied"], 8,
+            "{}",
+            result["attributes"]
+        );
+        assert_eq!(result["attributes"]["budget_exhausted"], count - 8);
+        let logs = result["logs"].as_array().unwrap();
+        let bytes: usize = logs
+            .iter()
+            .map(|l| l["message"].as_str().unwrap().len())
+            .sum();
+        assert!(bytes <= 8 << 10, "{bytes} bytes of log");
+        assert!(
+            logs.iter()
+                .all(|l| l["message"].as_str().unwrap().len() < 1024),
+            "a note repeats the whole URL"
+        );
+    }
+    let last = many["logs"].as_array().unwrap().last().unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(last.contains("more host notes dropped"), "{last}");
+    // 100,000 attempts with a 64 KiB URL each would be 6 GiB if notes kept them.
+    let grown = many_kib - few_kib;
+    assert!(
+        grown < 32 << 10,
+        "the host grew by {grown} KiB ({few_kib} KiB after 100 attempts, {many_kib} KiB after 100,000)"
     );
 }

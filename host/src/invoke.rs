@@ -95,7 +95,10 @@ pub(crate) async fn run(
     if let Some(zone) = unknown_zone {
         log.note(
             Level::Warn,
-            format!("unknown time zone `{zone}`; the local hour is in UTC"),
+            format!(
+                "unknown time zone `{}`; the local hour is in UTC",
+                crate::log::clip(&zone)
+            ),
         );
     }
 

@@ -50,6 +50,30 @@ pub struct LogLine {
     pub message: String,
 }
 
+/// The most bytes of host notes one invocation keeps.
+pub(crate) const NOTE_CAP: usize = 4 << 10;
+
+/// The most bytes of text from the guest (a URL, a header name) that a host
+/// message repeats; the rest is cut.
+pub(crate) const ECHO_CAP: usize = 200;
+
+/// `text` as a host message may repeat it: at most [`ECHO_CAP`] bytes (cut at a
+/// character boundary), with the length of what was cut.
+pub(crate) fn clip(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= ECHO_CAP {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = ECHO_CAP;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!(
+        "{}... ({} more bytes)",
+        &text[..end],
+        text.len() - end
+    ))
+}
+
 /// The log of one invocation, shared by the `log` import and the captured
 /// stdout and stderr streams.
 #[derive(Clone)]
@@ -61,6 +85,9 @@ struct LogBuffer {
     used: usize,
     dropped_lines: usize,
     dropped_bytes: usize,
+    /// Bytes of host notes kept, against [`NOTE_CAP`]; notes past it are counted.
+    notes_used: usize,
+    dropped_notes: usize,
     /// Output written to stdout and stderr since their last newline.
     partial_stdout: Vec<u8>,
     partial_stderr: Vec<u8>,
@@ -75,6 +102,8 @@ impl LogSink {
             used: 0,
             dropped_lines: 0,
             dropped_bytes: 0,
+            notes_used: 0,
+            dropped_notes: 0,
             partial_stdout: Vec::new(),
             partial_stderr: Vec::new(),
         })))
@@ -93,9 +122,18 @@ impl LogSink {
         self.lock().push(level, source, message);
     }
 
-    /// Adds a host note; notes do not count against the cap.
+    /// Adds a host note. Notes have a cap of their own ([`NOTE_CAP`]), so the
+    /// action's log cannot crowd them out, and past it they are counted, not
+    /// kept: an action that provokes a note in a loop (a refused request, say)
+    /// cannot grow the host's memory.
     pub(crate) fn note(&self, level: Level, message: String) {
-        self.lock().lines.push(LogLine {
+        let mut buffer = self.lock();
+        if buffer.notes_used + message.len() > NOTE_CAP {
+            buffer.dropped_notes += 1;
+            return;
+        }
+        buffer.notes_used += message.len();
+        buffer.lines.push(LogLine {
             level,
             source: Source::Host,
             message,
@@ -119,6 +157,16 @@ impl LogSink {
                 message: format!(
                     "log truncated at the cap of {} bytes: {} bytes dropped ({} whole lines)",
                     buffer.cap, buffer.dropped_bytes, buffer.dropped_lines
+                ),
+            });
+        }
+        if buffer.dropped_notes > 0 {
+            lines.push(LogLine {
+                level: Level::Warn,
+                source: Source::Host,
+                message: format!(
+                    "{} more host notes dropped past their cap of {NOTE_CAP} bytes",
+                    buffer.dropped_notes
                 ),
             });
         }
@@ -291,6 +339,35 @@ mod tests {
             "{}",
             lines[2].message
         );
+    }
+
+    #[test]
+    fn notes_past_their_cap_are_counted_not_kept() {
+        let sink = LogSink::new(10);
+        let note = "n".repeat(100);
+        for _ in 0..100_000 {
+            sink.note(Level::Warn, note.clone());
+        }
+        let lines = sink.finish();
+        let kept: usize = lines.iter().map(|l| l.message.len()).sum();
+        assert!(kept <= NOTE_CAP + 100, "{kept} bytes kept");
+        let last = &lines.last().unwrap().message;
+        assert!(
+            last.contains(&format!(
+                "{} more host notes dropped",
+                100_000 - NOTE_CAP / 100
+            )),
+            "{last}"
+        );
+    }
+
+    #[test]
+    fn clip_cuts_long_text_at_a_character_boundary() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(ECHO_CAP);
+        let clipped = clip(&long);
+        assert!(clipped.len() < ECHO_CAP + 40, "{clipped}");
+        assert!(clipped.ends_with(&format!("({} more bytes)", long.len() - ECHO_CAP)));
     }
 
     #[test]

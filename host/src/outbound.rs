@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::log::clip;
 use crate::policy::{Destination, Grant};
 use crate::settings::{HttpLimits, Secret};
 use crate::ssrf;
@@ -248,9 +249,16 @@ impl Gate {
     /// The one decision for every request: is it well formed, granted, within
     /// the budget and the body cap, and are its secrets bound to where it goes?
     pub(crate) fn admit(&self, request: Request) -> Result<Admitted, OutboundError> {
+        let outbound = &self.outbound;
+        let limits = &outbound.limits;
+        // Every attempt counts, refused or not: an action that loops on
+        // requests the gate refuses must stop getting answers, as one that
+        // loops on granted requests does.
+        if self.sent.fetch_add(1, Ordering::Relaxed) >= limits.max_requests {
+            return Err(OutboundError::BudgetExhausted);
+        }
         let destination = Destination::parse(&request.method, &request.url)
             .map_err(OutboundError::InvalidRequest)?;
-        let outbound = &self.outbound;
         if !outbound
             .grants
             .iter()
@@ -269,11 +277,11 @@ impl Gate {
         for (name, _) in &request.headers {
             if HOST_SET_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
                 return Err(OutboundError::InvalidRequest(format!(
-                    "the header `{name}` is set by the host"
+                    "the header `{}` is set by the host",
+                    clip(name)
                 )));
             }
         }
-        let limits = &outbound.limits;
         if request.body.len() > limits.max_request_body_bytes {
             return Err(OutboundError::InvalidRequest(format!(
                 "the request body of {} bytes is over the cap of {} bytes",
@@ -286,9 +294,6 @@ impl Gate {
             .into_iter()
             .map(|(name, value)| Ok((name, fill_secrets(&value, &outbound.secrets, &destination)?)))
             .collect::<Result<Vec<_>, OutboundError>>()?;
-        if self.sent.fetch_add(1, Ordering::Relaxed) >= limits.max_requests {
-            return Err(OutboundError::BudgetExhausted);
-        }
         let left = self
             .deadline
             .saturating_duration_since(Instant::now())
@@ -332,7 +337,10 @@ fn fill_secrets(
             .iter()
             .find(|secret| secret.name == name)
             .ok_or_else(|| {
-                OutboundError::Denied(format!("no secret named `{name}` is set for this action"))
+                OutboundError::Denied(format!(
+                    "no secret named `{}` is set for this action",
+                    clip(name)
+                ))
             })?;
         if !secret.allow.iter().any(|grant| grant.allows(destination)) {
             return Err(OutboundError::Denied(format!(
@@ -371,10 +379,7 @@ fn classify(error: &reqwest::Error, destination: &Destination) -> OutboundError 
     } else {
         causes.join(": ")
     };
-    OutboundError::Transport(format!(
-        "{} {}: {detail}",
-        destination.method, destination.url
-    ))
+    OutboundError::Transport(format!("{destination}: {detail}"))
 }
 
 /// The resolver's refusal of a name that resolves only to internal addresses.

@@ -20,6 +20,8 @@ use std::fmt;
 use std::net::IpAddr;
 use url::Url;
 
+use crate::log::clip;
+
 /// A parsed grant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
@@ -63,17 +65,17 @@ impl Destination {
     pub fn parse(method: &str, url: &str) -> Result<Destination, String> {
         let method = method.trim();
         if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
-            return Err(format!("invalid method `{method}`"));
+            return Err(format!("invalid method `{}`", clip(method)));
         }
-        let url = Url::parse(url).map_err(|e| format!("invalid URL `{url}`: {e}"))?;
+        let url = Url::parse(url).map_err(|e| format!("invalid URL `{}`: {e}", clip(url)))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(format!(
                 "unsupported scheme `{}`: use http or https",
-                url.scheme()
+                clip(url.scheme())
             ));
         }
         if url.host().is_none() {
-            return Err(format!("URL `{url}` has no host"));
+            return Err(format!("URL `{}` has no host", clip(url.as_str())));
         }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(
@@ -102,8 +104,10 @@ impl Destination {
 }
 
 impl fmt::Display for Destination {
+    /// The method and URL as messages show them: a long URL is cut (the
+    /// action wrote it, and messages are kept in the host's memory).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.method, self.url)
+        write!(f, "{} {}", clip(&self.method), clip(self.url.as_str()))
     }
 }
 
