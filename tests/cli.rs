@@ -21,6 +21,10 @@ fn run(plugin: &str, extra: &[&str]) -> Output {
 
 /// Runs `action-host` with `args` and returns its output and its peak resident
 /// memory in KiB, read from the kernel's accounting of that one child.
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is reaped with wait4, which also reports its peak memory"
+)]
 fn action_host_measured(args: &[&str]) -> (Output, i64) {
     use std::io::Read;
     use std::os::unix::process::ExitStatusExt;
@@ -388,4 +392,37 @@ fn refused_requests_in_a_loop_keep_the_log_and_the_host_memory_bounded() {
         grown < 32 << 10,
         "the host grew by {grown} KiB ({few_kib} KiB after 100 attempts, {many_kib} KiB after 100,000)"
     );
+}
+
+/// What a guest hands the host that is small in guest memory and large once
+/// copied, or kept in host resources, stays within the host's caps: the
+/// process grows by no more than a few MiB over an ordinary call.
+#[test]
+fn what_a_guest_makes_the_host_hold_stays_within_the_caps() {
+    let peak = |plugin: &str, input: Value| {
+        let path = common::plugin(plugin);
+        let input = input.to_string();
+        let (_, kib) = action_host_measured(&["run", path.to_str().unwrap(), "--input", &input]);
+        kib
+    };
+    let ordinary = peak("fixture", json!({"behave": "echo"}));
+    for (plugin, input) in [
+        // 100,000 messages of 64 KiB that are one string in guest memory.
+        (
+            "fixture",
+            json!({"behave": "alias-messages", "count": 100_000, "size": 64 << 10}),
+        ),
+        // 100,000 header sets of 16,000 bytes kept at once.
+        (
+            "wasi_hog",
+            json!({"behave": "fields", "count": 100_000, "size": 16_000}),
+        ),
+        ("wasi_hog", json!({"behave": "random", "size": 64 << 20})),
+    ] {
+        let kib = peak(plugin, input.clone());
+        assert!(
+            kib < ordinary + (24 << 10),
+            "{input}: {kib} KiB at peak, {ordinary} KiB for an ordinary call"
+        );
+    }
 }

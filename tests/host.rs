@@ -713,3 +713,145 @@ async fn a_stream_that_describe_keeps_is_not_carried_into_calls() {
         assert_eq!(host.compilations(), compiled);
     }
 }
+
+async fn call(
+    host: &Host,
+    input: Value,
+) -> Result<action_host::Invocation, action_host::InvokeError> {
+    host.invoke("fixture", CallContext::default(), &object(input))
+        .await
+}
+
+#[tokio::test]
+async fn an_outcome_that_repeats_one_string_is_refused_at_the_cap_and_the_host_serves_on() {
+    let host = host_with("fixture", "fixture", None).await;
+    // 100,000 messages of 64 KiB each, all one string in guest memory.
+    let err = call(
+        &host,
+        json!({"behave": "alias-messages", "count": 100_000, "size": 64 << 10}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Internal);
+    assert!(
+        err.message
+            .starts_with("the action's outcome is over the host's cap of 4 MiB"),
+        "{}",
+        err.message
+    );
+    assert!(fixture("echo", &host).await.unwrap().success);
+}
+
+#[tokio::test]
+async fn wasi_resources_a_guest_keeps_are_bounded_by_the_hosts_caps() {
+    let host = Host::new(HostConfig {
+        pool_size: 8,
+        ..HostConfig::default()
+    })
+    .unwrap();
+    host.load("wasi-hog", common::plugin_bytes("wasi_hog"))
+        .await
+        .unwrap();
+    let hog = |input: Value| {
+        let host = host.clone();
+        async move {
+            host.invoke("wasi-hog", CallContext::default(), &object(input))
+                .await
+        }
+    };
+    // 100,000 fields of 16,000 bytes each would be 1.6 GB in the host.
+    let err = hog(json!({"behave": "fields", "count": 100_000, "size": 16_000}))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.message,
+        "the action held more than 1024 host resources at once (streams, pollables, HTTP \
+         fields, requests and bodies)"
+    );
+    let err = hog(json!({"behave": "fields", "count": 1, "size": 100_000}))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.message,
+        "the action built HTTP headers over the host's cap of 16 KiB for one set of fields"
+    );
+    let err = hog(json!({"behave": "random", "size": 64 << 20}))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message
+            .contains("requested len 67108864 exceeds limit 1048576"),
+        "{}",
+        err.message
+    );
+    // Within the caps the same calls succeed.
+    let made = hog(json!({"behave": "fields", "count": 500, "size": 1000}))
+        .await
+        .unwrap();
+    assert_eq!(made.attributes["made"], 500);
+    let random = hog(json!({"behave": "random", "size": 4096}))
+        .await
+        .unwrap();
+    assert_eq!(random.attributes["bytes"], 4096);
+}
+
+#[tokio::test]
+async fn the_memory_limit_holds_over_the_sum_of_an_instances_memories() {
+    use common::padded::{Extra, padded};
+    let limits = Limits {
+        memory_bytes: 32 << 20,
+        ..Limits::default()
+    };
+    let host = Host::new(HostConfig {
+        pool_size: 8,
+        ..HostConfig::default()
+    })
+    .unwrap();
+    let load = |bytes: Vec<u8>| {
+        let host = host.clone();
+        async move {
+            let settings = ActionSettings {
+                limits: Some(limits),
+                ..ActionSettings::default()
+            };
+            host.load_with("fixture", bytes, settings).await
+        }
+    };
+    // A second memory of 24 MiB beside the fixture's own: each is under the
+    // 32 MiB limit, and the fixture may grow its own by what is left.
+    let with_24 = padded(
+        &common::plugin_bytes("fixture"),
+        Extra {
+            instances: 1,
+            memory_pages: 384,
+            table: false,
+        },
+    );
+    load(with_24).await.unwrap();
+    assert!(fixture("echo", &host).await.unwrap().success);
+    let done = call(&host, json!({"behave": "allocate", "count": 4}))
+        .await
+        .unwrap();
+    assert_eq!(done.attributes["allocated"], 4 << 20);
+    let err = call(&host, json!({"behave": "allocate", "count": 12}))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.message.split(" (").next().unwrap(),
+        "the action exceeded its memory limit of 32 MiB"
+    );
+    // Two memories of 20 MiB: each under the limit, together over it.
+    let with_40 = padded(
+        &common::plugin_bytes("fixture"),
+        Extra {
+            instances: 2,
+            memory_pages: 320,
+            table: false,
+        },
+    );
+    let err = load(with_40).await.unwrap_err().to_string();
+    assert!(
+        err.contains("the action exceeded its memory limit of 32 MiB"),
+        "{err}"
+    );
+}

@@ -43,6 +43,24 @@ fn milliseconds<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::
 type RunParams<'a> = (&'a Context, &'a [Attribute]);
 type RunResults = (Result<Outcome, ActionError>,);
 
+/// What one call from the guest into the host (its arguments) may carry, and
+/// what the host lifts of `run`'s result: wasmtime's hostcall fuel. Lifting
+/// copies, so without this bound a guest could hand the host the same string
+/// a hundred thousand times; with it the host copies at most this much per
+/// call. Raised for actions whose request body cap is larger.
+pub(crate) const HOSTCALL_FUEL: usize = 4 << 20;
+
+/// The most an outcome may carry: the bytes of its attribute names and
+/// values and its messages, each item counting [`ITEM_OVERHEAD`] more.
+pub(crate) const OUTCOME_CAP: usize = 4 << 20;
+
+/// What each attribute or message counts against [`OUTCOME_CAP`] besides its
+/// text, so that a million empty messages are not free.
+const ITEM_OVERHEAD: usize = 16;
+
+/// The most bytes of an `action-error`'s message the host keeps.
+const ERROR_MESSAGE_CAP: usize = 4 << 10;
+
 /// A store for one call of `plugin`-like code: limits, log, and an epoch
 /// callback that yields to the executor on every tick and traps at the deadline.
 pub(crate) fn new_store(
@@ -53,11 +71,13 @@ pub(crate) fn new_store(
     log: LogSink,
 ) -> Store<State> {
     let deadline = Instant::now() + limits.deadline;
+    let outbound_body_cap = outbound.body_cap();
     let mut store = Store::new(
         engine,
         State::new(log, config, limits.memory_bytes, deadline, outbound),
     );
     store.limiter(|state| &mut state.memory);
+    store.set_hostcall_fuel(HOSTCALL_FUEL.max(outbound_body_cap.saturating_add(1 << 20)));
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|store| {
         Ok(if Instant::now() >= store.data().deadline {
@@ -127,8 +147,9 @@ pub(crate) async fn run(
 
     let result = match ran {
         Err(_elapsed) => Err(timeout(limits)),
-        Ok(Err(trap)) => Err(trap_error(&store, trap, Vec::new(), limits)),
+        Ok(Err(trap)) => Err(trap_error(&store, trap, Vec::new(), limits, "outcome")),
         Ok(Ok(Err(action_error))) => Err(from_action_error(action_error)),
+        Ok(Ok(Ok(outcome))) if outcome_size(&outcome) > OUTCOME_CAP => Err(outcome_too_large()),
         Ok(Ok(Ok(outcome))) => value::output_object(outcome.attributes)
             .map(|attributes| (outcome.success, attributes, outcome.messages))
             .map_err(|why| {
@@ -160,16 +181,89 @@ pub(crate) async fn run(
     }
 }
 
-/// Classifies a trap: the deadline, the memory limit, or a fault in the action.
+/// The bytes an outcome counts against [`OUTCOME_CAP`].
+fn outcome_size(outcome: &Outcome) -> usize {
+    use crate::bindings::types::Value;
+    let attributes = outcome.attributes.iter().map(|attribute| {
+        let value = match &attribute.value {
+            Value::Text(text) | Value::Json(text) => text.len(),
+            _ => 8,
+        };
+        attribute.name.len() + value + ITEM_OVERHEAD
+    });
+    let messages = outcome.messages.iter().map(|m| m.len() + ITEM_OVERHEAD);
+    attributes.chain(messages).sum()
+}
+
+fn outcome_too_large() -> InvokeError {
+    InvokeError::new(
+        ErrorKind::Internal,
+        format!(
+            "the action's outcome is over the host's cap of {} MiB (its attributes and \
+             messages, each counting {ITEM_OVERHEAD} bytes besides its text)",
+            OUTCOME_CAP >> 20
+        ),
+    )
+}
+
+/// Whether `error` is wasmtime's refusal to copy more than the hostcall fuel
+/// allows from the guest.
+fn is_hostcall_fuel_exhausted(error: &wasmtime::Error) -> bool {
+    // wasmtime's error type for it is private; its message is stable within
+    // the pinned release.
+    format!("{error:#}").contains("fuel allocated for hostcalls has been exhausted")
+}
+
+/// Whether `error` is the resource table refusing one more entry.
+fn is_resource_table_full(error: &wasmtime::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<wasmtime::component::ResourceTableError>(),
+            Some(wasmtime::component::ResourceTableError::Full)
+        )
+    })
+}
+
+/// Classifies a trap: the deadline, the memory limit, a bound on what the
+/// host holds, or a fault in the action. `returning` names what the export
+/// returns (`outcome`, `manifest`), for a result over the host's cap.
 pub(crate) fn trap_error(
     store: &Store<State>,
     error: wasmtime::Error,
     logs: Vec<LogLine>,
     limits: &Limits,
+    returning: &str,
 ) -> InvokeError {
     let trap = error.downcast_ref::<Trap>().copied();
     let mut invoke_error = if trap == Some(Trap::Interrupt) {
         timeout(limits)
+    } else if is_hostcall_fuel_exhausted(&error) {
+        // An import's arguments are lifted while the guest waits in the call,
+        // so the error carries the guest's backtrace; the export's result is
+        // lifted after the guest has returned, with no guest frame left.
+        let fuel = store.hostcall_fuel();
+        let message = if error.downcast_ref::<wasmtime::WasmBacktrace>().is_some() {
+            format!(
+                "the action passed more than {fuel} bytes to the host in one call (the host's cap)"
+            )
+        } else if returning == "outcome" {
+            return InvokeError {
+                logs,
+                ..outcome_too_large()
+            };
+        } else {
+            format!("the action's {returning} is over the host's cap of {fuel} bytes")
+        };
+        InvokeError::new(ErrorKind::Internal, message)
+    } else if is_resource_table_full(&error) {
+        InvokeError::new(
+            ErrorKind::Internal,
+            format!(
+                "the action held more than {} host resources at once (streams, pollables, \
+                 HTTP fields, requests and bodies)",
+                crate::state::MAX_RESOURCES
+            ),
+        )
     } else if store.data().memory.exceeded {
         InvokeError::new(
             ErrorKind::Internal,
@@ -183,8 +277,25 @@ pub(crate) fn trap_error(
             ErrorKind::Internal,
             format!("the action failed with a {trap}"),
         )
+    } else if format!("{error:#}").contains("total size of fields exceeds limit") {
+        InvokeError::new(
+            ErrorKind::Internal,
+            format!(
+                "the action built HTTP headers over the host's cap of {} KiB for one set of fields",
+                crate::state::FIELD_SIZE_LIMIT >> 10
+            ),
+        )
     } else {
-        InvokeError::new(ErrorKind::Internal, format!("the action failed: {error:#}"))
+        // The causes without wasmtime's backtrace, which names frames only.
+        let causes: Vec<String> = error
+            .chain()
+            .map(ToString::to_string)
+            .filter(|cause| !cause.starts_with("error while executing at wasm backtrace"))
+            .collect();
+        InvokeError::new(
+            ErrorKind::Internal,
+            format!("the action failed: {}", causes.join(": ")),
+        )
     };
     invoke_error.logs = logs;
     invoke_error
@@ -201,15 +312,18 @@ fn timeout(limits: &Limits) -> InvokeError {
 }
 
 fn from_action_error(error: ActionError) -> InvokeError {
-    match error {
-        ActionError::InvalidInput(why) => InvokeError::new(ErrorKind::InvalidInput, why),
-        ActionError::Upstream(why) => InvokeError::new(ErrorKind::Upstream, why),
-        ActionError::Denied(why) => InvokeError::new(ErrorKind::Denied, why),
-        ActionError::Timeout => {
-            InvokeError::new(ErrorKind::Timeout, "the action reported a timeout")
-        }
-        ActionError::Internal(why) => InvokeError::new(ErrorKind::Internal, why),
-    }
+    let (kind, why) = match error {
+        ActionError::InvalidInput(why) => (ErrorKind::InvalidInput, why),
+        ActionError::Upstream(why) => (ErrorKind::Upstream, why),
+        ActionError::Denied(why) => (ErrorKind::Denied, why),
+        ActionError::Timeout => (ErrorKind::Timeout, "the action reported a timeout".into()),
+        ActionError::Internal(why) => (ErrorKind::Internal, why),
+    };
+    let why = match crate::log::clip_at(&why, ERROR_MESSAGE_CAP) {
+        std::borrow::Cow::Borrowed(_) => why,
+        std::borrow::Cow::Owned(clipped) => clipped,
+    };
+    InvokeError::new(kind, why)
 }
 
 fn now_ms() -> i64 {

@@ -60,10 +60,16 @@ pub(crate) const ECHO_CAP: usize = 200;
 /// `text` as a host message may repeat it: at most [`ECHO_CAP`] bytes (cut at a
 /// character boundary), with the length of what was cut.
 pub(crate) fn clip(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.len() <= ECHO_CAP {
+    clip_at(text, ECHO_CAP)
+}
+
+/// `text` cut to at most `max` bytes at a character boundary, saying how much
+/// was cut.
+pub(crate) fn clip_at(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
         return std::borrow::Cow::Borrowed(text);
     }
-    let mut end = ECHO_CAP;
+    let mut end = max;
     while !text.is_char_boundary(end) {
         end -= 1;
     }

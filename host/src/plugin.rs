@@ -147,7 +147,7 @@ pub(crate) async fn describe(
     let raw = match described {
         Ok(Ok(raw)) => raw,
         Ok(Err(trap)) => {
-            let error = invoke::trap_error(&store, trap, log.finish(), limits);
+            let error = invoke::trap_error(&store, trap, log.finish(), limits, "manifest");
             return Err(LoadError::Manifest(format!(
                 "`describe` failed: {}",
                 error.message

@@ -58,9 +58,14 @@ pub(crate) async fn snapshot_after_describe(
     outbound: Arc<Outbound>,
 ) -> Result<Vec<u8>, Skipped> {
     let wizer = Wizer::new();
-    let (context, instrumented) = wizer
-        .instrument_component(bytes)
-        .map_err(|e| format!("it cannot be instrumented: {e:#}"))?;
+    // Wizer reads and rewrites a component the host did not build; a panic
+    // in it (it has assertions about shapes it does not expect) must cost
+    // the snapshot, not the load or the host.
+    let (context, instrumented) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wizer.instrument_component(bytes)
+    }))
+    .map_err(|panic| format!("instrumenting it failed: {}", panic_message(&*panic)))?
+    .map_err(|e| format!("it cannot be instrumented: {e:#}"))?;
     let engine_for_compile = engine.clone();
     // Compiling is seconds of CPU for large components: off the async workers.
     let component =
@@ -104,19 +109,37 @@ pub(crate) async fn snapshot_after_describe(
         return Err(String::from("the guest still holds host resources after `describe`").into());
     }
     // Reading the state runs guest code (the accessors): it must not meet the
-    // deadline that `describe` ran under.
+    // deadline that `describe` ran under, and each memory comes back whole
+    // as one list, larger than a call's hostcall fuel.
     store.data_mut().deadline += FOREVER;
+    store.set_hostcall_fuel(usize::MAX);
     let mut running = Running {
         store: &mut store,
         instance,
         failed: None,
     };
-    let snapshot = wizer.snapshot_component(&context, &mut running).await;
+    let snapshot = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
+        wizer.snapshot_component(&context, &mut running),
+    ))
+    .await;
+    // A failed read comes first: wizer may trip over the placeholder.
     if let Some(why) = running.failed {
         return Err(format!("reading the state failed: {why}").into());
     }
+    let snapshot = snapshot
+        .map_err(|panic| format!("the snapshot failed: {}", panic_message(&*panic)))?;
     let snapshot = snapshot.map_err(|e| Skipped::from(format!("the snapshot failed: {e:#}")))?;
     Ok(compact::compact_component(&snapshot).unwrap_or(snapshot))
+}
+
+/// The text of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "without a message".into());
+    format!("wizer panicked: {text}")
 }
 
 /// Far enough ahead not to matter, near enough not to overflow an `Instant`.

@@ -18,6 +18,19 @@ use crate::log::{Level, LogSink, Source};
 use crate::outbound::{Gate, Outbound, OutboundError, Request};
 use std::future::Future;
 
+/// The most host resources (streams, pollables, HTTP fields, requests and
+/// bodies) an invocation may hold at once; past it the call traps.
+pub(crate) const MAX_RESOURCES: usize = 1024;
+
+/// The most bytes one `wasi:http` fields resource (a request's or response's
+/// headers) may hold. With [`MAX_RESOURCES`] this bounds what headers the
+/// guest builds can pin in the host.
+pub(crate) const FIELD_SIZE_LIMIT: usize = 16 << 10;
+
+/// The most random bytes one `wasi:random` call returns; the host allocates
+/// them before the guest can refuse them.
+const MAX_RANDOM_BYTES: u64 = 1 << 20;
+
 /// The data of one invocation's store.
 pub(crate) struct State {
     /// Built on the guest's first WASI call (see [`WasiView::ctx`]).
@@ -46,11 +59,16 @@ impl State {
         deadline: Instant,
         outbound: Arc<Outbound>,
     ) -> State {
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(FIELD_SIZE_LIMIT);
         State {
             wasi: None,
-            table: ResourceTable::new(),
+            table,
             memory: MemoryLimiter {
                 limit: memory_bytes,
+                used: 0,
                 exceeded: false,
             },
             gate: HttpHooks {
@@ -60,7 +78,7 @@ impl State {
             log,
             config,
             deadline,
-            http: WasiHttpCtx::new(),
+            http,
         }
     }
 }
@@ -88,13 +106,18 @@ fn locked_down_wasi(log: &LogSink) -> WasiCtx {
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
+        .max_random_size(MAX_RANDOM_BYTES)
         .build()
 }
 
 /// Refuses linear memory growth past the action's limit and remembers that it
-/// did, so a trap that follows is reported as the memory limit.
+/// did, so a trap that follows is reported as the memory limit. The limit is
+/// on the sum of the instance's memories: a component may hold several (its
+/// program, adapters, shims), and each under the limit must not add up to more.
 pub(crate) struct MemoryLimiter {
     limit: usize,
+    /// Bytes of all the instance's memories, as the limiter allowed them.
+    used: usize,
     pub(crate) exceeded: bool,
 }
 
@@ -107,15 +130,29 @@ impl MemoryLimiter {
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.limit {
-            self.exceeded = true;
-            return Ok(false);
+        if maximum.is_some_and(|maximum| desired > maximum) {
+            // Past the memory's own maximum: wasmtime refuses the growth
+            // itself, so it is not counted.
+            return Ok(true);
         }
-        Ok(true)
+        // A new memory arrives here too, growing from 0 to its initial size.
+        // A growth that fails after this (the system is out of memory) stays
+        // counted: the error is on the safe side, and only this call sees it.
+        let growth = desired.saturating_sub(current);
+        match self.used.checked_add(growth) {
+            Some(total) if total <= self.limit => {
+                self.used = total;
+                Ok(true)
+            }
+            _ => {
+                self.exceeded = true;
+                Ok(false)
+            }
+        }
     }
 
     fn table_growing(

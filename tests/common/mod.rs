@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod mock;
+pub mod padded;
 pub mod server;
 
 use std::path::{Path, PathBuf};
