@@ -840,16 +840,17 @@ async fn the_memory_limit_holds_over_the_sum_of_an_instances_memories() {
         err.message.split(" (").next().unwrap(),
         "the action exceeded its memory limit of 32 MiB"
     );
-    // Two memories of 20 MiB: each under the limit, together over it.
-    let with_40 = padded(
+    // A second memory one page under the limit: under it alone, over it
+    // with the fixture's own.
+    let with_511_pages = padded(
         &common::plugin_bytes("fixture"),
         Extra {
-            instances: 2,
-            memory_pages: 320,
+            instances: 1,
+            memory_pages: 511,
             table: false,
         },
     );
-    let err = load(with_40).await.unwrap_err().to_string();
+    let err = load(with_511_pages).await.unwrap_err().to_string();
     assert!(
         err.contains("the action exceeded its memory limit of 32 MiB"),
         "{err}"

@@ -572,3 +572,93 @@ async fn missing_tokens_are_generated_and_printed_once() {
     assert_eq!(allowed.status(), StatusCode::OK);
     assert_ne!(admin, generated("ACTION_HOST_INVOKE_TOKEN"));
 }
+
+/// An action that needs more of the instance pool per call than its share is
+/// refused at upload, naming the limit; one that needs its whole share, run
+/// at its concurrency cap, leaves what other actions' calls need.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_action_at_its_concurrency_cap_leaves_the_pool_to_the_others() {
+    use common::padded::{Extra, padded};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--max-concurrency",
+            "8",
+            "--max-concurrency-per-action",
+            "4",
+        ],
+    );
+    let fixture = common::plugin_bytes("fixture");
+    let extra = |extra: Extra| padded(&fixture, extra);
+    for (over, limit) in [
+        (
+            extra(Extra {
+                instances: 60,
+                ..Extra::default()
+            }),
+            "63 core module instances",
+        ),
+        (
+            extra(Extra {
+                instances: 2,
+                memory_pages: 1,
+                table: false,
+            }),
+            "3 Wasm linear memories",
+        ),
+        (
+            extra(Extra {
+                instances: 3,
+                memory_pages: 0,
+                table: true,
+            }),
+            "5 tables",
+        ),
+    ] {
+        let (status, body) = upload(&server, "hog", over).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("the action needs more than its share of the host")
+                && message.contains(limit)
+                && message.contains("at most 20 core instances, 2 memories and 4 tables"),
+            "{message}"
+        );
+    }
+    // 3 core instances of its own and 17 more: the whole share of one call.
+    let hog = extra(Extra {
+        instances: 17,
+        ..Extra::default()
+    });
+    let (status, body) = upload(&server, "hog", hog).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    set_grants(&server, "hog", json!({"limits": {"deadline_ms": 2000}})).await;
+    upload(&server, "greeting", common::plugin_bytes("greeting")).await;
+    let url = server.url("/v1/actions/hog/invoke");
+    let hogs: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                client()
+                    .post(url)
+                    .bearer_auth(INVOKE)
+                    .json(&json!({"input": {"behave": "loop"}}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, overloaded) = invoke(&server, "hog", json!({"input": {"behave": "loop"}})).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{overloaded}");
+    for _ in 0..10 {
+        let (status, done) = invoke(&server, "greeting", greet("Ada")).await;
+        assert_eq!(status, StatusCode::OK, "{done}");
+    }
+    for hog in hogs {
+        assert_eq!(hog.await.unwrap(), StatusCode::GATEWAY_TIMEOUT);
+    }
+}

@@ -38,20 +38,42 @@ fn swap_is_on(proc_swaps: &str) -> bool {
         .any(|line| !line.trim().is_empty())
 }
 
+/// What one instance of an action may take from the pool: core instances,
+/// memories and tables. The pool holds exactly this much for each of its
+/// slots, so however many instances of whichever actions run, a free slot
+/// always finds the rest it needs: one action run at its concurrency cannot
+/// use up the core instances, memories or tables that other actions' calls
+/// need. A component that needs more is refused when it is loaded.
+///
+/// Components built by ordinary toolchains hold several core instances (the
+/// program, WASI adapters, shims; componentize-py's hold 14), one memory
+/// (some toolchains keep a second one for an adapter) and two tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Share {
+    pub(crate) core_instances: u32,
+    pub(crate) memories: u32,
+    pub(crate) tables: u32,
+}
+
+/// Each instance's share of the pool.
+pub(crate) const SHARE: Share = Share {
+    core_instances: 20,
+    memories: 2,
+    tables: 4,
+};
+
 /// Builds the engine for a host configured by `config`; `page_scan` says
 /// whether instances may be reset with the page scan ([`page_scan_is_safe`]).
 pub(crate) fn build(config: &HostConfig, page_scan: bool) -> Result<Engine> {
     let slots = config.pool_size.max(1);
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(slots)
-        // Components built by ordinary toolchains hold several core instances
-        // (the program, WASI adapters, shims) and sometimes a second memory.
-        .max_core_instances_per_component(64)
-        .total_core_instances(slots.saturating_mul(8))
-        .max_memories_per_component(4)
-        .total_memories(slots.saturating_mul(2))
-        .max_tables_per_component(8)
-        .total_tables(slots.saturating_mul(4))
+        .max_core_instances_per_component(SHARE.core_instances)
+        .total_core_instances(slots.saturating_mul(SHARE.core_instances))
+        .max_memories_per_component(SHARE.memories)
+        .total_memories(slots.saturating_mul(SHARE.memories))
+        .max_tables_per_component(SHARE.tables)
+        .total_tables(slots.saturating_mul(SHARE.tables))
         .table_elements(100_000)
         .total_stacks(slots)
         .max_memory_size(config.max_memory_bytes)

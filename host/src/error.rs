@@ -22,6 +22,11 @@ pub enum LoadError {
     /// `describe` failed or returned a manifest the host refuses.
     #[error("invalid manifest: {0}")]
     Manifest(String),
+    /// The component needs more of the host's instance pool per call than any
+    /// action may take (core instances, memories, tables, or a memory or table
+    /// larger than the host allows).
+    #[error("the action needs more than its share of the host: {0}")]
+    Share(String),
     /// Settings given with the action are wrong.
     #[error("invalid settings: {0}")]
     Settings(String),

@@ -62,7 +62,23 @@ pub(crate) fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
 /// Compiles a component. Slow for large components: call it off the async workers.
 pub(crate) fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component, LoadError> {
     check_header(bytes)?;
-    Component::new(engine, bytes).map_err(|e| LoadError::NotAComponent(format!("{e:#}")))
+    Component::new(engine, bytes).map_err(|e| {
+        let why = format!("{e:#}");
+        // The pooling allocator checks a component against its per-instance
+        // maxima (the share of `engine::SHARE`) when the component is made.
+        if why.contains("exceeds the configured maximum")
+            || why.contains("does not fit in pooling allocator requirements")
+        {
+            let share = crate::engine::SHARE;
+            LoadError::Share(format!(
+                "{why}; each call of an action may take at most {} core instances, {} memories \
+                 and {} tables, so that no action can use up what the others' calls need",
+                share.core_instances, share.memories, share.tables
+            ))
+        } else {
+            LoadError::NotAComponent(why)
+        }
+    })
 }
 
 /// Reads a component compiled earlier by an engine of the same configuration,
