@@ -16,14 +16,17 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use tokio::sync::OnceCell;
 
-/// Every JavaScript and Python example action, and a Rust one beside them.
-const ACTIONS: [&str; 6] = [
+/// Every JavaScript and Python example action, the randomness probes, and a
+/// Rust one beside them.
+const ACTIONS: [&str; 8] = [
     "order_lookup",
     "greeting-js",
     "weather-js",
     "membership-js",
     "greeting-py",
     "news-py",
+    "random-js",
+    "random-py",
 ];
 
 /// A data directory holding every action of [`ACTIONS`], compiled.
@@ -470,4 +473,43 @@ async fn actions_that_throw_become_errors_and_the_service_carries_on() {
     let (status, body) = invoke(&server, "weather-js", json!({"input": {"city": "Porto"}})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["attributes"]["weather"]["city"], "Porto");
+}
+
+/// Each call is a fresh instance, started from a snapshot where the host took
+/// one: what the language's sources of randomness return must differ from
+/// call to call all the same.
+#[tokio::test]
+async fn randomness_differs_from_call_to_call_in_javascript_and_python() {
+    let (_dir, server, _mock) = serve_seeded().await;
+    for (action, outputs) in [
+        ("random-js", ["math_random", "crypto", "uuid"]),
+        ("random-py", ["random", "uuid4", "token"]),
+    ] {
+        let (status, first) = invoke(&server, action, json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{first}");
+        let (_, second) = invoke(&server, action, json!({})).await;
+        for output in outputs {
+            assert!(!first["attributes"][output].is_null(), "{action}: {first}");
+            assert_ne!(
+                first["attributes"][output], second["attributes"][output],
+                "{action}: `{output}` repeated"
+            );
+        }
+    }
+    // SpiderMonkey draws its seeds when a call first asks, so the JavaScript
+    // action starts from describe's state; CPython's runtime reseeds at its
+    // first call, which describe is, so that state is not used.
+    let (_, js) = admin_get(&server, "/v1/actions/random-js").await;
+    let js: Value = serde_json::from_str(&js).unwrap();
+    assert_eq!(js["starts_from"], json!({"from": "describe"}));
+    let (_, py) = admin_get(&server, "/v1/actions/random-py").await;
+    let py: Value = serde_json::from_str(&py).unwrap();
+    assert_eq!(py["starts_from"]["from"], "build");
+    assert!(
+        py["starts_from"]["why"]
+            .as_str()
+            .unwrap()
+            .starts_with("`describe` drew random numbers"),
+        "{py}"
+    );
 }

@@ -32,6 +32,9 @@ pub struct Host {
 struct Inner {
     engine: Engine,
     linker: Linker<State>,
+    /// The linker of the run that is snapshotted after `describe()`: the
+    /// same, but counting what the guest draws from `wasi:random`.
+    snapshot_linker: Linker<State>,
     config: HostConfig,
     actions: RwLock<HashMap<String, Arc<Plugin>>>,
     /// How many components this host has compiled (not loaded from a cache).
@@ -109,6 +112,7 @@ impl Host {
         PluginWorld::add_to_linker::<State, HasSelf<State>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)
             .context("failed to link the action imports")?;
+        let snapshot_linker = preinit::linker(&linker)?;
         let tls_roots = match &config.tls_roots_pem {
             None => Vec::new(),
             Some(pem) => {
@@ -127,6 +131,7 @@ impl Host {
             inner: Arc::new(Inner {
                 engine,
                 linker,
+                snapshot_linker,
                 config,
                 actions: RwLock::new(HashMap::new()),
                 compilations: AtomicU64::new(0),
@@ -443,7 +448,7 @@ impl Host {
         })?;
         preinit::snapshot_after_describe(
             &self.inner.engine,
-            &self.inner.linker,
+            &self.inner.snapshot_linker,
             bytes,
             &self.inner.config.default_limits,
             Arc::new(outbound),

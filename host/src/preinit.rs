@@ -29,7 +29,7 @@ use crate::invoke;
 use crate::log::LogSink;
 use crate::outbound::Outbound;
 use crate::settings::Limits;
-use crate::state::State;
+use crate::state::{CountedRandom, State};
 
 /// Why a component is used as built rather than from a snapshot.
 pub(crate) struct Skipped {
@@ -46,6 +46,21 @@ impl From<String> for Skipped {
             transient: false,
         }
     }
+}
+
+/// The linker for the run that is snapshotted: `linker` with `wasi:random`
+/// counting what the guest draws ([`State::random_draws`]).
+pub(crate) fn linker(linker: &Linker<State>) -> anyhow::Result<Linker<State>> {
+    use wasmtime_wasi::p2::bindings::random::{insecure, insecure_seed, random};
+    let mut counting = linker.clone();
+    counting.allow_shadowing(true);
+    fn counted(state: &mut State) -> CountedRandom<'_> {
+        state.counted_random()
+    }
+    random::add_to_linker::<State, CountedRandom<'static>>(&mut counting, counted)?;
+    insecure::add_to_linker::<State, CountedRandom<'static>>(&mut counting, counted)?;
+    insecure_seed::add_to_linker::<State, CountedRandom<'static>>(&mut counting, counted)?;
+    Ok(counting)
 }
 
 /// The component `bytes` rewritten to start from the state its `describe()`
@@ -108,6 +123,16 @@ pub(crate) async fn snapshot_after_describe(
     if store.data().holds_resources() {
         return Err(String::from("the guest still holds host resources after `describe`").into());
     }
+    // What a runtime draws at its first call (a seed for its random module,
+    // say) would be in the snapshot, and every call would start with it.
+    let draws = store.data().random_draws;
+    if draws > 0 {
+        return Err(format!(
+            "`describe` drew random numbers ({draws} calls to wasi:random), which a snapshot \
+             would hand every call alike"
+        )
+        .into());
+    }
     // Reading the state runs guest code (the accessors): it must not meet the
     // deadline that `describe` ran under, and each memory comes back whole
     // as one list, larger than a call's hostcall fuel.
@@ -126,8 +151,8 @@ pub(crate) async fn snapshot_after_describe(
     if let Some(why) = running.failed {
         return Err(format!("reading the state failed: {why}").into());
     }
-    let snapshot = snapshot
-        .map_err(|panic| format!("the snapshot failed: {}", panic_message(&*panic)))?;
+    let snapshot =
+        snapshot.map_err(|panic| format!("the snapshot failed: {}", panic_message(&*panic)))?;
     let snapshot = snapshot.map_err(|e| Skipped::from(format!("the snapshot failed: {e:#}")))?;
     Ok(compact::compact_component(&snapshot).unwrap_or(snapshot))
 }

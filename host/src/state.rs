@@ -43,6 +43,9 @@ pub(crate) struct State {
     pub(crate) deadline: Instant,
     gate: HttpHooks,
     http: WasiHttpCtx,
+    /// Calls to `wasi:random` so far, counted only where the store's linker
+    /// counts them (the snapshot run, see `preinit`).
+    pub(crate) random_draws: u64,
 }
 
 impl State {
@@ -79,6 +82,7 @@ impl State {
             config,
             deadline,
             http,
+            random_draws: 0,
         }
     }
 }
@@ -94,6 +98,64 @@ impl WasiView for State {
             ctx,
             table: &mut self.table,
         }
+    }
+}
+
+impl State {
+    /// `wasi:random` for this store, counting the calls in `random_draws`.
+    pub(crate) fn counted_random(&mut self) -> CountedRandom<'_> {
+        let log = &self.log;
+        let wasi = self.wasi.get_or_insert_with(|| locked_down_wasi(log));
+        CountedRandom {
+            random: wasi.random(),
+            draws: &mut self.random_draws,
+        }
+    }
+}
+
+/// The store's `wasi:random`, counting each call.
+pub(crate) struct CountedRandom<'a> {
+    random: &'a mut wasmtime_wasi::random::WasiRandomCtx,
+    draws: &'a mut u64,
+}
+
+impl wasmtime::component::HasData for CountedRandom<'static> {
+    type Data<'a> = CountedRandom<'a>;
+}
+
+mod random_bindings {
+    pub(super) use wasmtime_wasi::p2::bindings::random::{insecure, insecure_seed, random};
+}
+use random_bindings::{insecure, insecure_seed, random};
+
+impl random::Host for CountedRandom<'_> {
+    fn get_random_bytes(&mut self, len: u64) -> wasmtime::Result<Vec<u8>> {
+        *self.draws += 1;
+        random::Host::get_random_bytes(self.random, len)
+    }
+
+    fn get_random_u64(&mut self) -> wasmtime::Result<u64> {
+        *self.draws += 1;
+        random::Host::get_random_u64(self.random)
+    }
+}
+
+impl insecure::Host for CountedRandom<'_> {
+    fn get_insecure_random_bytes(&mut self, len: u64) -> wasmtime::Result<Vec<u8>> {
+        *self.draws += 1;
+        insecure::Host::get_insecure_random_bytes(self.random, len)
+    }
+
+    fn get_insecure_random_u64(&mut self) -> wasmtime::Result<u64> {
+        *self.draws += 1;
+        insecure::Host::get_insecure_random_u64(self.random)
+    }
+}
+
+impl insecure_seed::Host for CountedRandom<'_> {
+    fn insecure_seed(&mut self) -> wasmtime::Result<(u64, u64)> {
+        *self.draws += 1;
+        insecure_seed::Host::insecure_seed(self.random)
     }
 }
 
