@@ -426,3 +426,63 @@ fn what_a_guest_makes_the_host_hold_stays_within_the_caps() {
         );
     }
 }
+
+/// A secret's value can come from the environment or a file, so that it is
+/// not in the process list; either way it reaches its destination only.
+#[tokio::test]
+async fn secret_values_come_from_the_environment_or_a_file() {
+    let mock = common::mock::Mock::start().await;
+    let p = mock.port;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("crm-token");
+    std::fs::write(&file, "from-a-file-t0k3n\n").unwrap();
+    let grant = format!("POST http://127.0.0.1:{p}/crm/leads");
+    for (flag, what) in [
+        ("--secret-env", "CRM_TOKEN_FOR_THE_TEST".to_string()),
+        ("--secret-file", file.to_str().unwrap().to_string()),
+    ] {
+        let args = [
+            "run".to_string(),
+            common::plugin("lead_capture").to_str().unwrap().to_string(),
+            "--input".into(),
+            r#"{"email":"ada@example.com"}"#.into(),
+            "--config".into(),
+            format!("crm_url={}", mock.url("/crm/leads")),
+            "--allow".into(),
+            grant.clone(),
+            flag.into(),
+            format!("crm_token={what}@{grant}"),
+        ];
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_action-host"))
+                .args(&args)
+                .env("CRM_TOKEN_FOR_THE_TEST", "from-the-env-t0k3n")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert_eq!(stdout_json(&out)["attributes"]["lead_id"], "lead-77");
+    }
+    let sent: Vec<_> = mock
+        .received()
+        .iter()
+        .map(|r| r.header("authorization").unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        sent,
+        ["Bearer from-the-env-t0k3n", "Bearer from-a-file-t0k3n"]
+    );
+
+    let out = action_host(&[
+        "run",
+        common::plugin("lead_capture").to_str().unwrap(),
+        "--secret-env",
+        &format!("crm_token=NOT_SET_ANYWHERE_FOR_THE_TEST@{grant}"),
+    ]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("--secret-env crm_token: the environment variable `NOT_SET_ANYWHERE_FOR_THE_TEST` is not set"),
+        "{err}"
+    );
+}

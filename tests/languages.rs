@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::api::{admin_get, invoke, set_grants, upload, webhook};
+use common::api::{invoke, operator_get, set_grants, upload, webhook};
 use common::mock::Mock;
 use common::server::Server;
 use reqwest::StatusCode;
@@ -232,14 +232,14 @@ async fn javascript_actions_answer_through_the_service() {
         "{body}"
     );
 
-    let (_, metrics) = admin_get(&server, "/metrics").await;
+    let (_, metrics) = operator_get(&server, "/metrics").await;
     assert!(
         metrics.contains("action_host_compilations_total 0"),
         "the seeded actions were recompiled:\n{metrics}"
     );
     // Read from the cache, they still start from the state `describe` left.
     for action in ["greeting-js", "weather-js", "membership-js"] {
-        let (_, described) = admin_get(&server, &format!("/v1/actions/{action}")).await;
+        let (_, described) = operator_get(&server, &format!("/v1/actions/{action}")).await;
         let described: Value = serde_json::from_str(&described).unwrap();
         assert_eq!(
             described["starts_from"],
@@ -404,7 +404,7 @@ async fn a_refused_fetch_is_refused_as_the_http_import_is() {
         )
     );
     assert!(mock.received().is_empty(), "a refused request got out");
-    let (_, metrics) = admin_get(&server, "/metrics").await;
+    let (_, metrics) = operator_get(&server, "/metrics").await;
     for action in ["weather-js", "membership-js"] {
         let line = format!("action_host_outbound_denials_total{{action=\"{action}\"}} 1");
         assert!(metrics.contains(&line), "no `{line}` in:\n{metrics}");
@@ -499,10 +499,10 @@ async fn randomness_differs_from_call_to_call_in_javascript_and_python() {
     // SpiderMonkey draws its seeds when a call first asks, so the JavaScript
     // action starts from describe's state; CPython's runtime reseeds at its
     // first call, which describe is, so that state is not used.
-    let (_, js) = admin_get(&server, "/v1/actions/random-js").await;
+    let (_, js) = operator_get(&server, "/v1/actions/random-js").await;
     let js: Value = serde_json::from_str(&js).unwrap();
     assert_eq!(js["starts_from"], json!({"from": "describe"}));
-    let (_, py) = admin_get(&server, "/v1/actions/random-py").await;
+    let (_, py) = operator_get(&server, "/v1/actions/random-py").await;
     let py: Value = serde_json::from_str(&py).unwrap();
     assert_eq!(py["starts_from"]["from"], "build");
     assert!(

@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::api::{admin_get, client, invoke, set_grants, upload, webhook};
-use common::server::{ADMIN, INVOKE, Server};
+use common::api::{client, invoke, operator_get, set_grants, upload, webhook};
+use common::server::{DESIGNER, INVOKE, METRICS, OPERATOR, Server};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -75,7 +75,7 @@ async fn every_route_works_with_the_right_token() {
             .contains("Grace!")
     );
 
-    let (status, list) = admin_get(&server, "/v1/actions").await;
+    let (status, list) = operator_get(&server, "/v1/actions").await;
     assert_eq!(status, StatusCode::OK);
     let list: Value = serde_json::from_str(&list).unwrap();
     assert_eq!(list["actions"][0]["name"], "greeting");
@@ -92,7 +92,7 @@ async fn every_route_works_with_the_right_token() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{grants}");
-    let (status, shown) = admin_get(&server, "/v1/actions/greeting").await;
+    let (status, shown) = operator_get(&server, "/v1/actions/greeting").await;
     assert_eq!(status, StatusCode::OK);
     assert!(
         !shown.contains("very-secret-value"),
@@ -107,7 +107,7 @@ async fn every_route_works_with_the_right_token() {
     assert_eq!(shown["invocations"]["success"], 2);
     assert_eq!(shown["version"], 1);
 
-    let (status, metrics) = admin_get(&server, "/metrics").await;
+    let (status, metrics) = operator_get(&server, "/metrics").await;
     assert_eq!(status, StatusCode::OK);
     assert!(
         metrics.contains("action_host_invocations_total{action=\"greeting\",result=\"success\"} 2"),
@@ -121,7 +121,7 @@ async fn every_route_works_with_the_right_token() {
 
     let deleted = client()
         .delete(server.url("/v1/actions/greeting"))
-        .bearer_auth(ADMIN)
+        .bearer_auth(OPERATOR)
         .send()
         .await
         .unwrap();
@@ -132,53 +132,348 @@ async fn every_route_works_with_the_right_token() {
     assert!(server.stop(), "the server did not stop cleanly");
 }
 
+/// Sends `method path` with `token` (and a small body where the route takes
+/// one) and returns the status.
+async fn status_with(server: &Server, method: &str, path: &str, token: Option<&str>) -> StatusCode {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = client().request(method.clone(), server.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request = match (method.as_str(), path) {
+        ("PUT", p) if p.ends_with("/grants") => request.json(&json!({})),
+        ("PUT", p) if p.ends_with("/config") => request.json(&json!({})),
+        ("PUT", _) => request.body(common::plugin_bytes("greeting")),
+        ("POST", p) if p.starts_with("/webhooks") => {
+            request.json(&json!({"input_data": {"attributes": {"first_name": "Ada"}}}))
+        }
+        ("POST", _) => request.json(&json!({"input": {"first_name": "Ada"}})),
+        _ => request,
+    };
+    request.send().await.unwrap().status()
+}
+
 #[tokio::test]
-async fn requests_without_the_right_token_are_refused() {
+async fn each_role_reaches_exactly_its_routes() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    let c = client();
-    let none = c.get(server.url("/v1/actions")).send().await.unwrap();
-    assert_eq!(none.status(), StatusCode::UNAUTHORIZED);
-    let wrong = c
-        .get(server.url("/v1/actions"))
-        .bearer_auth("guess")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
-    let body: Value = wrong.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "unauthorized");
-    let invoke_token = c
-        .put(server.url("/v1/actions/x"))
-        .bearer_auth(INVOKE)
-        .body("x")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(invoke_token.status(), StatusCode::FORBIDDEN);
-    let metrics = c
-        .get(server.url("/metrics"))
-        .bearer_auth(INVOKE)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(metrics.status(), StatusCode::FORBIDDEN);
-    let no_invoke = c
-        .post(server.url("/v1/actions/x/invoke"))
+    upload(&server, "greeting", common::plugin_bytes("greeting")).await;
+    // Route, then who may use it: operator, designer, invoke, metrics.
+    let routes: [(&str, &str, [bool; 4]); 9] = [
+        ("GET", "/metrics", [true, false, false, true]),
+        ("GET", "/v1/actions", [true, true, false, false]),
+        ("GET", "/v1/actions/greeting", [true, true, false, false]),
+        ("PUT", "/v1/actions/greeting", [true, true, false, false]),
+        (
+            "PUT",
+            "/v1/actions/greeting/config",
+            [true, true, false, false],
+        ),
+        (
+            "PUT",
+            "/v1/actions/greeting/grants",
+            [true, false, false, false],
+        ),
+        (
+            "POST",
+            "/v1/actions/greeting/invoke",
+            [true, true, true, false],
+        ),
+        (
+            "POST",
+            "/webhooks/opendialog/greeting",
+            [true, true, true, false],
+        ),
+        ("DELETE", "/v1/actions/greeting", [true, true, false, false]),
+    ];
+    for (method, path, allowed) in routes {
+        for (token, may) in [OPERATOR, DESIGNER, INVOKE, METRICS]
+            .into_iter()
+            .zip(allowed)
+        {
+            let status = status_with(&server, method, path, Some(token)).await;
+            if may {
+                assert!(
+                    status.is_success(),
+                    "{method} {path} with {token}: {status}"
+                );
+            } else {
+                assert_eq!(
+                    status,
+                    StatusCode::FORBIDDEN,
+                    "{method} {path} with {token}"
+                );
+            }
+            if method == "DELETE" && may {
+                upload(&server, "greeting", common::plugin_bytes("greeting")).await;
+            }
+        }
+        for token in [None, Some("not-a-token-of-this-service")] {
+            let status = status_with(&server, method, path, token).await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} with {token:?}"
+            );
+        }
+    }
+    let refused = client()
+        .put(server.url("/v1/actions/greeting/grants"))
+        .bearer_auth(DESIGNER)
         .json(&json!({}))
         .send()
         .await
         .unwrap();
-    assert_eq!(no_invoke.status(), StatusCode::UNAUTHORIZED);
-    // The admin token may also invoke.
-    let admin_invoke = c
-        .post(server.url("/v1/actions/x/invoke"))
-        .bearer_auth(ADMIN)
-        .json(&json!({}))
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "forbidden");
+    assert_eq!(
+        body["error"]["message"],
+        "this route needs the operator token; this is the designer token"
+    );
+    let health = client().get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_designer_configures_an_action_but_cannot_widen_what_it_reaches() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let designer = |request: reqwest::RequestBuilder| request.bearer_auth(DESIGNER);
+    let put = |path: &str| designer(client().put(server.url(path)));
+    let created = put("/v1/actions/fixture")
+        .body(common::plugin_bytes("fixture"))
         .send()
         .await
         .unwrap();
-    assert_eq!(admin_invoke.status(), StatusCode::NOT_FOUND);
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let (status, _) = set_grants(
+        &server,
+        "fixture",
+        json!({"grants": ["GET https://api.example.com/"], "config": {"greeting_prefix": "Hi"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // The designer changes config; the operator's grants stay.
+    let configured = put("/v1/actions/fixture/config")
+        .json(&json!({"greeting_prefix": "Hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(configured.status(), StatusCode::OK);
+    let shown: Value = configured.json().await.unwrap();
+    assert_eq!(
+        shown["settings"]["grants"],
+        json!(["GET https://api.example.com/"])
+    );
+    assert_eq!(
+        shown["settings"]["config"],
+        json!({"greeting_prefix": "Hello"})
+    );
+    let (_, read) = invoke(
+        &server,
+        "fixture",
+        json!({"input": {"behave": "config", "key": "greeting_prefix"}}),
+    )
+    .await;
+    assert_eq!(read["attributes"]["value"], "Hello");
+    // Config is strings only, and says so.
+    let bad = put("/v1/actions/fixture/config")
+        .json(&json!({"greeting_prefix": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let bad: Value = bad.json().await.unwrap();
+    assert!(
+        bad["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid config"),
+        "{bad}"
+    );
+    // Grants, secrets and limits are the operator's, whatever the body says.
+    for body in [
+        json!({"grants": ["GET https://evil.example/"]}),
+        json!({"limits": {"max_requests": 1000}}),
+    ] {
+        let refused = put("/v1/actions/fixture/grants")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    }
+    // A new version from the designer keeps the operator's grants.
+    let new_version = put("/v1/actions/fixture")
+        .body(common::plugin_bytes("greeting"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(new_version.status(), StatusCode::OK);
+    let (_, shown) = operator_get(&server, "/v1/actions/fixture").await;
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(
+        shown["settings"]["grants"],
+        json!(["GET https://api.example.com/"])
+    );
+    assert_eq!(shown["version"], 2);
+}
+
+#[tokio::test]
+async fn settings_from_the_api_cannot_read_the_hosts_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    upload(&server, "fixture", common::plugin_bytes("fixture")).await;
+    let (status, body) = set_grants(
+        &server,
+        "fixture",
+        json!({"secrets": [{"name": "stolen", "value_env": "ACTION_HOST_OPERATOR_TOKEN",
+                            "allow": ["GET https://api.example.com/"]}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "invalid-settings");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`value_env` reads the host's environment"),
+        "{body}"
+    );
+    let (_, shown) = operator_get(&server, "/v1/actions/fixture").await;
+    assert!(!shown.contains("stolen"), "{shown}");
+
+    // A record an older version stored with `value_env` is not served from the
+    // data directory alone.
+    let record = dir.path().join("actions/fixture.json");
+    let mut stored: Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    stored["settings"]["secrets"] = json!([{"name": "stolen", "value_env": "HOME",
+                                            "allow": ["GET https://api.example.com/"]}]);
+    std::fs::write(&record, serde_json::to_vec(&stored).unwrap()).unwrap();
+    assert!(server.stop());
+    let server = Server::start(dir.path(), &[]);
+    let (status, _) = invoke(&server, "fixture", json!({"input": {"behave": "echo"}})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        server
+            .stderr()
+            .contains("action `fixture` is not served: its stored settings read a secret"),
+        "{}",
+        server.stderr()
+    );
+}
+
+#[tokio::test]
+async fn actions_named_in_the_host_file_are_read_only_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let host_file = dir.path().join("host.toml");
+    std::fs::write(
+        &host_file,
+        "[actions.fixture]\nconfig = { greeting_prefix = \"from the file\" }\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--config", host_file.to_str().unwrap()]);
+    let (status, _) = upload(&server, "fixture", common::plugin_bytes("fixture")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    for (path, body) in [
+        (
+            "/v1/actions/fixture/grants",
+            json!({"grants": ["GET https://evil.example/"]}),
+        ),
+        (
+            "/v1/actions/fixture/config",
+            json!({"greeting_prefix": "from the API"}),
+        ),
+    ] {
+        let refused = client()
+            .put(server.url(path))
+            .bearer_auth(OPERATOR)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::CONFLICT, "{path}");
+        let refused: Value = refused.json().await.unwrap();
+        assert_eq!(refused["error"]["code"], "managed-by-host-file");
+    }
+    let (_, read) = invoke(
+        &server,
+        "fixture",
+        json!({"input": {"behave": "config", "key": "greeting_prefix"}}),
+    )
+    .await;
+    assert_eq!(read["attributes"]["value"], "from the file");
+}
+
+#[tokio::test]
+async fn tokens_from_the_environment_are_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    upload(&server, "greeting", common::plugin_bytes("greeting")).await;
+    assert!(server.stop());
+    let server = Server::start(dir.path(), &[]);
+    // The lines to try come just after the one the start waits for.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.stderr().contains("/webhooks/opendialog/") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stderr = server.stderr();
+    assert!(stderr.contains("$ACTION_HOST_INVOKE_TOKEN"), "{stderr}");
+    for token in [OPERATOR, DESIGNER, INVOKE, METRICS] {
+        assert!(!stderr.contains(token), "{token} was printed:\n{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn the_admin_token_still_works_as_the_operator_token_and_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = "an-admin-token-of-old";
+    let server = Server::start_with_env(dir.path(), &[], &[("ACTION_HOST_ADMIN_TOKEN", admin)]);
+    assert!(
+        server.stderr().contains(
+            "ACTION_HOST_ADMIN_TOKEN is deprecated: it is read as ACTION_HOST_OPERATOR_TOKEN"
+        ),
+        "{}",
+        server.stderr()
+    );
+    assert!(!server.stderr().contains(admin));
+    let status = status_with(&server, "PUT", "/v1/actions/greeting", Some(admin)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let status = status_with(&server, "PUT", "/v1/actions/greeting/grants", Some(admin)).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn tokens_that_are_short_or_shared_by_two_roles_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for (env, why) in [
+        (
+            vec![("ACTION_HOST_OPERATOR_TOKEN", "short")],
+            "the operator token must be at least 16 characters",
+        ),
+        (
+            vec![
+                ("ACTION_HOST_OPERATOR_TOKEN", "the-same-long-token"),
+                ("ACTION_HOST_INVOKE_TOKEN", "the-same-long-token"),
+            ],
+            "the operator and invoke tokens are the same: each role needs its own",
+        ),
+    ] {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_action-host"));
+        for variable in common::server::TOKEN_VARIABLES {
+            command.env_remove(variable);
+        }
+        let out = command
+            .envs(env)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(why), "{stderr}");
+    }
 }
 
 #[tokio::test]
@@ -328,7 +623,7 @@ async fn bad_uploads_are_422_and_the_old_version_keeps_serving() {
             "{what}"
         );
     }
-    let (_, shown) = admin_get(&server, "/v1/actions/greeting").await;
+    let (_, shown) = operator_get(&server, "/v1/actions/greeting").await;
     assert_eq!(serde_json::from_str::<Value>(&shown).unwrap()["version"], 1);
     // Uploading the same bytes again is not a new version.
     let (status, same) = upload(&server, "greeting", common::plugin_bytes("greeting")).await;
@@ -372,12 +667,12 @@ async fn a_restart_serves_the_same_actions_without_recompiling() {
     .await;
     assert_eq!(config_after["attributes"], config_before["attributes"]);
     assert_eq!(config_after["attributes"]["value"], "eu-west");
-    let (_, metrics) = admin_get(&server, "/metrics").await;
+    let (_, metrics) = operator_get(&server, "/metrics").await;
     assert!(
         metrics.contains("action_host_compilations_total 0"),
         "the restart recompiled:\n{metrics}"
     );
-    let (_, list) = admin_get(&server, "/v1/actions").await;
+    let (_, list) = operator_get(&server, "/v1/actions").await;
     let list: Value = serde_json::from_str(&list).unwrap();
     assert_eq!(list["actions"].as_array().unwrap().len(), 2);
 }
@@ -443,7 +738,7 @@ async fn hot_swap_under_load_fails_no_invocation() {
         total += ok;
     }
     assert!(total > 50, "only {total} invocations ran during the swaps");
-    let (_, shown) = admin_get(&server, "/v1/actions/swap").await;
+    let (_, shown) = operator_get(&server, "/v1/actions/swap").await;
     assert_eq!(serde_json::from_str::<Value>(&shown).unwrap()["version"], 7);
 }
 
@@ -555,8 +850,16 @@ async fn missing_tokens_are_generated_and_printed_once() {
             .unwrap_or_else(|| panic!("{stderr}"));
         line.rsplit(' ').next().unwrap().to_owned()
     };
-    let admin = generated("ACTION_HOST_ADMIN_TOKEN");
+    let admin = generated("ACTION_HOST_OPERATOR_TOKEN");
     assert!(admin.len() >= 32);
+    let tokens: Vec<String> = [
+        "ACTION_HOST_DESIGNER_TOKEN",
+        "ACTION_HOST_INVOKE_TOKEN",
+        "ACTION_HOST_METRICS_TOKEN",
+    ]
+    .map(generated)
+    .into();
+    assert!(tokens.iter().all(|t| t.len() >= 32 && *t != admin));
     let refused = client()
         .get(server.url("/v1/actions"))
         .send()

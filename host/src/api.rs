@@ -7,7 +7,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Map, Value as Json, json};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -29,12 +29,11 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// The data directory [./data].
     pub data: std::path::PathBuf,
-    /// Operator settings by action; they win over settings stored earlier.
+    /// Operator settings by action; they win over settings stored earlier,
+    /// and the API cannot change them.
     pub host_file: HostFile,
-    /// Bearer token for the admin routes; `None` when auth is off.
-    pub admin_token: Option<String>,
-    /// Bearer token for invoking; `None` when auth is off.
-    pub invoke_token: Option<String>,
+    /// Who may use which routes [a fresh random token per role].
+    pub auth: Auth,
     /// The largest component an upload may carry [64 MiB].
     pub max_upload_bytes: usize,
     /// Invocations running at once, in total; more get 429 [128].
@@ -53,8 +52,7 @@ impl Default for ServeOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data: "data".into(),
             host_file: HostFile::default(),
-            admin_token: None,
-            invoke_token: None,
+            auth: Auth::Tokens(Tokens::generate()),
             max_upload_bytes: 64 << 20,
             max_concurrency: 128,
             max_concurrency_per_action: 32,
@@ -62,6 +60,144 @@ impl Default for ServeOptions {
             deploy: Vec::new(),
         }
     }
+}
+
+/// Who may use the API. There is no "partly on": either every role has its
+/// token, or auth is off on purpose.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// A bearer token per role.
+    Tokens(Tokens),
+    /// No tokens: anyone who can reach the listener may upload and run code.
+    /// For local demos only.
+    Off,
+}
+
+/// The roles of the API, each with its own bearer token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Grants, secrets and limits: what an action may reach. Every route.
+    Operator,
+    /// Upload, configure, try and read actions; never what they may reach.
+    Designer,
+    /// The dialog platform: invoke and the webhooks.
+    Invoke,
+    /// A metrics scraper: `GET /metrics` only.
+    Metrics,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Operator => "operator",
+            Role::Designer => "designer",
+            Role::Invoke => "invoke",
+            Role::Metrics => "metrics",
+        }
+    }
+}
+
+/// The bearer token of each role. Each must be distinct and at least
+/// [`Tokens::MIN_LEN`] characters long, so that no token stands for two roles
+/// and none is guessable by trying.
+#[derive(Clone)]
+pub struct Tokens {
+    operator: String,
+    designer: String,
+    invoke: String,
+    metrics: String,
+}
+
+impl Tokens {
+    /// The shortest token accepted.
+    pub const MIN_LEN: usize = 16;
+
+    /// The four tokens, or what is wrong with them.
+    pub fn new(
+        operator: String,
+        designer: String,
+        invoke: String,
+        metrics: String,
+    ) -> Result<Tokens, String> {
+        let tokens = Tokens {
+            operator,
+            designer,
+            invoke,
+            metrics,
+        };
+        let all = tokens.by_role();
+        for (role, token) in all {
+            if token.chars().count() < Tokens::MIN_LEN || token.trim() != token {
+                return Err(format!(
+                    "the {} token must be at least {} characters, without surrounding spaces",
+                    role.name(),
+                    Tokens::MIN_LEN
+                ));
+            }
+        }
+        for (i, (role, token)) in all.iter().enumerate() {
+            if let Some((other, _)) = all[i + 1..].iter().find(|(_, t)| t == token) {
+                return Err(format!(
+                    "the {} and {} tokens are the same: each role needs its own",
+                    role.name(),
+                    other.name()
+                ));
+            }
+        }
+        Ok(tokens)
+    }
+
+    /// A new random token for every role.
+    pub fn generate() -> Tokens {
+        Tokens {
+            operator: random_token(),
+            designer: random_token(),
+            invoke: random_token(),
+            metrics: random_token(),
+        }
+    }
+
+    /// The token of `role`.
+    pub fn of(&self, role: Role) -> &str {
+        match role {
+            Role::Operator => &self.operator,
+            Role::Designer => &self.designer,
+            Role::Invoke => &self.invoke,
+            Role::Metrics => &self.metrics,
+        }
+    }
+
+    fn by_role(&self) -> [(Role, &str); 4] {
+        [Role::Operator, Role::Designer, Role::Invoke, Role::Metrics]
+            .map(|role| (role, self.of(role)))
+    }
+
+    /// The role whose token `presented` is, compared in constant time with
+    /// every token.
+    fn role_of(&self, presented: &str) -> Option<Role> {
+        let mut found = None;
+        for (role, token) in self.by_role() {
+            if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
+                found = Some(role);
+            }
+        }
+        found
+    }
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tokens(<redacted>)")
+    }
+}
+
+/// 256 random bits, as 64 hex digits.
+fn random_token() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
 }
 
 /// The largest JSON body a request may carry.
@@ -162,12 +298,11 @@ fn internal(error: anyhow::Error) -> ApiError {
     )
 }
 
-/// Which token a route needs.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Admin,
-    Invoke,
-}
+/// Who may use each kind of route.
+const OPERATOR: &[Role] = &[Role::Operator];
+const DESIGNER: &[Role] = &[Role::Operator, Role::Designer];
+const INVOKE: &[Role] = &[Role::Operator, Role::Designer, Role::Invoke];
+const METRICS: &[Role] = &[Role::Operator, Role::Metrics];
 
 impl Service {
     /// Opens the data directory and serves again every action stored there
@@ -211,8 +346,23 @@ impl Service {
     }
 
     async fn restore(&self, name: &str, mut record: ActionRecord) -> Result<(), ApiError> {
-        if let Some(doc) = self.host_file_doc(name) {
-            record.settings = doc;
+        match self.host_file_doc(name) {
+            Some(doc) => record.settings = doc,
+            // Stored settings came through the API, which may not read the
+            // host's environment (an older version let it).
+            None if record
+                .settings
+                .secrets
+                .iter()
+                .any(|s| s.value_env.is_some()) =>
+            {
+                return Err(settings_error(
+                    "its stored settings read a secret from the host's environment \
+                     (`value_env`), which only the host configuration file may do"
+                        .into(),
+                ));
+            }
+            None => {}
         }
         let settings = record.settings.settings().map_err(settings_error)?;
         let prepared = self.reload(name, &record.sha256, settings).await?;
@@ -250,11 +400,28 @@ impl Service {
         Ok(self.install(name, record, prepared))
     }
 
-    /// Replaces an action's settings: reloads its version (from the cached
-    /// artifact) with them, stores them, then serves it.
-    async fn set_settings(&self, name: &str, doc: ActionDoc) -> Result<Served, ApiError> {
+    /// Changes an action's settings (`change` makes the new ones from the
+    /// current ones): reloads its version (from the cached artifact) with
+    /// them, stores them, then serves it. Settings the host file gives cannot
+    /// be changed here.
+    async fn set_settings(
+        &self,
+        name: &str,
+        change: impl FnOnce(ActionDoc) -> ActionDoc,
+    ) -> Result<Served, ApiError> {
         let _one_change = self.changes.lock().await;
         let previous = self.served(name).ok_or_else(|| unknown_action(name))?;
+        if self.host_file_doc(name).is_some() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "managed-by-host-file",
+                format!(
+                    "the settings of `{name}` come from the host configuration file; change \
+                     them there"
+                ),
+            ));
+        }
+        let doc = change(previous.record.settings.clone());
         let settings = doc.settings().map_err(settings_error)?;
         let prepared = self.reload(name, &previous.record.sha256, settings).await?;
         let record = ActionRecord {
@@ -440,7 +607,7 @@ impl Service {
                 Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
             }
             (&Method::GET, ["metrics"]) => {
-                self.authorize(&request, Role::Admin)?;
+                self.authorize(&request, METRICS)?;
                 let text = self.metrics.render(&self.host);
                 Ok(Response::builder()
                     .header("content-type", "text/plain; version=0.0.4")
@@ -448,7 +615,7 @@ impl Service {
                     .expect("a valid response"))
             }
             (&Method::GET, ["v1", "actions"]) => {
-                self.authorize(&request, Role::Admin)?;
+                self.authorize(&request, DESIGNER)?;
                 let mut names: Vec<String> = self
                     .actions
                     .read()
@@ -461,12 +628,12 @@ impl Service {
                 Ok(json_response(StatusCode::OK, &json!({ "actions": list })))
             }
             (&Method::GET, ["v1", "actions", name]) => {
-                self.authorize(&request, Role::Admin)?;
+                self.authorize(&request, DESIGNER)?;
                 let shown = self.describe(name).ok_or_else(|| unknown_action(name))?;
                 Ok(json_response(StatusCode::OK, &shown))
             }
             (&Method::PUT, ["v1", "actions", name]) => {
-                self.authorize(&request, Role::Admin)?;
+                self.authorize(&request, DESIGNER)?;
                 let bytes = read_body(request, self.options.max_upload_bytes).await?;
                 let first = self.served(name).is_none();
                 self.upload(name, bytes).await?;
@@ -481,7 +648,7 @@ impl Service {
                 ))
             }
             (&Method::DELETE, ["v1", "actions", name]) => {
-                self.authorize(&request, Role::Admin)?;
+                self.authorize(&request, DESIGNER)?;
                 self.delete(name).await?;
                 Ok(Response::builder()
                     .status(StatusCode::NO_CONTENT)
@@ -489,7 +656,7 @@ impl Service {
                     .expect("a valid response"))
             }
             (&Method::PUT, ["v1", "actions", name, "grants"]) => {
-                self.authorize(&request, Role::Admin)?;
+                self.authorize(&request, OPERATOR)?;
                 let body = read_json(request).await?;
                 let doc: ActionDoc = serde_json::from_value(body).map_err(|e| {
                     ApiError::new(
@@ -498,14 +665,38 @@ impl Service {
                         format!("invalid settings: {e}"),
                     )
                 })?;
-                self.set_settings(name, doc).await?;
+                if let Some(secret) = doc.secrets.iter().find(|s| s.value_env.is_some()) {
+                    return Err(settings_error(format!(
+                        "secret `{}`: `value_env` reads the host's environment and is for the \
+                         host configuration file only; send the value",
+                        secret.name
+                    )));
+                }
+                self.set_settings(name, |_| doc).await?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &self.describe(name).unwrap_or(Json::Null),
+                ))
+            }
+            (&Method::PUT, ["v1", "actions", name, "config"]) => {
+                self.authorize(&request, DESIGNER)?;
+                let body = read_json(request).await?;
+                let config: BTreeMap<String, String> =
+                    serde_json::from_value(body).map_err(|e| {
+                        settings_error(format!(
+                            "invalid config: {e}; send a JSON object of strings, \
+                             {{\"key\": \"value\"}}"
+                        ))
+                    })?;
+                self.set_settings(name, |current| ActionDoc { config, ..current })
+                    .await?;
                 Ok(json_response(
                     StatusCode::OK,
                     &self.describe(name).unwrap_or(Json::Null),
                 ))
             }
             (&Method::POST, ["v1", "actions", name, "invoke"]) => {
-                self.authorize(&request, Role::Invoke)?;
+                self.authorize(&request, INVOKE)?;
                 let body = read_json(request).await?;
                 let (context, input) = invoke_body(&body)?;
                 let done = self.invoke(name, context, &input).await?;
@@ -516,7 +707,7 @@ impl Service {
                     .expect("a valid response"))
             }
             (&Method::POST, ["webhooks", "opendialog", name]) => {
-                self.authorize(&request, Role::Invoke)?;
+                self.authorize(&request, INVOKE)?;
                 let body = read_json(request).await?;
                 let input = body
                     .pointer("/input_data/attributes")
@@ -572,10 +763,10 @@ impl Service {
         }))
     }
 
-    /// Checks the bearer token in constant time. With auth off, allows all.
-    fn authorize(&self, request: &Request<Incoming>, role: Role) -> Result<(), ApiError> {
-        let (Some(admin), Some(invoke)) = (&self.options.admin_token, &self.options.invoke_token)
-        else {
+    /// Checks the bearer token (in constant time) against the roles that may
+    /// use the route. With auth off, allows all.
+    fn authorize(&self, request: &Request<Incoming>, allowed: &[Role]) -> Result<(), ApiError> {
+        let Auth::Tokens(tokens) = &self.options.auth else {
             return Ok(());
         };
         let presented = request
@@ -590,20 +781,22 @@ impl Service {
                     "send `Authorization: Bearer <token>`",
                 )
             })?;
-        let matches = |token: &String| bool::from(presented.as_bytes().ct_eq(token.as_bytes()));
-        match (matches(admin), matches(invoke), role) {
-            (true, _, _) | (false, true, Role::Invoke) => Ok(()),
-            (false, true, Role::Admin) => Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "this route needs the admin token",
-            )),
-            (false, false, _) => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "unknown token",
-            )),
+        let role = tokens.role_of(presented).ok_or_else(|| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown token")
+        })?;
+        if allowed.contains(&role) {
+            return Ok(());
         }
+        let needed: Vec<&str> = allowed.iter().map(|role| role.name()).collect();
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "this route needs the {} token; this is the {} token",
+                needed.join(" or "),
+                role.name()
+            ),
+        ))
     }
 }
 

@@ -82,7 +82,7 @@ mod state;
 mod store;
 mod value;
 
-pub use api::{ApiError, ServeOptions, Service, serve};
+pub use api::{ApiError, Auth, Role, ServeOptions, Service, Tokens, serve};
 pub use config_file::{ActionDoc, HostFile, LimitsDoc, SecretDoc};
 pub use context::CallContext;
 pub use error::{ErrorKind, InvokeError, LoadError};

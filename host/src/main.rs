@@ -5,8 +5,8 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use action_host::{
-    ActionSettings, CallContext, Grant, Host, HostConfig, HostFile, Limits, Secret, ServeOptions,
-    Service,
+    ActionSettings, Auth, CallContext, Grant, Host, HostConfig, HostFile, Limits, Role, Secret,
+    ServeOptions, Service, Tokens,
 };
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
@@ -95,9 +95,16 @@ struct RunArgs {
     #[arg(long = "allow", value_name = "GRANT")]
     allow: Vec<String>,
     /// A secret for `{{secret:NAME}}` in request headers, bound to one destination
-    /// (repeatable).
+    /// (repeatable). The value is visible to other users of this machine in the
+    /// process list: prefer --secret-env or --secret-file.
     #[arg(long = "secret", value_name = "NAME=VALUE@GRANT")]
     secrets: Vec<String>,
+    /// Like --secret, with the value read from the environment variable VAR.
+    #[arg(long = "secret-env", value_name = "NAME=VAR@GRANT")]
+    secrets_env: Vec<String>,
+    /// Like --secret, with the value read from FILE (without a final newline).
+    #[arg(long = "secret-file", value_name = "NAME=FILE@GRANT")]
+    secrets_file: Vec<String>,
     /// A host configuration file (TOML); the action's entry gives its grants,
     /// secrets, config and limits, and the flags above add to it.
     #[arg(long, value_name = "FILE")]
@@ -145,7 +152,28 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         settings.grants.push(Grant::parse(grant)?);
     }
     for secret in &args.secrets {
-        settings.secrets.push(parse_secret(secret)?);
+        settings
+            .secrets
+            .push(parse_secret("--secret", secret, |value| {
+                Ok(value.to_owned())
+            })?);
+    }
+    for secret in &args.secrets_env {
+        settings
+            .secrets
+            .push(parse_secret("--secret-env", secret, |var| {
+                std::env::var(var)
+                    .with_context(|| format!("the environment variable `{var}` is not set"))
+            })?);
+    }
+    for secret in &args.secrets_file {
+        settings
+            .secrets
+            .push(parse_secret("--secret-file", secret, |file| {
+                let text =
+                    std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?;
+                Ok(text.strip_suffix('\n').unwrap_or(&text).to_owned())
+            })?);
     }
     let defaults = settings.limits.unwrap_or_default();
     let limits = Limits {
@@ -209,24 +237,28 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
             _ => bail!("--deploy expects NAME=FILE, got `{pair}`"),
         })
         .collect::<Result<Vec<_>>>()?;
-    let (admin_token, invoke_token) = if args.insecure_no_auth {
+    let (auth, invoke_token) = if args.insecure_no_auth {
         eprintln!(
             "WARNING: --insecure-no-auth: anyone who can reach {} can upload and run code",
             args.listen
         );
-        (None, None)
+        (Auth::Off, None)
     } else {
-        (
-            Some(token("ACTION_HOST_ADMIN_TOKEN")),
-            Some(token("ACTION_HOST_INVOKE_TOKEN")),
-        )
+        let tokens = tokens_from_env()?;
+        // A token that came from the environment is not printed: the
+        // operator has it, and logs should not.
+        let invoke = if std::env::var_os(INVOKE_TOKEN).is_some() {
+            format!("${INVOKE_TOKEN}")
+        } else {
+            tokens.of(Role::Invoke).to_owned()
+        };
+        (Auth::Tokens(tokens), Some(invoke))
     };
     let options = ServeOptions {
         listen: args.listen,
         data: args.data,
         host_file,
-        admin_token: admin_token.clone(),
-        invoke_token: invoke_token.clone(),
+        auth,
         max_upload_bytes: args.max_upload_mib << 20,
         max_concurrency: args.max_concurrency,
         max_concurrency_per_action: args.max_concurrency_per_action,
@@ -273,20 +305,50 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A token from the environment, or a new random one printed once.
-fn token(variable: &str) -> String {
-    match std::env::var(variable) {
-        Ok(token) if !token.trim().is_empty() => token.trim().to_owned(),
-        _ => {
-            let token = format!(
-                "{}{}",
-                uuid::Uuid::new_v4().simple(),
-                uuid::Uuid::new_v4().simple()
+const OPERATOR_TOKEN: &str = "ACTION_HOST_OPERATOR_TOKEN";
+const DESIGNER_TOKEN: &str = "ACTION_HOST_DESIGNER_TOKEN";
+const INVOKE_TOKEN: &str = "ACTION_HOST_INVOKE_TOKEN";
+const METRICS_TOKEN: &str = "ACTION_HOST_METRICS_TOKEN";
+/// The operator token's earlier name.
+const ADMIN_TOKEN: &str = "ACTION_HOST_ADMIN_TOKEN";
+
+/// Each role's token from the environment; a role without one gets a new
+/// random token, printed once.
+fn tokens_from_env() -> Result<Tokens> {
+    let set = |variable: &str| {
+        std::env::var(variable)
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+    };
+    let operator = match (set(OPERATOR_TOKEN), set(ADMIN_TOKEN)) {
+        (Some(operator), Some(_)) => {
+            eprintln!("warning: {ADMIN_TOKEN} is ignored: {OPERATOR_TOKEN} is set");
+            Some(operator)
+        }
+        (None, Some(admin)) => {
+            eprintln!(
+                "warning: {ADMIN_TOKEN} is deprecated: it is read as {OPERATOR_TOKEN}; set that \
+                 instead"
             );
+            Some(admin)
+        }
+        (operator, None) => operator,
+    };
+    let or_generate = |variable: &str, token: Option<String>| {
+        token.unwrap_or_else(|| {
+            let token = Tokens::generate().of(Role::Operator).to_owned();
             eprintln!("{variable} was not set; generated: {token}");
             token
-        }
-    }
+        })
+    };
+    let tokens = Tokens::new(
+        or_generate(OPERATOR_TOKEN, operator),
+        or_generate(DESIGNER_TOKEN, set(DESIGNER_TOKEN)),
+        or_generate(INVOKE_TOKEN, set(INVOKE_TOKEN)),
+        or_generate(METRICS_TOKEN, set(METRICS_TOKEN)),
+    )
+    .map_err(|why| anyhow::anyhow!("{why} (the ACTION_HOST_*_TOKEN variables)"))?;
+    Ok(tokens)
 }
 
 async fn inspect(file: &Path) -> Result<ExitCode> {
@@ -334,21 +396,28 @@ fn key_values(pairs: &[String]) -> Result<BTreeMap<String, String>> {
         .collect()
 }
 
-/// Reads `NAME=VALUE@GRANT`; the value may contain `=` but not `@`.
-fn parse_secret(text: &str) -> Result<Secret> {
+/// Reads `NAME=WHAT@GRANT` (for `flag`), with the secret's value found from
+/// `WHAT` by `value`: the value itself, an environment variable or a file.
+/// `WHAT` may contain `=` and `@`; a grant contains neither.
+fn parse_secret(
+    flag: &str,
+    text: &str,
+    value: impl FnOnce(&str) -> Result<String>,
+) -> Result<Secret> {
     let usage = || {
         anyhow::anyhow!(
-            "--secret expects NAME=VALUE@GRANT, for example crm_token=abc@https://crm.example"
+            "{flag} expects NAME=VALUE@GRANT, for example crm_token=abc@https://crm.example"
         )
     };
     let (name, rest) = text.split_once('=').ok_or_else(usage)?;
-    let (value, grant) = rest.split_once('@').ok_or_else(usage)?;
-    if name.is_empty() || value.is_empty() {
+    let (what, grant) = rest.rsplit_once('@').ok_or_else(usage)?;
+    if name.is_empty() || what.is_empty() {
         return Err(usage());
     }
+    let value = value(what).with_context(|| format!("{flag} {name}"))?;
     Ok(Secret {
         name: name.to_owned(),
-        value: value.to_owned(),
+        value,
         allow: vec![Grant::parse(grant)?],
     })
 }

@@ -1,7 +1,7 @@
 //! The service's API as the tests call it: one function per route they use,
 //! each returning the status and the JSON body (`null` when there is none).
 
-use super::server::{ADMIN, INVOKE, Server};
+use super::server::{INVOKE, OPERATOR, Server};
 use reqwest::{Client, RequestBuilder, StatusCode};
 use serde_json::Value;
 
@@ -20,7 +20,7 @@ async fn answer(request: RequestBuilder) -> (StatusCode, Value) {
 
 pub async fn upload(server: &Server, name: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
     let url = server.url(&format!("/v1/actions/{name}"));
-    answer(client().put(url).bearer_auth(ADMIN).body(bytes)).await
+    answer(client().put(url).bearer_auth(OPERATOR).body(bytes)).await
 }
 
 pub async fn invoke(server: &Server, name: &str, body: Value) -> (StatusCode, Value) {
@@ -28,10 +28,10 @@ pub async fn invoke(server: &Server, name: &str, body: Value) -> (StatusCode, Va
     answer(client().post(url).bearer_auth(INVOKE).json(&body)).await
 }
 
-pub async fn admin_get(server: &Server, path: &str) -> (StatusCode, String) {
+pub async fn operator_get(server: &Server, path: &str) -> (StatusCode, String) {
     let response = client()
         .get(server.url(path))
-        .bearer_auth(ADMIN)
+        .bearer_auth(OPERATOR)
         .send()
         .await
         .unwrap();
@@ -40,7 +40,7 @@ pub async fn admin_get(server: &Server, path: &str) -> (StatusCode, String) {
 
 pub async fn set_grants(server: &Server, name: &str, body: Value) -> (StatusCode, Value) {
     let url = server.url(&format!("/v1/actions/{name}/grants"));
-    answer(client().put(url).bearer_auth(ADMIN).json(&body)).await
+    answer(client().put(url).bearer_auth(OPERATOR).json(&body)).await
 }
 
 pub async fn webhook(server: &Server, name: &str, body: Value) -> (StatusCode, Value) {

@@ -6,8 +6,19 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub const ADMIN: &str = "test-admin-token";
+pub const OPERATOR: &str = "test-operator-token";
+pub const DESIGNER: &str = "test-designer-token";
 pub const INVOKE: &str = "test-invoke-token";
+pub const METRICS: &str = "test-metrics-token";
+
+/// The environment variables of the service's tokens.
+pub const TOKEN_VARIABLES: [&str; 5] = [
+    "ACTION_HOST_OPERATOR_TOKEN",
+    "ACTION_HOST_DESIGNER_TOKEN",
+    "ACTION_HOST_INVOKE_TOKEN",
+    "ACTION_HOST_METRICS_TOKEN",
+    "ACTION_HOST_ADMIN_TOKEN",
+];
 
 pub struct Server {
     child: Child,
@@ -20,20 +31,32 @@ impl Server {
     /// Starts the service on a free loopback port with `data` as its data
     /// directory, and waits until it listens.
     pub fn start(data: &Path, extra: &[&str]) -> Server {
+        Server::start_with_env(
+            data,
+            extra,
+            &[
+                ("ACTION_HOST_OPERATOR_TOKEN", OPERATOR),
+                ("ACTION_HOST_DESIGNER_TOKEN", DESIGNER),
+                ("ACTION_HOST_INVOKE_TOKEN", INVOKE),
+                ("ACTION_HOST_METRICS_TOKEN", METRICS),
+            ],
+        )
+    }
+
+    /// Starts the service with exactly the token variables `env` (none of
+    /// the others), so it generates the rest.
+    pub fn start_with_env(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_action-host"));
-        command
-            .env("ACTION_HOST_ADMIN_TOKEN", ADMIN)
-            .env("ACTION_HOST_INVOKE_TOKEN", INVOKE);
+        for variable in TOKEN_VARIABLES {
+            command.env_remove(variable);
+        }
+        command.envs(env.iter().copied());
         Server::spawn(command, data, extra)
     }
 
-    /// Starts the service with neither token set, so it generates them.
+    /// Starts the service with no token set, so it generates them all.
     pub fn start_without_tokens(data: &Path) -> Server {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_action-host"));
-        command
-            .env_remove("ACTION_HOST_ADMIN_TOKEN")
-            .env_remove("ACTION_HOST_INVOKE_TOKEN");
-        Server::spawn(command, data, &[])
+        Server::start_with_env(data, &[], &[])
     }
 
     fn spawn(mut command: Command, data: &Path, extra: &[&str]) -> Server {

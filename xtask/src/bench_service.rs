@@ -160,7 +160,9 @@ struct Server {
 impl Server {
     fn start(command: &mut Command) -> Result<Server> {
         let mut child = command
-            .env("ACTION_HOST_ADMIN_TOKEN", "bench-admin-token")
+            .env("ACTION_HOST_OPERATOR_TOKEN", "bench-operator-token")
+            .env("ACTION_HOST_DESIGNER_TOKEN", "bench-designer-token")
+            .env("ACTION_HOST_METRICS_TOKEN", "bench-metrics-token")
             .env("ACTION_HOST_INVOKE_TOKEN", TOKEN)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
