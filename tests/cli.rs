@@ -474,6 +474,26 @@ async fn secret_values_come_from_the_environment_or_a_file() {
         ["Bearer from-the-env-t0k3n", "Bearer from-a-file-t0k3n"]
     );
 
+    // Bound to another header, the secret is refused for Authorization.
+    let out = action_host(&[
+        "run",
+        common::plugin("lead_capture").to_str().unwrap(),
+        "--input",
+        r#"{"email":"ada@example.com"}"#,
+        "--config",
+        &format!("crm_url={}", mock.url("/crm/leads")),
+        "--allow",
+        &grant,
+        "--secret",
+        &format!("crm_token=long-enough-value@{grant}"),
+        "--secret-header",
+        "crm_token=x-api-key",
+    ]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("the secret `crm_token` may fill only the header(s) x-api-key"),
+        "{err}"
+    );
     let out = action_host(&[
         "run",
         common::plugin("lead_capture").to_str().unwrap(),

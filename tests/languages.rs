@@ -88,7 +88,8 @@ async fn grant(
     let settings = json!({
         "grants": [allow],
         "config": {"api_base": mock.url(base)},
-        "secrets": [{"name": secret, "value": "secret-value", "allow": [allow]}],
+        "secrets": [{"name": secret, "value": "secret-value", "allow": [allow],
+                     "headers": [if secret == "weather_key" { "x-api-key" } else { "authorization" }]}],
     });
     let (status, body) = set_grants(server, action, settings).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -334,7 +335,8 @@ async fn fetch_obeys_the_request_timeout_of_the_grants() {
     let settings = json!({
         "grants": [allow],
         "config": {"api_base": mock.url("/slow")},
-        "secrets": [{"name": "weather_key", "value": "k", "allow": [allow]}],
+        "secrets": [{"name": "weather_key", "value": "weather-key", "allow": [allow],
+                     "headers": ["x-api-key"]}],
         "limits": {"request_timeout_ms": 300},
     });
     let (status, body) = set_grants(&server, "weather-js", settings).await;

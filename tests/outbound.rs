@@ -244,11 +244,11 @@ async fn a_secret_reaches_its_bound_destination_only_and_the_action_never_sees_i
     let value = "s3cr3t-t0k3n-value";
     let settings = ActionSettings {
         grants: grants(&[&format!("http://127.0.0.1:{p}")]),
-        secrets: vec![Secret {
-            name: "crm_token".into(),
-            value: value.into(),
-            allow: grants(&[&format!("POST http://127.0.0.1:{p}/leads")]),
-        }],
+        secrets: vec![Secret::new(
+            "crm_token",
+            value,
+            grants(&[&format!("POST http://127.0.0.1:{p}/leads")]),
+        )],
         ..ActionSettings::default()
     };
     let host = host_with("fixture", settings).await;
@@ -281,14 +281,7 @@ async fn a_secret_reaches_its_bound_destination_only_and_the_action_never_sees_i
             "the secret leaked into the result: {everything}"
         );
     }
-    let settings_debug = format!(
-        "{:?}",
-        Secret {
-            name: "x".into(),
-            value: value.into(),
-            allow: Vec::new()
-        }
-    );
+    let settings_debug = format!("{:?}", Secret::new("x", value, Vec::new()));
     assert!(!settings_debug.contains(value));
 }
 
@@ -389,14 +382,14 @@ async fn a_request_body_over_the_cap_is_invalid() {
 async fn the_wasi_http_path_obeys_the_same_grants_secrets_and_address_checks() {
     let mock = Mock::start().await;
     let p = mock.port;
-    let value = "wasi-s3cr3t";
+    let value = "wasi-s3cr3t-value";
     let settings = ActionSettings {
         grants: grants(&[&format!("POST http://127.0.0.1:{p}/leads")]),
-        secrets: vec![Secret {
-            name: "crm_token".into(),
-            value: value.into(),
-            allow: grants(&[&format!("POST http://127.0.0.1:{p}/leads")]),
-        }],
+        secrets: vec![Secret::new(
+            "crm_token",
+            value,
+            grants(&[&format!("POST http://127.0.0.1:{p}/leads")]),
+        )],
         ..ActionSettings::default()
     };
     let host = host_with("wasi_http_probe", settings).await;
@@ -535,11 +528,11 @@ async fn lead_capture_posts_the_lead_with_a_token_it_never_sees() {
     let token = "crm-t0k3n-for-tests";
     let settings = ActionSettings {
         grants: grants(&[&format!("POST http://127.0.0.1:{p}/crm/leads")]),
-        secrets: vec![Secret {
-            name: "crm_token".into(),
-            value: token.into(),
-            allow: grants(&[&format!("POST http://127.0.0.1:{p}/crm/leads")]),
-        }],
+        secrets: vec![Secret::new(
+            "crm_token",
+            token,
+            grants(&[&format!("POST http://127.0.0.1:{p}/crm/leads")]),
+        )],
         config: [("crm_url".to_string(), mock.url("/crm/leads"))].into(),
         ..ActionSettings::default()
     };
@@ -560,4 +553,177 @@ async fn lead_capture_posts_the_lead_with_a_token_it_never_sees() {
     assert_eq!(lead["email"], "ada@example.com");
     assert_eq!(lead["interest"], "teapots");
     assert!(!serde_json::to_string(&done).unwrap().contains(token));
+}
+
+/// An upstream that echoes the request's headers, in its response headers, in
+/// a chunked body that splits them, or as JSON: the action sees the secret's
+/// value redacted everywhere, through the `http` import and through wasi:http.
+#[tokio::test]
+async fn a_secret_an_upstream_echoes_back_is_redacted_before_the_action_sees_it() {
+    let mock = Mock::start().await;
+    let p = mock.port;
+    // Characters JSON escapes, so that the JSON echo differs from the raw one.
+    let value = r#"tok/en"with\specials-123"#;
+    let upstream = format!("http://127.0.0.1:{p}");
+    let settings = ActionSettings {
+        grants: grants(&[&upstream]),
+        secrets: vec![Secret::new("token", value, grants(&[&upstream]))],
+        ..ActionSettings::default()
+    };
+    let host = host_with("fixture", settings.clone()).await;
+    for path in ["/echo", "/echo-json"] {
+        let done = call(
+            &host,
+            json!({"behave": "http", "url": mock.url(path),
+                   "headers": {"authorization": "Bearer {{secret:token}}"}}),
+        )
+        .await;
+        assert_eq!(done.attributes["status"], 200, "{:?}", done.attributes);
+        let everything = serde_json::to_string(&done).unwrap();
+        assert!(
+            !everything.contains("specials"),
+            "{path} leaked: {everything}"
+        );
+        let body = done.attributes["body"].as_str().unwrap();
+        assert!(body.contains("Bearer [redacted]"), "{path}: {body}");
+        if path == "/echo" {
+            let headers = done.attributes["headers"].as_array().unwrap();
+            assert!(
+                headers.contains(&json!(["x-echo-authorization", "Bearer [redacted]"])),
+                "{headers:?}"
+            );
+        }
+    }
+    assert_eq!(
+        mock.received()[0].header("authorization"),
+        Some(format!("Bearer {value}").as_str()),
+        "the upstream got the value itself"
+    );
+
+    // The same through wasi:http.
+    let probe = Host::new(HostConfig {
+        pool_size: 4,
+        ..HostConfig::default()
+    })
+    .unwrap();
+    probe
+        .load_with("probe", common::plugin_bytes("wasi_http_probe"), settings)
+        .await
+        .unwrap();
+    let input = json!({"url": mock.url("/echo"), "authorization": "Bearer {{secret:token}}"});
+    let done = probe
+        .invoke("probe", CallContext::default(), input.as_object().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(done.attributes["status"], 200, "{:?}", done.attributes);
+    let body = done.attributes["body"].as_str().unwrap();
+    assert!(
+        body.contains("Bearer [redacted]") && !body.contains("specials"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_secret_fills_only_the_headers_it_is_bound_to() {
+    let mock = Mock::start().await;
+    let echo = mock.url("/echo");
+    let mut secret = Secret::new("token", "a-long-enough-secret", grants(&[&echo]));
+    secret.headers = vec!["X-Api-Key".into()];
+    let host = host_with(
+        "fixture",
+        ActionSettings {
+            grants: grants(&[&echo]),
+            secrets: vec![secret],
+            ..ActionSettings::default()
+        },
+    )
+    .await;
+    let denied = call(
+        &host,
+        json!({"behave": "http", "url": echo, "headers": {"x-echo-me": "{{secret:token}}"}}),
+    )
+    .await;
+    assert_eq!(denied.attributes["error"], "denied");
+    assert_eq!(
+        denied.attributes["detail"],
+        "the secret `token` may fill only the header(s) x-api-key, not `x-echo-me`"
+    );
+    let allowed = call(
+        &host,
+        json!({"behave": "http", "url": echo, "headers": {"x-api-key": "{{secret:token}}"}}),
+    )
+    .await;
+    assert_eq!(allowed.attributes["status"], 200);
+    assert_eq!(mock.received().len(), 1);
+    assert_eq!(
+        mock.received()[0].header("x-api-key"),
+        Some("a-long-enough-secret")
+    );
+}
+
+#[tokio::test]
+async fn trace_and_connect_are_denied_unless_a_grant_names_them() {
+    let mock = Mock::start().await;
+    let p = mock.port;
+    let host = host_with("fixture", allow(&[&format!("http://127.0.0.1:{p}")])).await;
+    for method in ["TRACE", "CONNECT"] {
+        let done = call(
+            &host,
+            json!({"behave": "http", "method": method, "url": mock.url("/echo")}),
+        )
+        .await;
+        assert_eq!(done.attributes["error"], "denied", "{method}");
+        assert!(
+            done.attributes["detail"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!(
+                    "({method} is allowed only by a grant that names it)"
+                )),
+            "{:?}",
+            done.attributes
+        );
+    }
+    assert!(mock.received().is_empty());
+    let named = host_with("fixture", allow(&[&format!("TRACE http://127.0.0.1:{p}")])).await;
+    let done = call(
+        &named,
+        json!({"behave": "http", "method": "TRACE", "url": mock.url("/echo")}),
+    )
+    .await;
+    assert_eq!(done.attributes["status"], 200, "{:?}", done.attributes);
+    assert_eq!(mock.received()[0].method, "TRACE");
+}
+
+#[tokio::test]
+async fn secrets_too_short_to_redact_or_bound_to_host_set_headers_are_refused_at_load() {
+    let host = Host::new(HostConfig {
+        pool_size: 4,
+        ..HostConfig::default()
+    })
+    .unwrap();
+    let grant = grants(&["https://api.example.com"]);
+    let mut host_header = Secret::new("t", "long-enough-value", grant.clone());
+    host_header.headers = vec!["Host".into()];
+    for (secret, why) in [
+        (
+            Secret::new("t", "short", grant.clone()),
+            "the secret `t` is shorter than 8 bytes",
+        ),
+        (
+            host_header,
+            "the secret `t` names `Host`, which is not a header an action may set",
+        ),
+    ] {
+        let settings = ActionSettings {
+            secrets: vec![secret],
+            ..ActionSettings::default()
+        };
+        let err = host
+            .load_with("fixture", common::plugin_bytes("fixture"), settings)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(why), "{err}");
+    }
 }

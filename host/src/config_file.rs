@@ -57,6 +57,9 @@ pub struct SecretDoc {
     pub value_env: Option<String>,
     /// Grants the secret may be sent to.
     pub allow: Vec<String>,
+    /// The header names it may fill; `Authorization` when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Vec<String>>,
 }
 
 /// Limits as written; each is optional.
@@ -115,11 +118,11 @@ impl ActionDoc {
                 };
                 let allow = parse_grants(&secret.allow)
                     .map_err(|why| format!("secret `{}`: {why}", secret.name))?;
-                Ok(Secret {
-                    name: secret.name.clone(),
-                    value,
-                    allow,
-                })
+                let mut parsed = Secret::new(secret.name.clone(), value, allow);
+                if let Some(headers) = &secret.headers {
+                    parsed.headers = headers.clone();
+                }
+                Ok(parsed)
             })
             .collect::<Result<Vec<_>, String>>()?;
         let (limits, http) = match &self.limits {

@@ -204,15 +204,16 @@ impl Host {
         &self,
         name: &str,
         bytes: &[u8],
-        settings: ActionSettings,
+        mut settings: ActionSettings,
         cache: Option<Arc<dyn ArtifactCache>>,
     ) -> Result<Prepared, LoadError> {
         plugin::check_name(name)?;
+        // Settings first: a mistake in them costs no compilation.
         let limits = self.check_limits(settings.limits)?;
+        check_secrets(&mut settings.secrets)?;
         let (component, starts_from) = self.compile(bytes, cache, Start::AfterDescribe).await?;
         let pre = plugin::link(&self.inner.engine, &self.inner.linker, &component)?;
         let run = plugin::run_index(&component)?;
-        check_secrets(&settings.secrets)?;
         let counters = self.counters(name);
         let outbound = Arc::new(
             Outbound::new(
@@ -490,25 +491,52 @@ impl Host {
     }
 }
 
-/// Secret names appear in `{{secret:NAME}}` placeholders: keep them plain.
-fn check_secrets(secrets: &[Secret]) -> Result<(), LoadError> {
+/// Checks each secret: a plain name (it appears in `{{secret:NAME}}`
+/// placeholders), a value long enough to redact safely, at least one grant,
+/// and header names it may fill that the action may set; the header names are
+/// made lower case.
+fn check_secrets(secrets: &mut [Secret]) -> Result<(), LoadError> {
     for secret in secrets {
-        let plain = !secret.name.is_empty()
-            && secret
-                .name
+        let name = &secret.name;
+        let plain = !name.is_empty()
+            && name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !plain {
             return Err(LoadError::Settings(format!(
-                "invalid secret name `{}`: use letters, digits, '_' and '-'",
-                secret.name
+                "invalid secret name `{name}`: use letters, digits, '_' and '-'"
+            )));
+        }
+        if secret.value.len() < Secret::MIN_VALUE_LEN {
+            return Err(LoadError::Settings(format!(
+                "the secret `{name}` is shorter than {} bytes: the host redacts a secret's value \
+                 wherever a response repeats it, and a value that short would also match \
+                 ordinary text",
+                Secret::MIN_VALUE_LEN
             )));
         }
         if secret.allow.is_empty() {
             return Err(LoadError::Settings(format!(
-                "the secret `{}` is bound to no destination: give it at least one grant",
-                secret.name
+                "the secret `{name}` is bound to no destination: give it at least one grant"
             )));
+        }
+        if secret.headers.is_empty() {
+            return Err(LoadError::Settings(format!(
+                "the secret `{name}` may fill no header: name at least one, such as authorization"
+            )));
+        }
+        for header in &mut secret.headers {
+            let valid = !header.is_empty()
+                && header
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+            if !valid || crate::outbound::is_host_set_header(header) {
+                return Err(LoadError::Settings(format!(
+                    "the secret `{name}` names `{header}`, which is not a header an action may \
+                     set"
+                )));
+            }
+            header.make_ascii_lowercase();
         }
     }
     Ok(())

@@ -105,6 +105,10 @@ struct RunArgs {
     /// Like --secret, with the value read from FILE (without a final newline).
     #[arg(long = "secret-file", value_name = "NAME=FILE@GRANT")]
     secrets_file: Vec<String>,
+    /// A header the secret NAME may fill (repeatable); without one, a secret
+    /// fills only `Authorization`.
+    #[arg(long = "secret-header", value_name = "NAME=HEADER")]
+    secret_headers: Vec<String>,
     /// A host configuration file (TOML); the action's entry gives its grants,
     /// secrets, config and limits, and the flags above add to it.
     #[arg(long, value_name = "FILE")]
@@ -174,6 +178,24 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
                     std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?;
                 Ok(text.strip_suffix('\n').unwrap_or(&text).to_owned())
             })?);
+    }
+    let mut bound: Vec<&str> = Vec::new();
+    for pair in &args.secret_headers {
+        let (name, header) = pair
+            .split_once('=')
+            .filter(|(n, h)| !n.is_empty() && !h.is_empty())
+            .with_context(|| format!("--secret-header expects NAME=HEADER, got `{pair}`"))?;
+        let secret = settings
+            .secrets
+            .iter_mut()
+            .find(|s| s.name == name)
+            .with_context(|| format!("--secret-header {pair}: no secret is named `{name}`"))?;
+        if !bound.contains(&name) {
+            // The first header named replaces the default.
+            secret.headers.clear();
+            bound.push(name);
+        }
+        secret.headers.push(header.to_owned());
     }
     let defaults = settings.limits.unwrap_or_default();
     let limits = Limits {
@@ -415,11 +437,7 @@ fn parse_secret(
         return Err(usage());
     }
     let value = value(what).with_context(|| format!("{flag} {name}"))?;
-    Ok(Secret {
-        name: name.to_owned(),
-        value,
-        allow: vec![Grant::parse(grant)?],
-    })
+    Ok(Secret::new(name, value, vec![Grant::parse(grant)?]))
 }
 
 /// A valid action name made from a file name: `Greeting v2.wasm` -> `greeting-v2`.

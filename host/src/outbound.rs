@@ -46,6 +46,8 @@ pub(crate) struct Request {
 pub(crate) struct Outbound {
     grants: Arc<Vec<Grant>>,
     secrets: Vec<Secret>,
+    /// The secrets' values in each form a response may repeat them.
+    redactions: Vec<Vec<u8>>,
     limits: HttpLimits,
     client: reqwest::Client,
     counters: Arc<OutboundCounters>,
@@ -107,6 +109,60 @@ const HOST_SET_HEADERS: &[&str] = &[
     "content-length",
 ];
 
+/// Whether the host sets the header `name` itself, so an action may not.
+pub(crate) fn is_host_set_header(name: &str) -> bool {
+    HOST_SET_HEADERS.contains(&name.to_ascii_lowercase().as_str())
+}
+
+/// What a redacted secret reads as.
+const REDACTED: &[u8] = b"[redacted]";
+
+/// Every form in which a response may repeat a secret's value: as sent, and
+/// as a JSON string carries it (an upstream that echoes headers as JSON).
+/// Longest first, so that a longer form is replaced whole.
+fn redactions(secrets: &[Secret]) -> Vec<Vec<u8>> {
+    let mut forms: Vec<Vec<u8>> = Vec::new();
+    for secret in secrets {
+        let raw = secret.value.as_bytes().to_vec();
+        let quoted = serde_json::to_string(&secret.value).unwrap_or_default();
+        let json = quoted.as_bytes()[1..quoted.len().saturating_sub(1).max(1)].to_vec();
+        let json_slashes = String::from_utf8_lossy(&json)
+            .replace('/', "\\/")
+            .into_bytes();
+        for form in [raw, json, json_slashes] {
+            if !form.is_empty() && !forms.contains(&form) {
+                forms.push(form);
+            }
+        }
+    }
+    forms.sort_by_key(|form| std::cmp::Reverse(form.len()));
+    forms
+}
+
+/// `bytes` with every occurrence of each of `forms` replaced by [`REDACTED`];
+/// `None` when there is none.
+fn redacted(bytes: &[u8], forms: &[Vec<u8>]) -> Option<Vec<u8>> {
+    let mut text = std::borrow::Cow::Borrowed(bytes);
+    for form in forms {
+        if memchr::memmem::find(&text, form).is_none() {
+            continue;
+        }
+        let mut out = Vec::with_capacity(text.len());
+        let mut rest: &[u8] = &text;
+        while let Some(at) = memchr::memmem::find(rest, form) {
+            out.extend_from_slice(&rest[..at]);
+            out.extend_from_slice(REDACTED);
+            rest = &rest[at + form.len()..];
+        }
+        out.extend_from_slice(rest);
+        text = std::borrow::Cow::Owned(out);
+    }
+    match text {
+        std::borrow::Cow::Borrowed(_) => None,
+        std::borrow::Cow::Owned(out) => Some(out),
+    }
+}
+
 impl Outbound {
     pub(crate) fn new(
         grants: Vec<Grant>,
@@ -129,6 +185,7 @@ impl Outbound {
             .build()?;
         Ok(Outbound {
             grants,
+            redactions: redactions(&secrets),
             secrets,
             limits,
             client,
@@ -179,16 +236,20 @@ impl Outbound {
             return Err(OutboundError::TooLarge);
         }
         let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(name, value)| {
-                (
-                    name.as_str().to_owned(),
-                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
+        let mut headers: Vec<(String, String)> = Vec::new();
+        for (name, value) in response.headers() {
+            // A header whose name repeats a secret goes; one whose value does
+            // is kept with the secret redacted.
+            if redacted(name.as_str().as_bytes(), &self.redactions).is_some() {
+                continue;
+            }
+            let value = redacted(value.as_bytes(), &self.redactions)
+                .unwrap_or_else(|| value.as_bytes().to_vec());
+            headers.push((
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(&value).into_owned(),
+            ));
+        }
         // Read chunk by chunk and stop at the cap: never buffer past it.
         let mut body = Vec::new();
         while let Some(chunk) = response
@@ -200,6 +261,16 @@ impl Outbound {
                 return Err(OutboundError::TooLarge);
             }
             body.extend_from_slice(&chunk);
+        }
+        // Redacted whole, after the last chunk: a value split across chunks
+        // is found as well as one inside a chunk.
+        if let Some(clean) = redacted(&body, &self.redactions) {
+            body = clean;
+            for (name, value) in &mut headers {
+                if name.eq_ignore_ascii_case("content-length") {
+                    *value = body.len().to_string();
+                }
+            }
         }
         Ok(Response {
             status,
@@ -264,8 +335,16 @@ impl Gate {
             .iter()
             .any(|grant| grant.allows(&destination))
         {
+            let hint = if crate::policy::NAMED_ONLY.contains(&destination.method.as_str()) {
+                format!(
+                    " ({} is allowed only by a grant that names it)",
+                    destination.method
+                )
+            } else {
+                String::new()
+            };
             return Err(OutboundError::Denied(format!(
-                "no grant allows {destination}"
+                "no grant allows {destination}{hint}"
             )));
         }
         if let Some(ip) = destination.ip()
@@ -275,7 +354,7 @@ impl Gate {
             return Err(OutboundError::Denied(format!("{ip} is {reason}")));
         }
         for (name, _) in &request.headers {
-            if HOST_SET_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            if is_host_set_header(name) {
                 return Err(OutboundError::InvalidRequest(format!(
                     "the header `{}` is set by the host",
                     clip(name)
@@ -292,7 +371,10 @@ impl Gate {
         let headers = request
             .headers
             .into_iter()
-            .map(|(name, value)| Ok((name, fill_secrets(&value, &outbound.secrets, &destination)?)))
+            .map(|(name, value)| {
+                let value = fill_secrets(&name, &value, &outbound.secrets, &destination)?;
+                Ok((name, value))
+            })
             .collect::<Result<Vec<_>, OutboundError>>()?;
         let left = self
             .deadline
@@ -315,9 +397,11 @@ impl Gate {
     }
 }
 
-/// Replaces each `{{secret:NAME}}` in a header value, only where the secret is
-/// bound to the destination. Messages name the secret, never its value.
+/// Replaces each `{{secret:NAME}}` in the value of the header `header`, only
+/// where the secret is bound to the destination and to that header. Messages
+/// name the secret, never its value.
 fn fill_secrets(
+    header: &str,
     value: &str,
     secrets: &[Secret],
     destination: &Destination,
@@ -345,6 +429,17 @@ fn fill_secrets(
         if !secret.allow.iter().any(|grant| grant.allows(destination)) {
             return Err(OutboundError::Denied(format!(
                 "the secret `{name}` is not bound to {destination}"
+            )));
+        }
+        if !secret
+            .headers
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(header))
+        {
+            return Err(OutboundError::Denied(format!(
+                "the secret `{name}` may fill only the header(s) {}, not `{}`",
+                secret.headers.join(", "),
+                clip(header)
             )));
         }
         filled.push_str(&rest[..start]);
@@ -456,11 +551,7 @@ mod tests {
     use super::*;
 
     fn secret(name: &str, value: &str, grant: &str) -> Secret {
-        Secret {
-            name: name.into(),
-            value: value.into(),
-            allow: vec![Grant::parse(grant).unwrap()],
-        }
+        Secret::new(name, value, vec![Grant::parse(grant).unwrap()])
     }
 
     fn destination(url: &str) -> Destination {
@@ -471,6 +562,7 @@ mod tests {
     fn a_secret_fills_in_for_its_bound_destination() {
         let secrets = [secret("crm_token", "s3cr3t", "https://crm.example/leads")];
         let filled = fill_secrets(
+            "authorization",
             "Bearer {{secret:crm_token}}",
             &secrets,
             &destination("https://crm.example/leads/1"),
@@ -482,6 +574,7 @@ mod tests {
     fn a_secret_is_refused_elsewhere_by_name_without_its_value() {
         let secrets = [secret("crm_token", "s3cr3t", "https://crm.example/leads")];
         let err = fill_secrets(
+            "authorization",
             "Bearer {{secret:crm_token}}",
             &secrets,
             &destination("https://other.example/"),
@@ -495,16 +588,61 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_fills_only_the_headers_it_is_bound_to() {
+        let secrets = [secret("crm_token", "s3cr3t-value", "https://crm.example/")];
+        let d = destination("https://crm.example/leads");
+        let err = fill_secrets("x-echo-me", "{{secret:crm_token}}", &secrets, &d).unwrap_err();
+        assert_eq!(
+            err,
+            OutboundError::Denied(
+                "the secret `crm_token` may fill only the header(s) authorization, not \
+                 `x-echo-me`"
+                    .into()
+            )
+        );
+        assert!(fill_secrets("Authorization", "{{secret:crm_token}}", &secrets, &d).is_ok());
+    }
+
+    #[test]
+    fn a_secret_is_redacted_in_every_form_a_response_repeats_it() {
+        let secrets = [secret(
+            "t",
+            "tok/en\"with\\specials-123",
+            "https://a.example/",
+        )];
+        let forms = redactions(&secrets);
+        for echo in [
+            "raw: tok/en\"with\\specials-123.".to_string(),
+            format!(
+                "json: {{\"authorization\": {}}}",
+                serde_json::to_string("tok/en\"with\\specials-123").unwrap()
+            ),
+            "json with slashes: tok\\/en\\\"with\\\\specials-123".to_string(),
+        ] {
+            let clean = redacted(echo.as_bytes(), &forms).expect(&echo);
+            let clean = String::from_utf8(clean).unwrap();
+            assert!(
+                clean.contains("[redacted]") && !clean.contains("specials"),
+                "{clean}"
+            );
+        }
+        assert!(redacted(b"nothing to hide", &forms).is_none());
+    }
+
+    #[test]
     fn an_unknown_or_unclosed_secret_is_refused() {
         let d = destination("https://crm.example/");
         assert!(matches!(
-            fill_secrets("{{secret:nope}}", &[], &d),
+            fill_secrets("authorization", "{{secret:nope}}", &[], &d),
             Err(OutboundError::Denied(_))
         ));
         assert!(matches!(
-            fill_secrets("{{secret:nope", &[], &d),
+            fill_secrets("authorization", "{{secret:nope", &[], &d),
             Err(OutboundError::InvalidRequest(_))
         ));
-        assert_eq!(fill_secrets("plain", &[], &d).unwrap(), "plain");
+        assert_eq!(
+            fill_secrets("authorization", "plain", &[], &d).unwrap(),
+            "plain"
+        );
     }
 }

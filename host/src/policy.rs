@@ -10,7 +10,8 @@
 //!   CIDR in brackets (`[10.0.0.0/8]`, `[fd00::/8]`);
 //! - path prefix: matches whole segments (`/orders` allows `/orders` and
 //!   `/orders/42`, not `/orders-admin`);
-//! - methods: any when omitted.
+//! - methods: any when omitted, except `TRACE` and `CONNECT`, which only a
+//!   grant that names them allows.
 //!
 //! Names and wildcards never allow private, loopback or other internal
 //! addresses (see [`crate::ssrf`]); only a grant that names the IP or CIDR does.
@@ -21,6 +22,10 @@ use std::net::IpAddr;
 use url::Url;
 
 use crate::log::clip;
+
+/// Methods a grant allows only when it names them: `TRACE` has the server echo
+/// the request back (secret headers included), `CONNECT` opens a tunnel.
+pub(crate) const NAMED_ONLY: [&str; 2] = ["TRACE", "CONNECT"];
 
 /// A parsed grant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,10 +192,10 @@ impl Grant {
     pub fn allows(&self, destination: &Destination) -> bool {
         let url = &destination.url;
         let scheme_ok = (url.scheme() == "https") == self.https;
-        let method_ok = self
-            .methods
-            .as_ref()
-            .is_none_or(|methods| methods.contains(&destination.method));
+        let method_ok = match &self.methods {
+            Some(methods) => methods.contains(&destination.method),
+            None => !NAMED_ONLY.contains(&destination.method.as_str()),
+        };
         scheme_ok
             && method_ok
             && destination.port() == self.port
@@ -434,6 +439,27 @@ mod tests {
             "https://crm.example",
             "DELETE",
             "https://crm.example/leads"
+        ));
+    }
+
+    #[test]
+    fn trace_and_connect_need_a_grant_that_names_them() {
+        for method in ["TRACE", "trace", "CONNECT"] {
+            assert!(!allows(
+                "https://crm.example",
+                method,
+                "https://crm.example/"
+            ));
+        }
+        assert!(allows(
+            "TRACE https://crm.example",
+            "TRACE",
+            "https://crm.example/"
+        ));
+        assert!(allows(
+            "https://crm.example",
+            "PATCH",
+            "https://crm.example/"
         ));
     }
 

@@ -84,15 +84,43 @@ impl Default for HttpLimits {
 }
 
 /// A secret the host writes into a request header in place of
-/// `{{secret:NAME}}`, only for destinations it is bound to.
+/// `{{secret:NAME}}`, only for destinations it is bound to and only into the
+/// headers it is bound to. Wherever an upstream echoes the value back, in a
+/// response's headers or body, the action sees `[redacted]` instead.
 #[derive(Clone)]
 pub struct Secret {
     /// The name the action writes.
     pub name: String,
-    /// The value, which the action never sees.
+    /// The value, which the action never sees. At least
+    /// [`Secret::MIN_VALUE_LEN`] bytes, so that redacting it cannot mangle
+    /// ordinary text.
     pub value: String,
     /// Where it may be sent.
     pub allow: Vec<Grant>,
+    /// The header names (any case) it may fill; [`Secret::DEFAULT_HEADERS`]
+    /// when written without.
+    pub headers: Vec<String>,
+}
+
+impl Secret {
+    /// The headers a secret may fill when its settings name none.
+    pub const DEFAULT_HEADERS: &[&str] = &["authorization"];
+
+    /// The shortest value a secret may have.
+    pub const MIN_VALUE_LEN: usize = 8;
+
+    /// A secret that may fill the [`Secret::DEFAULT_HEADERS`].
+    pub fn new(name: impl Into<String>, value: impl Into<String>, allow: Vec<Grant>) -> Secret {
+        Secret {
+            name: name.into(),
+            value: value.into(),
+            allow,
+            headers: Secret::DEFAULT_HEADERS
+                .iter()
+                .map(|h| (*h).to_owned())
+                .collect(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Secret {
@@ -102,6 +130,7 @@ impl std::fmt::Debug for Secret {
             .field("name", &self.name)
             .field("value", &"<redacted>")
             .field("allow", &self.allow)
+            .field("headers", &self.headers)
             .finish()
     }
 }

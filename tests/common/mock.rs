@@ -32,7 +32,8 @@ impl Received {
 /// The server. Paths: `/big` (2 MiB with a length), `/big-chunked` (2 MiB,
 /// chunked), `/slow` (answers after 3 s), `/redirect?to=URL` (302),
 /// `/api/users/{id}/orders/last` (an order as JSON; 404 for `nobody`),
-/// `/crm/leads` (201 with a lead id), `/slow...` (200 after 3 s), `/weather/current?city=C` (the weather;
+/// `/crm/leads` (201 with a lead id), `/echo...` (every request header back, in
+/// the headers and a chunked body), `/echo-json` (the request headers as JSON), `/slow...` (200 after 3 s), `/weather/current?city=C` (the weather;
 /// 404 for `Atlantis`, invalid JSON for `Garbled`), `/members/{id}` (a gold
 /// member; 404 for `nobody`), `/news/headlines?topic=T` (four headlines;
 /// invalid JSON for `garbled`), anything else: 200 "ok".
@@ -125,7 +126,20 @@ async fn serve(mut stream: TcpStream, log: Arc<Mutex<Vec<Received>>>) {
     });
 
     let big = vec![b'x'; 2 << 20];
-    let response: Vec<u8> = if path == "/big" {
+    let response: Vec<u8> = if path == "/echo-json" {
+        let echoed: serde_json::Map<String, serde_json::Value> = log
+            .lock()
+            .unwrap()
+            .last()
+            .unwrap()
+            .headers
+            .iter()
+            .map(|(n, v)| (n.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        json_response("200 OK", &serde_json::Value::Object(echoed).to_string())
+    } else if path.starts_with("/echo") {
+        echo(&log.lock().unwrap().last().unwrap().headers)
+    } else if path == "/big" {
         [
             format!(
                 "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
@@ -187,6 +201,27 @@ async fn serve(mut stream: TcpStream, log: Arc<Mutex<Vec<Received>>>) {
     };
     let _ = stream.write_all(&response).await;
     let _ = stream.shutdown().await;
+}
+
+/// Every request header back, as an echoing upstream (or a careless error
+/// page) would: each as a response header `x-echo-NAME`, and in the body as
+/// `NAME: VALUE` lines sent in chunks of 3 bytes, so that a value is split
+/// across chunks.
+fn echo(headers: &[(String, String)]) -> Vec<u8> {
+    let mut out =
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n".to_vec();
+    for (name, value) in headers {
+        out.extend_from_slice(format!("x-echo-{name}: {value}\r\n").as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    let body: String = headers.iter().map(|(n, v)| format!("{n}: {v}\n")).collect();
+    for chunk in body.as_bytes().chunks(3) {
+        out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        out.extend_from_slice(chunk);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
 }
 
 fn json_response(status: &str, body: &str) -> Vec<u8> {
