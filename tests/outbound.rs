@@ -727,3 +727,159 @@ async fn secrets_too_short_to_redact_or_bound_to_host_set_headers_are_refused_at
         assert!(err.contains(why), "{err}");
     }
 }
+
+/// Answers each name from a fixed table, as a DNS server the attacker runs
+/// might: the host must check every answer.
+struct Table(std::collections::HashMap<String, Vec<std::net::IpAddr>>);
+
+impl action_host::Resolve for Table {
+    fn resolve<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<Vec<std::net::IpAddr>>> + Send + 'a>,
+    > {
+        let found = self.0.get(name).cloned();
+        Box::pin(async move {
+            found.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such name"))
+        })
+    }
+}
+
+/// A host whose fixture resolves names from `table` and has `grants`.
+async fn host_resolving(table: &[(&str, &[&str])], grant_texts: &[&str]) -> Host {
+    let table = table
+        .iter()
+        .map(|(name, ips)| {
+            (
+                name.to_string(),
+                ips.iter().map(|ip| ip.parse().unwrap()).collect(),
+            )
+        })
+        .collect();
+    let host = Host::new(HostConfig {
+        pool_size: 8,
+        resolver: action_host::Resolver::new(Table(table)),
+        ..HostConfig::default()
+    })
+    .unwrap();
+    host.load_with(
+        "fixture",
+        common::plugin_bytes("fixture"),
+        allow(grant_texts),
+    )
+    .await
+    .unwrap();
+    host
+}
+
+/// Names that resolve to an internal address in each of its disguises are
+/// refused before any connection, whatever name grant allows them.
+#[tokio::test]
+async fn a_name_resolving_to_an_internal_address_in_any_form_is_refused() {
+    let forms: &[(&str, &str)] = &[
+        ("nat64.attacker.test", "64:ff9b::7f00:1"),
+        ("nat64-local.attacker.test", "64:ff9b:1:7f00:1::"),
+        ("6to4.attacker.test", "2002:7f00:1::1"),
+        ("teredo.attacker.test", "2001:0:4136:e378:8000:63bf:3fff:fdd2"),
+        ("compatible.attacker.test", "::7f00:1"),
+        ("siit.attacker.test", "::ffff:0:7f00:1"),
+        ("mapped.attacker.test", "::ffff:127.0.0.1"),
+        ("metadata.attacker.test", "169.254.169.254"),
+        ("metadata6.attacker.test", "fd00:ec2::254"),
+        ("reserved.attacker.test", "240.0.0.1"),
+        ("documentation.attacker.test", "192.0.2.10"),
+        ("documentation6.attacker.test", "2001:db8::1"),
+        ("documentation6-new.attacker.test", "3fff::1"),
+        ("discard.attacker.test", "100::1"),
+        ("private.attacker.test", "10.1.2.3"),
+        ("cgnat.attacker.test", "100.64.0.1"),
+    ];
+    let table: Vec<(&str, &[&str])> = forms
+        .iter()
+        .map(|(name, ip)| (*name, std::slice::from_ref(ip)))
+        .collect();
+    let host = host_resolving(&table, &["http://*.attacker.test"]).await;
+    for (name, ip) in forms {
+        let done = call(
+            &host,
+            json!({"behave": "http", "url": format!("http://{name}/")}),
+        )
+        .await;
+        assert_eq!(
+            done.attributes["error"], "denied",
+            "{name}: {:?}",
+            done.attributes
+        );
+        let detail = done.attributes["detail"].as_str().unwrap();
+        let shown: std::net::IpAddr = ip.parse().unwrap();
+        assert!(
+            detail.starts_with(&format!("`{name}` resolves to {shown} (")),
+            "{name}: {detail}"
+        );
+    }
+}
+
+/// An IP or CIDR grant lets a request through a name reach that address only
+/// for the requests it allows itself: its port, methods and path.
+#[tokio::test]
+async fn an_ip_grant_exempts_an_address_only_for_the_requests_it_allows() {
+    let mock = Mock::start().await;
+    let p = mock.port;
+    let host = host_resolving(
+        &[
+            ("internal.test", &["127.0.0.1"]),
+            ("mixed.test", &["10.9.9.9", "127.0.0.1"]),
+        ],
+        &[
+            // Names may be called on any port and path...
+            "http://internal.test",
+            &format!("http://internal.test:{p}"),
+            &format!("http://mixed.test:{p}"),
+            // ...but loopback only for GET under /public on the mock's port.
+            &format!("GET http://127.0.0.1:{p}/public"),
+        ],
+    )
+    .await;
+    let get = |url: String, method: &str| json!({"behave": "http", "method": method, "url": url});
+    let allowed = call(
+        &host,
+        get(format!("http://internal.test:{p}/public/1"), "GET"),
+    )
+    .await;
+    assert_eq!(
+        allowed.attributes["status"], 200,
+        "{:?}",
+        allowed.attributes
+    );
+    // The answers a grant does not name are dropped; the one it names is used.
+    let mixed = call(&host, get(format!("http://mixed.test:{p}/public/2"), "GET")).await;
+    assert_eq!(mixed.attributes["status"], 200, "{:?}", mixed.attributes);
+    for (url, method) in [
+        // Another port: the IP grant is for the mock's only.
+        ("http://internal.test/public/1".to_string(), "GET"),
+        // Another method or path on the same connection's port.
+        (format!("http://internal.test:{p}/public/1"), "POST"),
+        (format!("http://internal.test:{p}/private"), "GET"),
+        (format!("http://mixed.test:{p}/private"), "GET"),
+    ] {
+        let done = call(&host, get(url.clone(), method)).await;
+        assert_eq!(
+            done.attributes["error"], "denied",
+            "{method} {url}: {:?}",
+            done.attributes
+        );
+        let detail = done.attributes["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("resolves to") && detail.contains("127.0.0.1"),
+            "{detail}"
+        );
+    }
+    let received = mock.received();
+    let paths: Vec<&str> = received.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, ["/public/1", "/public/2"]);
+    assert_eq!(
+        received[0].header("host"),
+        Some(format!("internal.test:{p}").as_str())
+    );
+}

@@ -15,7 +15,7 @@ use crate::engine::{self, EpochTicker};
 use crate::error::{ErrorKind, InvokeError, LoadError};
 use crate::invoke::{self, Invocation};
 use crate::manifest::Manifest;
-use crate::outbound::{Outbound, OutboundCounters};
+use crate::outbound::{Network, Outbound, OutboundCounters};
 use crate::plugin::{self, Interface, Plugin};
 use crate::preinit;
 use crate::settings::{ActionSettings, HostConfig, HttpLimits, Limits, Secret};
@@ -40,8 +40,8 @@ struct Inner {
     /// How many components this host has compiled (not loaded from a cache).
     compilations: AtomicU64,
     counters: std::sync::Mutex<HashMap<String, Arc<OutboundCounters>>>,
-    /// Roots outbound HTTPS trusts besides the public ones.
-    tls_roots: Vec<CertificateDer<'static>>,
+    /// TLS and name resolution for every action's outbound requests.
+    network: Arc<Network>,
     /// Whether finished instances are reset with the kernel's page scan.
     page_scan: bool,
     _ticker: EpochTicker,
@@ -126,6 +126,7 @@ impl Host {
                 roots
             }
         };
+        let network = Arc::new(Network::new(&tls_roots, config.resolver.clone())?);
         let ticker = EpochTicker::start(&engine)?;
         Ok(Host {
             inner: Arc::new(Inner {
@@ -136,7 +137,7 @@ impl Host {
                 actions: RwLock::new(HashMap::new()),
                 compilations: AtomicU64::new(0),
                 counters: std::sync::Mutex::new(HashMap::new()),
-                tls_roots,
+                network,
                 page_scan: page_scan && PoolingAllocationConfig::is_pagemap_scan_available(),
                 _ticker: ticker,
             }),
@@ -221,7 +222,7 @@ impl Host {
                 settings.secrets,
                 settings.http,
                 counters,
-                &self.inner.tls_roots,
+                Arc::clone(&self.inner.network),
             )
             .map_err(LoadError::Host)?,
         );
@@ -290,7 +291,7 @@ impl Host {
                 Vec::new(),
                 HttpLimits::default(),
                 Arc::default(),
-                &self.inner.tls_roots,
+                Arc::clone(&self.inner.network),
             )
             .map_err(LoadError::Host)?,
         );
@@ -441,7 +442,7 @@ impl Host {
             Vec::new(),
             HttpLimits::default(),
             Arc::default(),
-            &self.inner.tls_roots,
+            Arc::clone(&self.inner.network),
         )
         .map_err(|e| preinit::Skipped {
             why: format!("the host could not set up the run: {e:#}"),

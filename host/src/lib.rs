@@ -48,9 +48,10 @@
 //! in [`ActionSettings`] (or an [`ActionDoc`] from a host file or the API).
 //! Both of its ways out, the `http` import and `wasi:http`, pass one gate
 //! (`outbound.rs`): the grant check (`policy.rs`), the internal-address check
-//! on the address actually connected to (`ssrf.rs`), secrets filled into
-//! headers only for the destinations they are bound to, and the request
-//! budget, size caps and timeouts.
+//! on the address actually connected to (`ssrf.rs`, `resolve.rs`), secrets
+//! filled into headers only for the destinations and headers they are bound
+//! to and redacted wherever a response repeats them (`redact.rs`), and the
+//! request budget, size caps and timeouts.
 //!
 //! # The service
 //!
@@ -76,6 +77,8 @@ mod outbound;
 mod plugin;
 mod policy;
 mod preinit;
+mod redact;
+mod resolve;
 mod settings;
 mod ssrf;
 mod state;
@@ -92,5 +95,6 @@ pub use log::{Level, LogLine, Source};
 pub use manifest::{AttributeSpec, Manifest, ValueKind};
 pub use plugin::Interface;
 pub use policy::{Grant, GrantError};
+pub use resolve::{Resolve, Resolver};
 pub use settings::{ActionSettings, HostConfig, HttpLimits, Limits, Secret};
 pub use store::{ActionRecord, DataDir};

@@ -220,6 +220,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         // For one call, snapshotting after `describe` would cost a second
         // compilation and save nothing.
         snapshot_after_describe: false,
+        ..HostConfig::default()
     })?;
     settings.limits = Some(limits);
     host.load_with(&name, &bytes, settings).await?;

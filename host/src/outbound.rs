@@ -3,13 +3,14 @@
 //! gate ([`Gate::admit`]) and the same client ([`Outbound::send`]).
 
 use bytes::Bytes;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::log::clip;
 use crate::policy::{Destination, Grant};
+use crate::redact::{redacted, redactions};
+use crate::resolve::{GuardedResolver, Refused, Resolver};
 use crate::settings::{HttpLimits, Secret};
 use crate::ssrf;
 
@@ -41,15 +42,40 @@ pub(crate) struct Request {
     pub timeout: Option<Duration>,
 }
 
-/// One action's outbound policy and its HTTP client (connections are reused
+/// What every action's HTTP clients share: TLS set up once (the public roots
+/// and the operator's), and the resolver.
+pub(crate) struct Network {
+    tls: rustls::ClientConfig,
+    resolver: Resolver,
+}
+
+impl Network {
+    pub(crate) fn new(
+        extra_roots: &[rustls::pki_types::CertificateDer<'static>],
+        resolver: Resolver,
+    ) -> anyhow::Result<Network> {
+        Ok(Network {
+            tls: tls_config(extra_roots)?,
+            resolver,
+        })
+    }
+}
+
+/// One action's outbound policy and its HTTP clients (connections are reused
 /// within the action only, so one action's grants never serve another's).
 pub(crate) struct Outbound {
-    grants: Arc<Vec<Grant>>,
+    grants: Vec<Grant>,
     secrets: Vec<Secret>,
     /// The secrets' values in each form a response may repeat them.
     redactions: Vec<Vec<u8>>,
     limits: HttpLimits,
-    client: reqwest::Client,
+    network: Arc<Network>,
+    /// A client per set of IP and CIDR grants (by index) that may let a
+    /// request through a name reach an internal address; the empty set's, for
+    /// most requests, is made at once. A client pools its connections, so a
+    /// connection to an internal address is only ever reused by requests
+    /// that the same grants allow.
+    clients: std::sync::Mutex<std::collections::HashMap<Vec<usize>, reqwest::Client>>,
     counters: Arc<OutboundCounters>,
 }
 
@@ -114,83 +140,50 @@ pub(crate) fn is_host_set_header(name: &str) -> bool {
     HOST_SET_HEADERS.contains(&name.to_ascii_lowercase().as_str())
 }
 
-/// What a redacted secret reads as.
-const REDACTED: &[u8] = b"[redacted]";
-
-/// Every form in which a response may repeat a secret's value: as sent, and
-/// as a JSON string carries it (an upstream that echoes headers as JSON).
-/// Longest first, so that a longer form is replaced whole.
-fn redactions(secrets: &[Secret]) -> Vec<Vec<u8>> {
-    let mut forms: Vec<Vec<u8>> = Vec::new();
-    for secret in secrets {
-        let raw = secret.value.as_bytes().to_vec();
-        let quoted = serde_json::to_string(&secret.value).unwrap_or_default();
-        let json = quoted.as_bytes()[1..quoted.len().saturating_sub(1).max(1)].to_vec();
-        let json_slashes = String::from_utf8_lossy(&json)
-            .replace('/', "\\/")
-            .into_bytes();
-        for form in [raw, json, json_slashes] {
-            if !form.is_empty() && !forms.contains(&form) {
-                forms.push(form);
-            }
-        }
-    }
-    forms.sort_by_key(|form| std::cmp::Reverse(form.len()));
-    forms
-}
-
-/// `bytes` with every occurrence of each of `forms` replaced by [`REDACTED`];
-/// `None` when there is none.
-fn redacted(bytes: &[u8], forms: &[Vec<u8>]) -> Option<Vec<u8>> {
-    let mut text = std::borrow::Cow::Borrowed(bytes);
-    for form in forms {
-        if memchr::memmem::find(&text, form).is_none() {
-            continue;
-        }
-        let mut out = Vec::with_capacity(text.len());
-        let mut rest: &[u8] = &text;
-        while let Some(at) = memchr::memmem::find(rest, form) {
-            out.extend_from_slice(&rest[..at]);
-            out.extend_from_slice(REDACTED);
-            rest = &rest[at + form.len()..];
-        }
-        out.extend_from_slice(rest);
-        text = std::borrow::Cow::Owned(out);
-    }
-    match text {
-        std::borrow::Cow::Borrowed(_) => None,
-        std::borrow::Cow::Owned(out) => Some(out),
-    }
-}
-
 impl Outbound {
     pub(crate) fn new(
         grants: Vec<Grant>,
         secrets: Vec<Secret>,
         limits: HttpLimits,
         counters: Arc<OutboundCounters>,
-        extra_roots: &[rustls::pki_types::CertificateDer<'static>],
+        network: Arc<Network>,
     ) -> anyhow::Result<Outbound> {
-        let grants = Arc::new(grants);
+        let outbound = Outbound {
+            grants,
+            redactions: redactions(&secrets),
+            secrets,
+            limits,
+            network,
+            clients: std::sync::Mutex::default(),
+            counters,
+        };
+        outbound.client(&[])?;
+        Ok(outbound)
+    }
+
+    /// The client for requests that the IP and CIDR grants `exempt` (indices
+    /// into the grants) allow: its resolver keeps an internal address only
+    /// when one of them names it.
+    fn client(&self, exempt: &[usize]) -> anyhow::Result<reqwest::Client> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = clients.get(exempt) {
+            return Ok(client.clone());
+        }
+        let resolver = GuardedResolver {
+            resolver: self.network.resolver.clone(),
+            exempt: exempt.iter().map(|&i| self.grants[i].clone()).collect(),
+        };
         let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls_config(extra_roots)?)
-            .dns_resolver(Arc::new(GuardedResolver {
-                grants: Arc::clone(&grants),
-            }))
+            .tls_backend_preconfigured(self.network.tls.clone())
+            .dns_resolver(Arc::new(resolver))
             // Redirects are not followed: the action sees the 3xx and decides,
             // and a request to the new location passes the gate like any other.
             .redirect(reqwest::redirect::Policy::none())
             // Proxies from the environment would route around the address check.
             .no_proxy()
             .build()?;
-        Ok(Outbound {
-            grants,
-            redactions: redactions(&secrets),
-            secrets,
-            limits,
-            client,
-            counters,
-        })
+        clients.insert(exempt.to_vec(), client.clone());
+        Ok(client)
     }
 
     /// Counts a request's result.
@@ -210,12 +203,15 @@ impl Outbound {
             headers,
             body,
             timeout,
+            exempt,
         } = admitted;
+        let client = self
+            .client(&exempt)
+            .map_err(|e| OutboundError::Transport(format!("the HTTP client failed: {e:#}")))?;
         let method = reqwest::Method::from_bytes(destination.method.as_bytes()).map_err(|_| {
             OutboundError::InvalidRequest(format!("invalid method `{}`", destination.method))
         })?;
-        let mut request = self
-            .client
+        let mut request = client
             .request(method, destination.url.clone())
             .timeout(timeout);
         for (name, value) in headers {
@@ -286,6 +282,9 @@ pub(crate) struct Admitted {
     headers: Vec<(String, String)>,
     body: Bytes,
     timeout: Duration,
+    /// The IP and CIDR grants that may let it reach an internal address its
+    /// host name resolves to: those that allow it but for the host.
+    exempt: Vec<usize>,
 }
 
 impl Admitted {
@@ -347,12 +346,26 @@ impl Gate {
                 "no grant allows {destination}{hint}"
             )));
         }
+        // An IP in the URL is matched only by IP and CIDR grants, each of which
+        // names the IP it allows: the grant that allowed it exempts it.
         if let Some(ip) = destination.ip()
             && let Some(reason) = ssrf::internal_reason(ip)
-            && !outbound.grants.iter().any(|grant| grant.names_ip(ip))
+            && !outbound
+                .grants
+                .iter()
+                .any(|grant| grant.allows(&destination) && grant.names_ip(ip))
         {
             return Err(OutboundError::Denied(format!("{ip} is {reason}")));
         }
+        // A host name may resolve to internal addresses: only IP and CIDR
+        // grants that allow this very request (but for its host) may exempt them.
+        let exempt: Vec<usize> = match destination.ip() {
+            Some(_) => Vec::new(),
+            None => (outbound.grants.iter().enumerate())
+                .filter(|(_, grant)| grant.names_addresses() && grant.allows_but_host(&destination))
+                .map(|(index, _)| index)
+                .collect(),
+        };
         for (name, _) in &request.headers {
             if is_host_set_header(name) {
                 return Err(OutboundError::InvalidRequest(format!(
@@ -393,6 +406,7 @@ impl Gate {
             headers,
             body: request.body,
             timeout,
+            exempt,
         })
     }
 }
@@ -477,55 +491,6 @@ fn classify(error: &reqwest::Error, destination: &Destination) -> OutboundError 
     OutboundError::Transport(format!("{destination}: {detail}"))
 }
 
-/// The resolver's refusal of a name that resolves only to internal addresses.
-#[derive(Debug)]
-struct Refused(String);
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Refused {}
-
-/// Resolves a name once and hands the client only the addresses it checked,
-/// so the address connected to is the address allowed (no DNS rebinding).
-struct GuardedResolver {
-    grants: Arc<Vec<Grant>>,
-}
-
-impl reqwest::dns::Resolve for GuardedResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let host = name.as_str().to_owned();
-        let grants = Arc::clone(&self.grants);
-        Box::pin(async move {
-            let resolved: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let mut refusals = Vec::new();
-            let allowed: Vec<SocketAddr> = resolved
-                .into_iter()
-                .filter(|addr| match ssrf::internal_reason(addr.ip()) {
-                    Some(_) if grants.iter().any(|grant| grant.names_ip(addr.ip())) => true,
-                    Some(reason) => {
-                        refusals.push(format!("{} ({reason})", addr.ip()));
-                        false
-                    }
-                    None => true,
-                })
-                .collect();
-            if allowed.is_empty() {
-                let refused = Refused(format!(
-                    "`{host}` resolves to {}; only a grant naming that IP or CIDR allows it",
-                    refusals.join(", ")
-                ));
-                return Err(Box::new(refused) as Box<dyn std::error::Error + Send + Sync>);
-            }
-            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
-}
-
 /// TLS with the Mozilla root certificates (and the operator's extra roots),
 /// HTTP/2 where the server offers it.
 fn tls_config(
@@ -601,32 +566,6 @@ mod tests {
             )
         );
         assert!(fill_secrets("Authorization", "{{secret:crm_token}}", &secrets, &d).is_ok());
-    }
-
-    #[test]
-    fn a_secret_is_redacted_in_every_form_a_response_repeats_it() {
-        let secrets = [secret(
-            "t",
-            "tok/en\"with\\specials-123",
-            "https://a.example/",
-        )];
-        let forms = redactions(&secrets);
-        for echo in [
-            "raw: tok/en\"with\\specials-123.".to_string(),
-            format!(
-                "json: {{\"authorization\": {}}}",
-                serde_json::to_string("tok/en\"with\\specials-123").unwrap()
-            ),
-            "json with slashes: tok\\/en\\\"with\\\\specials-123".to_string(),
-        ] {
-            let clean = redacted(echo.as_bytes(), &forms).expect(&echo);
-            let clean = String::from_utf8(clean).unwrap();
-            assert!(
-                clean.contains("[redacted]") && !clean.contains("specials"),
-                "{clean}"
-            );
-        }
-        assert!(redacted(b"nothing to hide", &forms).is_none());
     }
 
     #[test]

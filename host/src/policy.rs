@@ -14,7 +14,10 @@
 //!   grant that names them allows.
 //!
 //! Names and wildcards never allow private, loopback or other internal
-//! addresses (see [`crate::ssrf`]); only a grant that names the IP or CIDR does.
+//! addresses (see [`crate::ssrf`]); only a grant that names the IP or CIDR
+//! does, and only for the requests it allows itself: a name that resolves to
+//! an internal address needs an IP or CIDR grant with the request's scheme,
+//! port, method and path.
 
 use ipnet::IpNet;
 use std::fmt;
@@ -190,17 +193,24 @@ impl Grant {
 
     /// Whether this grant allows the request.
     pub fn allows(&self, destination: &Destination) -> bool {
+        self.allows_but_host(destination) && self.allows_host(&destination.url)
+    }
+
+    /// Whether this grant would allow the request if the request went to one
+    /// of its hosts: the scheme, port, method and path match.
+    pub(crate) fn allows_but_host(&self, destination: &Destination) -> bool {
         let url = &destination.url;
         let scheme_ok = (url.scheme() == "https") == self.https;
         let method_ok = match &self.methods {
             Some(methods) => methods.contains(&destination.method),
             None => !NAMED_ONLY.contains(&destination.method.as_str()),
         };
-        scheme_ok
-            && method_ok
-            && destination.port() == self.port
-            && self.allows_host(url)
-            && self.allows_path(url.path())
+        scheme_ok && method_ok && destination.port() == self.port && self.allows_path(url.path())
+    }
+
+    /// Whether this grant names addresses (an IP or a CIDR) rather than names.
+    pub(crate) fn names_addresses(&self) -> bool {
+        matches!(self.host, HostPattern::Ip(_) | HostPattern::Cidr(_))
     }
 
     /// Whether this grant names `ip` explicitly, as an address or a CIDR.

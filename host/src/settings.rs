@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::policy::Grant;
+use crate::resolve::Resolver;
 
 /// Bounds on one invocation of an action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +46,9 @@ pub struct HostConfig {
     /// [true]. It spares language runtimes their first-call set-up on every
     /// call; see BENCHMARKS.md.
     pub snapshot_after_describe: bool,
+    /// How outbound requests look up host names [the system's resolver].
+    /// Every address it returns is checked before a connection is made.
+    pub resolver: Resolver,
 }
 
 impl Default for HostConfig {
@@ -55,6 +59,7 @@ impl Default for HostConfig {
             pool_size: 256,
             tls_roots_pem: None,
             snapshot_after_describe: true,
+            resolver: Resolver::default(),
         }
     }
 }

@@ -4,7 +4,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Why `ip` is internal, or `None` for a public address. IPv6 forms that embed
-/// an IPv4 address (mapped, compatible, NAT64, 6to4) are judged by it.
+/// an IPv4 address where it can be read (mapped, compatible, SIIT, the
+/// well-known NAT64 prefix, 6to4) are judged by it; forms that hide it
+/// (Teredo, local-use NAT64 with its operator-chosen layout) are refused. An
+/// IPv6 address outside the global unicast range `2000::/3` is never public.
 pub(crate) fn internal_reason(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => v4_reason(v4),
@@ -25,6 +28,7 @@ fn v4_reason(ip: Ipv4Addr) -> Option<&'static str> {
         (224..=239, _, _) => "a multicast address",
         (240..=255, _, _) => "a reserved or broadcast address",
         (192, 0, 0) | (192, 0, 2) | (198, 51, 100) | (203, 0, 113) => "a reserved address",
+        (192, 88, 99) => "a reserved (6to4 relay) address",
         (198, 18..=19, _) => "a reserved (benchmarking) address",
         _ => return None,
     })
@@ -45,10 +49,17 @@ fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
         s if s & 0xffc0 == 0xfe80 => "a link-local address",
         s if s & 0xffc0 == 0xfec0 => "a site-local address",
         s if s & 0xff00 == 0xff00 => "a multicast address",
-        // Teredo hides the IPv4 peer; documentation and discard ranges go nowhere.
-        0x2001 if segments[1] == 0 => "a Teredo address",
-        0x2001 if segments[1] == 0x0db8 => "a reserved (documentation) address",
+        // 64:ff9b:1::/48 is NAT64 for a local network, where the operator
+        // chose where the IPv4 address sits: it cannot be read, so refuse all.
+        0x64 if segments[1] == 0xff9b => "a local-use NAT64 address",
         0x0100 if segments[1..4] == [0, 0, 0] => "a reserved (discard) address",
+        // Teredo hides the IPv4 peer; 2001::/23 is for protocols, not hosts.
+        0x2001 if segments[1] == 0 => "a Teredo address",
+        0x2001 if segments[1] < 0x0200 => "a reserved (IETF protocol) address",
+        0x2001 if segments[1] == 0x0db8 => "a reserved (documentation) address",
+        0x3fff if segments[1] < 0x1000 => "a reserved (documentation) address",
+        0x5f00 => "a reserved (segment routing) address",
+        s if s & 0xe000 != 0x2000 => "a reserved (not global unicast) address",
         _ => return None,
     })
 }
@@ -58,11 +69,12 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = ip.segments();
     let tail = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     match s {
-        // ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible, deprecated).
-        [0, 0, 0, 0, 0, 0xffff, _, _] => Some(tail),
+        // ::ffff:a.b.c.d (mapped), ::ffff:0:a.b.c.d (SIIT, translated) and
+        // ::a.b.c.d (compatible, deprecated).
+        [0, 0, 0, 0, 0, 0xffff, _, _] | [0, 0, 0, 0, 0xffff, 0, _, _] => Some(tail),
         [0, 0, 0, 0, 0, 0, _, _] if !ip.is_loopback() && !ip.is_unspecified() => Some(tail),
-        // NAT64, well-known and local-use prefixes.
-        [0x64, 0xff9b, 0, 0, 0, 0, _, _] | [0x64, 0xff9b, 1, ..] => Some(tail),
+        // NAT64's well-known prefix, 64:ff9b::/96, with the address last.
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(tail),
         // 6to4: 2002:AABB:CCDD::/48.
         [0x2002, hi, lo, ..] => Some(Ipv4Addr::new(
             (hi >> 8) as u8,
@@ -152,6 +164,48 @@ mod tests {
         assert_eq!(reason("::10.0.0.1"), Some("a private address"));
         assert_eq!(reason("64:ff9b::7f00:1"), Some("a loopback address"));
         assert_eq!(reason("2002:7f00:1::"), Some("a loopback address"));
+        assert_eq!(reason("::ffff:0:7f00:1"), Some("a loopback address"));
+        assert_eq!(reason("::ffff:0:a00:1"), Some("a private address"));
         assert_eq!(reason("::ffff:8.8.8.8"), None);
+        assert_eq!(reason("::ffff:0:808:808"), None);
+        assert_eq!(reason("64:ff9b::808:808"), None);
+    }
+
+    #[test]
+    fn forms_that_hide_an_ipv4_address_are_refused_whatever_it_is() {
+        // The local-use NAT64 prefix is not read by its last 32 bits: with a
+        // /48 layout, 64:ff9b:1:7f00:1:: is 127.0.0.1 while its tail is public.
+        assert_eq!(
+            reason("64:ff9b:1:7f00:1::808:808"),
+            Some("a local-use NAT64 address")
+        );
+        assert_eq!(
+            reason("64:ff9b:1::808:808"),
+            Some("a local-use NAT64 address")
+        );
+        assert_eq!(
+            reason("2001:0:4136:e378:8000:63bf:3fff:fdd2"),
+            Some("a Teredo address")
+        );
+    }
+
+    #[test]
+    fn reserved_and_documentation_ranges_are_refused() {
+        for (ip, why) in [
+            ("2001:2::1", "a reserved (IETF protocol) address"),
+            ("2001:10::1", "a reserved (IETF protocol) address"),
+            ("2001:db8::1", "a reserved (documentation) address"),
+            ("3fff::1", "a reserved (documentation) address"),
+            ("5f00::1", "a reserved (segment routing) address"),
+            ("100::1", "a reserved (discard) address"),
+            ("4000::1", "a reserved (not global unicast) address"),
+            ("::2:3:4:5", "a reserved (not global unicast) address"),
+            ("192.88.99.1", "a reserved (6to4 relay) address"),
+            ("203.0.113.9", "a reserved address"),
+        ] {
+            assert_eq!(reason(ip), Some(why), "{ip}");
+        }
+        assert_eq!(reason("2001:4860::8888"), None);
+        assert_eq!(reason("3fff:1000::1"), None);
     }
 }

@@ -417,7 +417,7 @@ mod tests {
             Vec::new(),
             HttpLimits::default(),
             Arc::default(),
-            &[],
+            Arc::new(crate::outbound::Network::new(&[], Default::default()).unwrap()),
         )
         .unwrap();
         let mut state = State::new(
