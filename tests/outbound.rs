@@ -781,7 +781,10 @@ async fn a_name_resolving_to_an_internal_address_in_any_form_is_refused() {
         ("nat64.attacker.test", "64:ff9b::7f00:1"),
         ("nat64-local.attacker.test", "64:ff9b:1:7f00:1::"),
         ("6to4.attacker.test", "2002:7f00:1::1"),
-        ("teredo.attacker.test", "2001:0:4136:e378:8000:63bf:3fff:fdd2"),
+        (
+            "teredo.attacker.test",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+        ),
         ("compatible.attacker.test", "::7f00:1"),
         ("siit.attacker.test", "::ffff:0:7f00:1"),
         ("mapped.attacker.test", "::ffff:127.0.0.1"),
@@ -882,4 +885,39 @@ async fn an_ip_grant_exempts_an_address_only_for_the_requests_it_allows() {
         received[0].header("host"),
         Some(format!("internal.test:{p}").as_str())
     );
+}
+
+/// Paths a server could read as another path (`..;`, encoded separators,
+/// double encoding, `//`) never pass a path-prefix grant, and the denial says why.
+#[tokio::test]
+async fn paths_a_server_could_read_differently_never_pass_a_path_prefix() {
+    let mock = Mock::start().await;
+    let p = mock.port;
+    let host = host_with("fixture", allow(&[&format!("http://127.0.0.1:{p}/public")])).await;
+    for path in [
+        "/public/..;/admin",
+        "/public/..%2Fadmin",
+        "/public/x%5C..%5Cadmin",
+        "/public/%252e%252e/admin",
+        "/public//admin",
+    ] {
+        let done = call(&host, json!({"behave": "http", "url": mock.url(path)})).await;
+        assert_eq!(
+            done.attributes["error"], "denied",
+            "{path}: {:?}",
+            done.attributes
+        );
+        let detail = done.attributes["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("which a server may read as another path"),
+            "{path}: {detail}"
+        );
+    }
+    assert!(mock.received().is_empty(), "a path reached the server");
+    let plain = call(
+        &host,
+        json!({"behave": "http", "url": mock.url("/public/a%20b")}),
+    )
+    .await;
+    assert_eq!(plain.attributes["status"], 200, "{:?}", plain.attributes);
 }

@@ -334,10 +334,17 @@ impl Gate {
             .iter()
             .any(|grant| grant.allows(&destination))
         {
+            let ambiguity = crate::policy::ambiguity(destination.url.path())
+                .filter(|_| outbound.grants.iter().any(Grant::has_path_prefix));
             let hint = if crate::policy::NAMED_ONLY.contains(&destination.method.as_str()) {
                 format!(
                     " ({} is allowed only by a grant that names it)",
                     destination.method
+                )
+            } else if let Some(why) = ambiguity {
+                format!(
+                    " (its path has {why}, which a server may read as another path: \
+                     path-prefix grants refuse it)"
                 )
             } else {
                 String::new()

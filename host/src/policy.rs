@@ -167,13 +167,14 @@ impl Grant {
             None if https => 443,
             None => 80,
         };
-        if path.contains("/./")
-            || path.contains("/../")
-            || path.ends_with("/..")
-            || path.contains('%')
-        {
+        let plain = path.split('/').skip(1).enumerate().all(|(i, segment)| {
+            let last = i + 2 == path.split('/').count();
+            !matches!(segment, "." | "..") && (last || !segment.is_empty())
+        });
+        if !plain || path.contains(['%', ';', '\\']) {
             return Err(fail(
-                "write the path prefix plainly, without `.`/`..` segments or %-escapes",
+                "write the path prefix plainly, without `.`/`..` or empty segments, `;`, `\\` \
+                 or %-escapes",
             ));
         }
         Ok(Grant {
@@ -240,11 +241,76 @@ impl Grant {
     }
 
     fn allows_path(&self, path: &str) -> bool {
+        if self.path_prefix.is_empty() {
+            return true;
+        }
+        // A path a server could read as another path is not compared at all.
+        if ambiguity(path).is_some() {
+            return false;
+        }
         match path.strip_prefix(self.path_prefix.as_str()) {
             Some(rest) => rest.is_empty() || rest.starts_with('/'),
             None => false,
         }
     }
+
+    /// Whether this grant allows only paths under a prefix.
+    pub(crate) fn has_path_prefix(&self) -> bool {
+        !self.path_prefix.is_empty()
+    }
+}
+
+/// Why a servers could read `path` (as the URL parser left it: `.` and `..`
+/// segments resolved, `\\` turned into `/`) as another path, or `None`.
+///
+/// Servers differ in what they decode and strip before they route: some
+/// decode `%2F` and `%5C` into separators, or decode twice; Tomcat and Jetty
+/// drop `;parameters` from each segment, so `..;` is `..` to them; some
+/// merge `//`; most stop at a NUL. A path where any of that would change
+/// which segments it has cannot be checked against a prefix the way the
+/// server will read it, so path-prefix grants refuse it.
+pub(crate) fn ambiguity(path: &str) -> Option<&'static str> {
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    for (i, segment) in segments.iter().enumerate() {
+        if segment.is_empty() && i + 1 < segments.len() {
+            return Some("an empty segment (`//`)");
+        }
+        let once = percent_decode(segment.as_bytes());
+        let twice = percent_decode(&once);
+        for decoded in [&once, &twice] {
+            if decoded.contains(&b'/') || decoded.contains(&b'\\') {
+                return Some("an encoded `/` or `\\`");
+            }
+            if decoded.iter().any(|b| b.is_ascii_control()) {
+                return Some("an encoded control character");
+            }
+            let before_parameters = decoded.split(|&b| b == b';').next().unwrap_or_default();
+            if matches!(before_parameters, b"." | b"..") {
+                return Some("a `.` or `..` segment in disguise (encoded, or with `;`)");
+            }
+        }
+    }
+    None
+}
+
+/// `bytes` with each `%XX` escape decoded; malformed escapes stay as they are.
+fn percent_decode(bytes: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let (Some(&hi), Some(&lo)) = (bytes.get(i + 1), bytes.get(i + 2))
+            && let (Some(hi), Some(lo)) = (hex(hi), hex(lo))
+        {
+            out.push(hi << 4 | lo);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 fn parse_methods(text: &str) -> Result<Vec<String>, String> {
@@ -439,6 +505,46 @@ mod tests {
     }
 
     #[test]
+    fn paths_a_server_could_read_differently_pass_no_path_prefix() {
+        let g = "https://api.shop.example/orders";
+        for path in [
+            "/orders/..;/admin",
+            "/orders/..;jsessionid=1/admin",
+            "/orders/.;/x",
+            "/orders/..%2Fadmin",
+            "/orders/..%2fadmin",
+            "/orders/x%5C..%5Cadmin",
+            "/orders/%252e%252e/admin",
+            "/orders/%252e%252e%252fadmin",
+            "/orders/%2e%2e;/admin",
+            "/orders//admin",
+            "/orders/a%00b",
+        ] {
+            let url = format!("https://api.shop.example{path}");
+            assert!(!allows(g, "GET", &url), "{path}");
+        }
+        // Without a path prefix there is nothing to escape from.
+        assert!(allows(
+            "https://api.shop.example",
+            "GET",
+            "https://api.shop.example/orders/..;/x"
+        ));
+        // Backslashes are separators to the URL parser, resolved before matching.
+        assert!(!allows(
+            g,
+            "GET",
+            "https://api.shop.example/orders\\..\\admin"
+        ));
+        // Plain paths with ordinary escapes still pass.
+        assert!(allows(
+            g,
+            "GET",
+            "https://api.shop.example/orders/a%20b;v=1/"
+        ));
+        assert!(allows(g, "GET", "https://api.shop.example/orders/"));
+    }
+
+    #[test]
     fn methods_are_limited_when_listed() {
         let g = "GET,post https://crm.example/leads";
         assert!(allows(g, "GET", "https://crm.example/leads"));
@@ -527,7 +633,11 @@ mod tests {
         assert!(why("https://[10.0.0.0/33]").contains("is not a CIDR"));
         assert!(why("G?T https://api.example.com").contains("is not an HTTP method"));
         assert!(why("https://user@api.example.com").contains("no query, fragment or credentials"));
-        assert!(why("https://api.example.com/a/../b").contains("without `.`/`..` segments"));
+        assert!(
+            why("https://api.example.com/a/../b").contains("without `.`/`..` or empty segments")
+        );
+        assert!(why("https://api.example.com/a//b").contains("without `.`/`..` or empty segments"));
+        assert!(why("https://api.example.com/a;b").contains("`;`"));
         assert!(why("https://").contains("the host is missing"));
     }
 
@@ -553,5 +663,256 @@ mod tests {
                 .unwrap_err()
                 .contains("invalid URL")
         );
+    }
+}
+
+/// Random grants and requests, checked against the rules as written in the
+/// module's documentation rather than against the parser's own logic: the
+/// model below builds each grant and request from parts and says from the
+/// parts alone whether the grant allows it.
+#[cfg(test)]
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum HostRule {
+        Name(&'static str),
+        Suffix(&'static str),
+        Ip(&'static str),
+        Cidr(&'static str),
+    }
+
+    #[derive(Debug, Clone)]
+    struct GrantParts {
+        methods: Option<Vec<&'static str>>,
+        https: bool,
+        host: HostRule,
+        port: Option<u16>,
+        prefix: Vec<&'static str>,
+    }
+
+    impl GrantParts {
+        fn text(&self) -> String {
+            let methods = self
+                .methods
+                .as_ref()
+                .map_or(String::new(), |m| format!("{} ", m.join(",")));
+            let host = match &self.host {
+                HostRule::Name(name) => name.to_string(),
+                HostRule::Suffix(suffix) => format!("*.{suffix}"),
+                HostRule::Ip(ip) => ip.to_string(),
+                HostRule::Cidr(net) => format!("[{net}]"),
+            };
+            let port = self.port.map_or(String::new(), |p| format!(":{p}"));
+            let path: String = self.prefix.iter().map(|s| format!("/{s}")).collect();
+            let scheme = if self.https { "https" } else { "http" };
+            format!("{methods}{scheme}://{host}{port}{path}")
+        }
+    }
+
+    /// A request host: its text in the URL, and what it is.
+    #[derive(Debug, Clone)]
+    struct HostParts {
+        text: &'static str,
+        name: Option<&'static str>,
+        ip: Option<std::net::Ipv4Addr>,
+    }
+
+    #[derive(Debug, Clone)]
+    struct RequestParts {
+        method: &'static str,
+        https: bool,
+        host: HostParts,
+        port: Option<u16>,
+        segments: Vec<&'static str>,
+    }
+
+    impl RequestParts {
+        fn url(&self) -> String {
+            let scheme = if self.https { "https" } else { "http" };
+            let port = self.port.map_or(String::new(), |p| format!(":{p}"));
+            format!(
+                "{scheme}://{}{port}/{}",
+                self.host.text,
+                self.segments.join("/")
+            )
+        }
+    }
+
+    /// Segments a request path may have. Dots are resolved by the URL parser
+    /// (also written `%2e`); the tricky ones are those a server may read
+    /// as another path.
+    const SEGMENTS: &[&str] = &[
+        "orders",
+        "admin",
+        "v1",
+        ".",
+        "..",
+        "%2e%2e",
+        ".%2E",
+        "%2e",
+        "",
+        "..;",
+        ".;",
+        "a%2Fb",
+        "x%5Cy",
+        "%252e%252e",
+        "a;v=1",
+        "%20",
+    ];
+    const TRICKY: &[&str] = &["..;", ".;", "a%2Fb", "x%5Cy", "%252e%252e"];
+
+    fn is_dot(segment: &str) -> bool {
+        matches!(segment, "." | "%2e")
+    }
+
+    fn is_dot_dot(segment: &str) -> bool {
+        matches!(segment, ".." | "%2e%2e" | ".%2E")
+    }
+
+    /// The path as the URL parser leaves it: dot segments resolved, as the
+    /// URL standard says, a final dot segment leaving a trailing slash.
+    fn resolved(segments: &[&'static str]) -> Vec<&'static str> {
+        let mut out: Vec<&'static str> = Vec::new();
+        for (i, segment) in segments.iter().enumerate() {
+            let last = i + 1 == segments.len();
+            if is_dot_dot(segment) {
+                out.pop();
+                if last {
+                    out.push("");
+                }
+            } else if is_dot(segment) {
+                if last {
+                    out.push("");
+                }
+            } else {
+                out.push(segment);
+            }
+        }
+        out
+    }
+
+    fn expected(grant: &GrantParts, request: &RequestParts) -> bool {
+        let method = match &grant.methods {
+            Some(methods) => methods.contains(&request.method),
+            None => !matches!(request.method, "TRACE" | "CONNECT"),
+        };
+        let default = |https: bool| if https { 443 } else { 80 };
+        let port = grant.port.unwrap_or(default(grant.https))
+            == request.port.unwrap_or(default(request.https));
+        let host = match (&grant.host, request.host.name, request.host.ip) {
+            (HostRule::Name(name), Some(host), _) => host == *name,
+            (HostRule::Suffix(suffix), Some(host), _) => host.ends_with(&format!(".{suffix}")),
+            (HostRule::Ip(ip), _, Some(host)) => host == ip.parse::<std::net::Ipv4Addr>().unwrap(),
+            (HostRule::Cidr(net), _, Some(host)) => {
+                net.parse::<ipnet::Ipv4Net>().unwrap().contains(&host)
+            }
+            _ => false,
+        };
+        let path = resolved(&request.segments);
+        let path_ok = grant.prefix.is_empty() || {
+            let middle_empty = path.iter().rev().skip(1).any(|s| s.is_empty());
+            let tricky = path.iter().any(|s| TRICKY.contains(s));
+            !middle_empty && !tricky && path.starts_with(&grant.prefix)
+        };
+        method && grant.https == request.https && port && host && path_ok
+    }
+
+    fn grants() -> impl Strategy<Value = GrantParts> {
+        let methods = prop_oneof![
+            Just(None),
+            proptest::sample::subsequence(vec!["GET", "POST", "DELETE"], 1..=3).prop_map(Some),
+        ];
+        let host = prop_oneof![
+            Just(HostRule::Name("api.shop.example")),
+            Just(HostRule::Name("shop.example")),
+            Just(HostRule::Suffix("shop.example")),
+            Just(HostRule::Ip("203.0.113.7")),
+            Just(HostRule::Cidr("203.0.113.0/28")),
+        ];
+        let prefix = proptest::collection::vec(
+            proptest::sample::select(vec!["orders", "admin", "v1"]),
+            0..=2,
+        );
+        (
+            methods,
+            any::<bool>(),
+            host,
+            proptest::option::of(Just(8443u16)),
+            prefix,
+        )
+            .prop_map(|(methods, https, host, port, prefix)| GrantParts {
+                methods,
+                https,
+                host,
+                port,
+                prefix,
+            })
+    }
+
+    fn requests() -> impl Strategy<Value = RequestParts> {
+        let ip = |text, ip: [u8; 4]| HostParts {
+            text,
+            name: None,
+            ip: Some(ip.into()),
+        };
+        let name = |text, name| HostParts {
+            text,
+            name: Some(name),
+            ip: None,
+        };
+        let host = proptest::sample::select(vec![
+            name("api.shop.example", "api.shop.example"),
+            name("API.Shop.Example", "api.shop.example"),
+            name("shop.example", "shop.example"),
+            name("a.api.shop.example", "a.api.shop.example"),
+            name(
+                "api.shop.example.evil.example",
+                "api.shop.example.evil.example",
+            ),
+            name("evilshop.example", "evilshop.example"),
+            ip("203.0.113.7", [203, 0, 113, 7]),
+            ip("3405803783", [203, 0, 113, 7]),
+            ip("0xcb.0.113.9", [203, 0, 113, 9]),
+            ip("203.0.113.200", [203, 0, 113, 200]),
+        ]);
+        let method = proptest::sample::select(vec!["GET", "POST", "DELETE", "PATCH", "TRACE"]);
+        let port = proptest::option::of(proptest::sample::select(vec![80u16, 443, 8443]));
+        let segments = proptest::collection::vec(proptest::sample::select(SEGMENTS.to_vec()), 0..5);
+        (method, any::<bool>(), host, port, segments).prop_map(
+            |(method, https, host, port, segments)| RequestParts {
+                method,
+                https,
+                host,
+                port,
+                segments,
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        #[test]
+        fn a_grant_allows_exactly_what_its_rules_say(grant in grants(), request in requests()) {
+            let parsed = Grant::parse(&grant.text()).unwrap();
+            let destination = Destination::parse(request.method, &request.url()).unwrap();
+            prop_assert_eq!(
+                parsed.allows(&destination),
+                expected(&grant, &request),
+                "{} for {} {} (as {})",
+                grant.text(),
+                request.method,
+                request.url(),
+                destination.url
+            );
+        }
+
+        #[test]
+        fn parsing_any_text_never_panics(text in ".{0,80}", method in "[A-Za-z ]{0,8}") {
+            let _ = Grant::parse(&text);
+            let _ = Destination::parse(&method, &text);
+        }
     }
 }
