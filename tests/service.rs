@@ -965,3 +965,185 @@ async fn one_action_at_its_concurrency_cap_leaves_the_pool_to_the_others() {
         assert_eq!(hog.await.unwrap(), StatusCode::GATEWAY_TIMEOUT);
     }
 }
+
+/// A client on loopback that answers `GET /healthz` promptly, or says how it failed.
+async fn healthz_within(server: &Server, limit: Duration) -> Result<(), String> {
+    let started = Instant::now();
+    let answer = tokio::time::timeout(limit, client().get(server.url("/healthz")).send()).await;
+    match answer {
+        Ok(Ok(response)) if response.status() == StatusCode::OK => Ok(()),
+        Ok(Ok(response)) => Err(format!("status {}", response.status())),
+        Ok(Err(error)) => Err(format!("{error}")),
+        Err(_) => Err(format!("no answer within {:?}", started.elapsed())),
+    }
+}
+
+fn loopback_address(server: &Server) -> std::net::SocketAddr {
+    server.base.trim_start_matches("http://").parse().unwrap()
+}
+
+/// Slow clients that never finish their headers are cut off at the header
+/// timeout, and a normal client is served all the while.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_time_out_and_a_normal_client_is_served_throughout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--header-timeout-ms", "1000"]);
+    let address = loopback_address(&server);
+    // Forty clients, each sending a request head a byte every 100 ms.
+    let slow: Vec<_> = (0..40)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+                let started = Instant::now();
+                let head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ".repeat(4);
+                for byte in head {
+                    if stream.write_all(&[byte]).await.is_err() {
+                        return started.elapsed();
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                // Never cut off: the test fails on the elapsed time below.
+                let mut rest = Vec::new();
+                let _ = stream.read_to_end(&mut rest).await;
+                started.elapsed()
+            })
+        })
+        .collect();
+    for _ in 0..15 {
+        healthz_within(&server, Duration::from_secs(1))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for client in slow {
+        let lasted = client.await.unwrap();
+        assert!(
+            lasted < Duration::from_secs(4),
+            "a slow client lasted {lasted:?}"
+        );
+    }
+}
+
+/// More idle connections than the cap: the ones idle longest are closed to
+/// make room, the service's descriptors stay bounded, and a normal client is
+/// served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_flood_is_bounded_and_a_normal_client_is_served_throughout() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--max-connections", "32"]);
+    let address = loopback_address(&server);
+    let baseline = server.open_files();
+    let mut flood = Vec::new();
+    for round in 0..10 {
+        for _ in 0..30 {
+            if let Ok(stream) = tokio::net::TcpStream::connect(address).await {
+                flood.push(stream);
+            }
+        }
+        healthz_within(&server, Duration::from_secs(2))
+            .await
+            .unwrap_or_else(|why| panic!("round {round}: {why}"));
+    }
+    assert_eq!(flood.len(), 300, "the kernel refused connections");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let open = server.open_files();
+    assert!(
+        open <= baseline + 32 + 4,
+        "{open} descriptors open with 300 connections (at start {baseline})"
+    );
+}
+
+/// Out of file descriptors, `accept` fails: the service backs off instead of
+/// spinning, closes idle connections to make room, and serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_descriptors_neither_spins_nor_stops_the_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let address = loopback_address(&server);
+    // Leave the service a few descriptors more than it holds now.
+    let limit = (server.open_files() + 8) as u64;
+    let rlimit = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: prlimit on our own child, with a valid struct and no old value asked.
+    let set = unsafe {
+        libc::prlimit(
+            server.pid() as i32,
+            libc::RLIMIT_NOFILE,
+            &rlimit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(set, 0, "prlimit failed");
+    let before = server.cpu_time();
+    let started = Instant::now();
+    let mut flood = Vec::new();
+    for _ in 0..100 {
+        if let Ok(stream) = tokio::net::TcpStream::connect(address).await {
+            flood.push(stream);
+        }
+    }
+    // Give a spinning accept loop time to show.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let used = server.cpu_time() - before;
+    let wall = started.elapsed();
+    assert!(
+        used < wall / 4,
+        "the service used {used:?} of CPU in {wall:?} while out of descriptors"
+    );
+    healthz_within(&server, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let warnings = server
+        .stderr()
+        .matches("accepting a connection failed")
+        .count();
+    assert!(
+        (1..=10).contains(&warnings),
+        "{warnings} warnings:\n{}",
+        server.stderr()
+    );
+}
+
+/// A body that arrives too slowly is cut off with 408, and the upload changes
+/// nothing.
+#[tokio::test]
+async fn a_body_sent_too_slowly_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--body-timeout-ms", "500"]);
+    let mut stream = tokio::net::TcpStream::connect(loopback_address(&server))
+        .await
+        .unwrap();
+    let head = format!(
+        "PUT /v1/actions/slow HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {DESIGNER}\r\n\
+         Content-Length: 100000\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let sender = async {
+        for _ in 0..100 {
+            if stream.write_all(&[0u8; 10]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), sender).await;
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("the body did not arrive within 0.5 s"),
+        "{answer}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let (status, _) = operator_get(&server, "/v1/actions/slow").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -42,6 +42,13 @@ pub struct ServeOptions {
     pub max_concurrency_per_action: usize,
     /// How long calls in flight may take to finish at shutdown [10 s].
     pub shutdown_grace: Duration,
+    /// Connections open at once; at the cap, the connection idle longest is
+    /// closed to make room [1024].
+    pub max_connections: usize,
+    /// How long a client may take to send a request's line and headers [10 s].
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body [60 s].
+    pub body_timeout: Duration,
     /// Components to deploy at start, as (name, file).
     pub deploy: Vec<(String, std::path::PathBuf)>,
 }
@@ -57,6 +64,9 @@ impl Default for ServeOptions {
             max_concurrency: 128,
             max_concurrency_per_action: 32,
             shutdown_grace: Duration::from_secs(10),
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
             deploy: Vec::new(),
         }
     }
@@ -634,7 +644,12 @@ impl Service {
             }
             (&Method::PUT, ["v1", "actions", name]) => {
                 self.authorize(&request, DESIGNER)?;
-                let bytes = read_body(request, self.options.max_upload_bytes).await?;
+                let bytes = read_body(
+                    request,
+                    self.options.max_upload_bytes,
+                    self.options.body_timeout,
+                )
+                .await?;
                 let first = self.served(name).is_none();
                 self.upload(name, bytes).await?;
                 let status = if first {
@@ -657,7 +672,7 @@ impl Service {
             }
             (&Method::PUT, ["v1", "actions", name, "grants"]) => {
                 self.authorize(&request, OPERATOR)?;
-                let body = read_json(request).await?;
+                let body = read_json(request, self.options.body_timeout).await?;
                 let doc: ActionDoc = serde_json::from_value(body).map_err(|e| {
                     ApiError::new(
                         StatusCode::UNPROCESSABLE_ENTITY,
@@ -680,7 +695,7 @@ impl Service {
             }
             (&Method::PUT, ["v1", "actions", name, "config"]) => {
                 self.authorize(&request, DESIGNER)?;
-                let body = read_json(request).await?;
+                let body = read_json(request, self.options.body_timeout).await?;
                 let config: BTreeMap<String, String> =
                     serde_json::from_value(body).map_err(|e| {
                         settings_error(format!(
@@ -697,7 +712,7 @@ impl Service {
             }
             (&Method::POST, ["v1", "actions", name, "invoke"]) => {
                 self.authorize(&request, INVOKE)?;
-                let body = read_json(request).await?;
+                let body = read_json(request, self.options.body_timeout).await?;
                 let (context, input) = invoke_body(&body)?;
                 let done = self.invoke(name, context, &input).await?;
                 let body = serde_json::to_vec(&done).map_err(|e| internal(e.into()))?;
@@ -708,7 +723,7 @@ impl Service {
             }
             (&Method::POST, ["webhooks", "opendialog", name]) => {
                 self.authorize(&request, INVOKE)?;
-                let body = read_json(request).await?;
+                let body = read_json(request, self.options.body_timeout).await?;
                 let input = body
                     .pointer("/input_data/attributes")
                     .and_then(Json::as_object)
@@ -840,8 +855,23 @@ fn invoke_body(body: &Json) -> Result<(CallContext, Map<String, Json>), ApiError
     Ok((context, input))
 }
 
-async fn read_body(request: Request<Incoming>, cap: usize) -> Result<Bytes, ApiError> {
-    match Limited::new(request.into_body(), cap).collect().await {
+/// Reads a request's body, at most `cap` bytes within `timeout`: a client
+/// that sends slowly holds a connection and memory, and is cut off.
+async fn read_body(
+    request: Request<Incoming>,
+    cap: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
+    let collected = tokio::time::timeout(timeout, Limited::new(request.into_body(), cap).collect())
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request-timeout",
+                format!("the body did not arrive within {} s", timeout.as_secs_f64()),
+            )
+        })?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -856,8 +886,8 @@ async fn read_body(request: Request<Incoming>, cap: usize) -> Result<Bytes, ApiE
     }
 }
 
-async fn read_json(request: Request<Incoming>) -> Result<Json, ApiError> {
-    let bytes = read_body(request, MAX_JSON_BYTES).await?;
+async fn read_json(request: Request<Incoming>, timeout: Duration) -> Result<Json, ApiError> {
+    let bytes = read_body(request, MAX_JSON_BYTES, timeout).await?;
     serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -878,36 +908,16 @@ fn json_response(status: StatusCode, body: &Json) -> Response<Full<Bytes>> {
 /// Serves until SIGTERM or SIGINT, then stops accepting and lets calls in
 /// flight finish within the grace period.
 pub async fn serve(service: Arc<Service>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::server::conn::auto::Builder;
-
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = Builder::new(TokioExecutor::new());
-    let mut stop = std::pin::pin!(shutdown_signal());
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, _) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        eprintln!("warning: accept failed: {error}");
-                        continue;
-                    }
-                };
-                let service = Arc::clone(&service);
-                let handler = hyper::service::service_fn(move |request| {
-                    let service = Arc::clone(&service);
-                    async move { Ok::<_, std::convert::Infallible>(service.handle(request).await) }
-                });
-                let connection = builder.serve_connection(TokioIo::new(stream), handler).into_owned();
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
-            }
-            () = &mut stop => break,
-        }
-    }
+    let limits = crate::listener::Limits {
+        max_connections: service.options.max_connections.max(1),
+        header_timeout: service.options.header_timeout,
+    };
+    let handler = {
+        let service = Arc::clone(&service);
+        move |request| Arc::clone(&service).handle(request)
+    };
+    crate::listener::accept_loop(&listener, limits, &graceful, handler, shutdown_signal()).await;
     drop(listener);
     eprintln!(
         "shutting down: waiting up to {:?} for calls in flight",

@@ -70,6 +70,7 @@ mod error;
 mod fault;
 mod host;
 mod invoke;
+mod listener;
 mod log;
 mod manifest;
 mod metrics;

@@ -63,6 +63,15 @@ struct ServeArgs {
     /// Serves without tokens. For local demos only.
     #[arg(long)]
     insecure_no_auth: bool,
+    /// Connections open at once; at the cap, the one idle longest is closed.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// How long a client may take to send a request's head, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    header_timeout_ms: u64,
+    /// How long a client may take to send a request's body, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 60_000)]
+    body_timeout_ms: u64,
     /// Root certificates (PEM) to trust for outbound HTTPS besides the public ones.
     #[arg(long, value_name = "FILE")]
     tls_roots: Option<PathBuf>,
@@ -285,6 +294,9 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
         max_upload_bytes: args.max_upload_mib << 20,
         max_concurrency: args.max_concurrency,
         max_concurrency_per_action: args.max_concurrency_per_action,
+        max_connections: connection_cap(args.max_connections),
+        header_timeout: Duration::from_millis(args.header_timeout_ms.max(1)),
+        body_timeout: Duration::from_millis(args.body_timeout_ms.max(1)),
         deploy,
         ..ServeOptions::default()
     };
@@ -326,6 +338,42 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
     }
     action_host::serve(service, listener).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `wanted` connections, or fewer if the process may not open that many
+/// descriptors: it raises its soft limit to the hard one first, and keeps
+/// room for files, the engine and its threads.
+fn connection_cap(wanted: usize) -> usize {
+    const RESERVE: u64 = 128;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return wanted;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    let room = usize::try_from(limit.rlim_cur.saturating_sub(RESERVE)).unwrap_or(usize::MAX);
+    if wanted > room {
+        eprintln!(
+            "note: --max-connections {wanted} is above what the open-file limit of {} leaves; \
+             serving at most {room} connections",
+            limit.rlim_cur
+        );
+        return room.max(1);
+    }
+    wanted
 }
 
 const OPERATOR_TOKEN: &str = "ACTION_HOST_OPERATOR_TOKEN";
