@@ -592,24 +592,33 @@ async fn concurrent_calls_each_get_a_fresh_instance() {
 #[tokio::test]
 async fn a_cached_artifact_loads_without_compiling_again() {
     let dir = tempfile::tempdir().unwrap();
-    let cache: std::sync::Arc<dyn action_host::ArtifactCache> =
-        std::sync::Arc::new(action_host::DataDir::open(dir.path()).unwrap());
+    let data = action_host::DataDir::open(dir.path()).unwrap();
+    let key = data.artifact_key().unwrap();
+    let cache: std::sync::Arc<dyn action_host::ArtifactCache> = std::sync::Arc::new(data);
     let bytes = common::plugin_bytes("greeting");
+    let host_with_key = |key: &action_host::ArtifactKey| {
+        Host::new(HostConfig {
+            artifact_key: key.clone(),
+            ..HostConfig::default()
+        })
+        .unwrap()
+    };
 
-    let first = Host::new(HostConfig::default()).unwrap();
+    let first = host_with_key(&key);
     first
         .load_cached("greeting", &bytes, ActionSettings::default(), cache.clone())
         .await
         .unwrap();
     assert_eq!(first.compilations(), 1);
 
-    // A new host (as after a restart) reads the artifact instead of compiling.
-    let second = Host::new(HostConfig::default()).unwrap();
+    // A new host (as after a restart) with the same key reads the artifact
+    // instead of compiling.
+    let second = host_with_key(&key);
     second
         .load_cached("greeting", &bytes, ActionSettings::default(), cache.clone())
         .await
         .unwrap();
-    assert_eq!(second.compilations(), 0);
+    assert_eq!((second.compilations(), second.rejected_artifacts()), (0, 0));
     let done = second
         .invoke(
             "greeting",
@@ -619,16 +628,55 @@ async fn a_cached_artifact_loads_without_compiling_again() {
         .await;
     assert!(done.unwrap().success);
 
-    // A corrupt artifact is not trusted: the host compiles again.
-    for entry in std::fs::read_dir(dir.path().join("artifacts")).unwrap() {
-        std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
-    }
-    let third = Host::new(HostConfig::default()).unwrap();
-    third
-        .load_cached("greeting", &bytes, ActionSettings::default(), cache)
+    // One with another key does not trust it: whoever wrote the cache might
+    // not be this host.
+    let stranger = host_with_key(&action_host::ArtifactKey::random());
+    stranger
+        .load_cached("greeting", &bytes, ActionSettings::default(), cache.clone())
         .await
         .unwrap();
-    assert_eq!(third.compilations(), 1);
+    assert_eq!(
+        (stranger.compilations(), stranger.rejected_artifacts()),
+        (1, 1)
+    );
+
+    // The stranger's artifact is now in the cache, sealed with its key; and a
+    // changed byte in an artifact, or garbage, is refused the same way.
+    let third = host_with_key(&key);
+    third
+        .load_cached("greeting", &bytes, ActionSettings::default(), cache.clone())
+        .await
+        .unwrap();
+    assert_eq!((third.compilations(), third.rejected_artifacts()), (1, 1));
+    for change in [
+        |artifact: &mut Vec<u8>| {
+            let middle = artifact.len() / 2;
+            artifact[middle] ^= 0x40;
+        },
+        |artifact: &mut Vec<u8>| *artifact = b"garbage".to_vec(),
+    ] {
+        for entry in std::fs::read_dir(dir.path().join("artifacts")).unwrap() {
+            let path = entry.unwrap().path();
+            let mut artifact = std::fs::read(&path).unwrap();
+            change(&mut artifact);
+            std::fs::write(&path, artifact).unwrap();
+        }
+        let next = host_with_key(&key);
+        next.load_cached("greeting", &bytes, ActionSettings::default(), cache.clone())
+            .await
+            .unwrap();
+        assert_eq!((next.compilations(), next.rejected_artifacts()), (1, 1));
+        assert!(
+            next.invoke(
+                "greeting",
+                CallContext::default(),
+                &object(json!({"first_name": "Ada"}))
+            )
+            .await
+            .unwrap()
+            .success
+        );
+    }
 }
 
 #[tokio::test]
@@ -682,12 +730,13 @@ async fn a_stream_that_describe_keeps_is_not_carried_into_calls() {
     // and say why, also when the compiled component comes from the cache.
     let dir = tempfile::tempdir().unwrap();
     for compiled in [1, 0] {
+        let cache = Arc::new(action_host::DataDir::open(dir.path()).unwrap());
         let host = Host::new(HostConfig {
             pool_size: 8,
+            artifact_key: cache.artifact_key().unwrap(),
             ..HostConfig::default()
         })
         .unwrap();
-        let cache = Arc::new(action_host::DataDir::open(dir.path()).unwrap());
         let prepared = host
             .prepare(
                 "held-stream",

@@ -1147,3 +1147,96 @@ async fn a_body_sent_too_slowly_gets_408() {
     let (status, _) = operator_get(&server, "/v1/actions/slow").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// The data directory is private, and an artifact changed on disk is not
+/// loaded: the service compiles the action again and counts the refusal.
+#[tokio::test]
+async fn the_data_directory_is_private_and_a_changed_artifact_is_compiled_again() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]);
+    upload(&server, "greeting", common::plugin_bytes("greeting")).await;
+    assert!(server.stop());
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let mut files = 0;
+    for sub in ["", "versions", "artifacts", "actions"] {
+        let folder = data.join(sub);
+        assert_eq!(mode(&folder), 0o700, "{}", folder.display());
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                assert_eq!(mode(&path), 0o600, "{}", path.display());
+                files += 1;
+            }
+        }
+    }
+    assert!(files >= 4, "{files} files");
+    for entry in std::fs::read_dir(data.join("artifacts")).unwrap() {
+        let path = entry.unwrap().path();
+        let mut artifact = std::fs::read(&path).unwrap();
+        let middle = artifact.len() / 2;
+        artifact[middle] ^= 0x40;
+        std::fs::write(&path, artifact).unwrap();
+    }
+    let server = Server::start(&data, &[]);
+    let (status, done) = invoke(&server, "greeting", greet("Ada")).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    let (_, metrics) = operator_get(&server, "/metrics").await;
+    assert!(
+        metrics.contains("action_host_compilations_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("action_host_artifacts_rejected_total 1"),
+        "{metrics}"
+    );
+}
+
+/// Compiling a large upload holds up no other change: settings of another
+/// action change at once, and past the compile timeout the upload is answered
+/// 503 with nothing changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_compilation_holds_up_no_other_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--compile-timeout-s", "2"]);
+    upload(&server, "fixture", common::plugin_bytes("fixture")).await;
+    // The JavaScript greeting takes several seconds to compile on two cores.
+    let url = server.url("/v1/actions/slow-js");
+    let big = common::plugin_bytes("greeting-js");
+    let uploading = tokio::spawn(async move {
+        let started = Instant::now();
+        let response = client()
+            .put(url)
+            .bearer_auth(DESIGNER)
+            .body(big)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        (status, body, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let configured = client()
+        .put(server.url("/v1/actions/fixture/config"))
+        .bearer_auth(DESIGNER)
+        .json(&json!({"greeting_prefix": "Hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(configured.status(), StatusCode::OK);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "a config change waited {:?} for a compilation",
+        started.elapsed()
+    );
+    let (status, body, took) = uploading.await.unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "compile-timeout");
+    assert!(took < Duration::from_secs(4), "the upload took {took:?}");
+    let (status, _) = operator_get(&server, "/v1/actions/slow-js").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -56,17 +56,26 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let cache = Arc::new(DataDir::open(root.join("target/bench-artifacts"))?);
+    // The cache's key, so that a later run reads what this one compiled.
+    let artifact_key = cache.artifact_key()?;
     let starts = [
-        ("after describe", Host::new(HostConfig::default())?),
+        (
+            "after describe",
+            Host::new(HostConfig {
+                artifact_key: artifact_key.clone(),
+                ..HostConfig::default()
+            })?,
+        ),
         (
             "as built",
             Host::new(HostConfig {
                 snapshot_after_describe: false,
+                artifact_key,
                 ..HostConfig::default()
             })?,
         ),
     ];
-    let cache = Arc::new(DataDir::open(root.join("target/bench-artifacts"))?);
 
     let input = json!({"first_name": "Ada Lovelace", "is_member": true, "membership_tier": "gold"});
     let input: Arc<Map<String, Value>> = Arc::new(input.as_object().unwrap().clone());

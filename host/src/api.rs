@@ -49,6 +49,11 @@ pub struct ServeOptions {
     pub header_timeout: Duration,
     /// How long a client may take to send a request's body [60 s].
     pub body_timeout: Duration,
+    /// How long an upload's compilation may take, waiting included, before
+    /// the upload is answered 503 [300 s].
+    pub compile_timeout: Duration,
+    /// Uploads compiled at once [2].
+    pub max_parallel_compiles: usize,
     /// Components to deploy at start, as (name, file).
     pub deploy: Vec<(String, std::path::PathBuf)>,
 }
@@ -67,6 +72,8 @@ impl Default for ServeOptions {
             max_connections: 1024,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
+            compile_timeout: Duration::from_secs(300),
+            max_parallel_compiles: 2,
             deploy: Vec::new(),
         }
     }
@@ -223,8 +230,10 @@ pub struct Service {
     total: Arc<Semaphore>,
     per_action: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Uploads and settings changes, one at a time, so versions and pointers
-    /// stay in step; invocations never wait on it.
+    /// stay in step; invocations never wait on it, nor does compiling.
     changes: tokio::sync::Mutex<()>,
+    /// Places for compiling uploads.
+    compiles: Arc<Semaphore>,
 }
 
 /// What the service knows of a serving action.
@@ -319,6 +328,7 @@ impl Service {
     /// (from cached artifacts, without recompiling), then deploys `options.deploy`.
     pub async fn start(host: Host, options: ServeOptions) -> anyhow::Result<Arc<Service>> {
         let data = Arc::new(DataDir::open(&options.data)?);
+        let options_compiles = options.max_parallel_compiles.max(1);
         let service = Arc::new(Service {
             host,
             data,
@@ -328,6 +338,7 @@ impl Service {
             metrics: Metrics::default(),
             per_action: std::sync::Mutex::new(HashMap::new()),
             changes: tokio::sync::Mutex::new(()),
+            compiles: Arc::new(Semaphore::new(options_compiles)),
         });
         for (name, record) in service.data.actions()? {
             // One broken action must not keep the others from serving.
@@ -380,34 +391,112 @@ impl Service {
         Ok(())
     }
 
+    /// The settings a new version of `name` serves with: the host file's, or
+    /// the serving version's, or none.
+    fn settings_for_upload(&self, name: &str) -> ActionDoc {
+        match (self.host_file_doc(name), self.served(name)) {
+            (Some(doc), _) => doc,
+            (None, Some(previous)) => previous.record.settings,
+            (None, None) => ActionDoc::default(),
+        }
+    }
+
     /// Validates, compiles and stores a new version, then serves it. A failure
-    /// at any step leaves the serving version as it was.
+    /// at any step leaves the serving version as it was. The compilation runs
+    /// before the lock that serializes changes is taken, within the compile
+    /// bounds, so a slow one holds up no other change.
     async fn upload(&self, name: &str, bytes: Bytes) -> Result<Served, ApiError> {
+        let sha256 = sha256_hex(&bytes);
+        let same = |served: &Option<Served>| {
+            served
+                .as_ref()
+                .filter(|p| p.record.sha256 == sha256)
+                .cloned()
+        };
+        // The same bytes again (a repeated deploy) are not a new version.
+        if let Some(previous) = same(&self.served(name)) {
+            return Ok(previous);
+        }
+        let doc = self.settings_for_upload(name);
+        let prepared = self.prepare_bounded(name, &bytes, &doc).await?;
         let _one_change = self.changes.lock().await;
         let previous = self.served(name);
-        let doc = match (&previous, self.host_file_doc(name)) {
-            (_, Some(doc)) => doc,
-            (Some(previous), None) => previous.record.settings.clone(),
-            (None, None) => ActionDoc::default(),
-        };
-        let sha256 = sha256_hex(&bytes);
-        // The same bytes again (a repeated deploy) are not a new version.
-        if let Some(previous) = previous.as_ref().filter(|p| p.record.sha256 == sha256) {
-            return Ok(previous.clone());
+        if let Some(previous) = same(&previous) {
+            return Ok(previous);
         }
-        let settings = doc.settings().map_err(settings_error)?;
-        let prepared = self
-            .host
-            .prepare(name, &bytes, settings, Some(self.cache()))
-            .await?;
+        // Settings changed while it compiled: prepare it again with the new
+        // ones, from the artifact just cached.
+        let current = self.settings_for_upload(name);
+        let prepared = if current == doc {
+            prepared
+        } else {
+            let settings = current.settings().map_err(settings_error)?;
+            self.host
+                .prepare(name, &bytes, settings, Some(self.cache()))
+                .await?
+        };
         let record = ActionRecord {
             sha256: sha256.clone(),
             version: previous.map_or(0, |p| p.record.version) + 1,
-            settings: doc,
+            settings: current,
         };
         self.persist(name, Some((sha256, bytes)), record.clone())
             .await?;
         Ok(self.install(name, record, prepared))
+    }
+
+    /// Prepares `bytes` as `name` with `doc`, at most
+    /// [`ServeOptions::max_parallel_compiles`] at once and within
+    /// [`ServeOptions::compile_timeout`] (waiting included). A compilation past
+    /// the timeout cannot be stopped: it goes on, holding its place, and its
+    /// artifact is cached for the next upload of the same bytes.
+    async fn prepare_bounded(
+        &self,
+        name: &str,
+        bytes: &Bytes,
+        doc: &ActionDoc,
+    ) -> Result<crate::Prepared, ApiError> {
+        let settings = doc.settings().map_err(settings_error)?;
+        let timeout = self.options.compile_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let place = tokio::time::timeout_at(deadline, Arc::clone(&self.compiles).acquire_owned())
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    format!(
+                        "other uploads kept the compiler busy for {} s; retry later",
+                        timeout.as_secs()
+                    ),
+                )
+            })?
+            .map_err(|e| internal(e.into()))?;
+        let (host, cache, name, bytes) = (
+            self.host.clone(),
+            self.cache(),
+            name.to_owned(),
+            bytes.clone(),
+        );
+        let compiling = tokio::spawn(async move {
+            let _place = place;
+            host.prepare(&name, &bytes, settings, Some(cache)).await
+        });
+        match tokio::time::timeout_at(deadline, compiling).await {
+            Ok(Ok(prepared)) => Ok(prepared?),
+            Ok(Err(failed)) => Err(internal(anyhow::anyhow!(
+                "the compilation failed: {failed}"
+            ))),
+            Err(_) => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "compile-timeout",
+                format!(
+                    "compiling it took longer than {} s; it goes on in the background and its \
+                     artifact is kept, so uploading it again later is quicker",
+                    timeout.as_secs()
+                ),
+            )),
+        }
     }
 
     /// Changes an action's settings (`change` makes the new ones from the

@@ -26,7 +26,7 @@ struct RawFile {
 
 /// One action's operator settings as written: in the host file (TOML), in
 /// `PUT /v1/actions/{name}/grants` (JSON) and in the data directory.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActionDoc {
     /// Grants, as text.
@@ -44,7 +44,7 @@ pub struct ActionDoc {
 }
 
 /// A secret as written: its value inline or the environment variable holding it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretDoc {
     /// The name in `{{secret:NAME}}`.
@@ -63,7 +63,7 @@ pub struct SecretDoc {
 }
 
 /// Limits as written; each is optional.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct LimitsDoc {

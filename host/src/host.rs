@@ -39,6 +39,8 @@ struct Inner {
     actions: RwLock<HashMap<String, Arc<Plugin>>>,
     /// How many components this host has compiled (not loaded from a cache).
     compilations: AtomicU64,
+    /// How many cached entries this host refused because their seal did not hold.
+    rejected_artifacts: AtomicU64,
     counters: std::sync::Mutex<HashMap<String, Arc<OutboundCounters>>>,
     /// TLS and name resolution for every action's outbound requests.
     network: Arc<Network>,
@@ -78,7 +80,10 @@ pub enum StartsFrom {
 
 /// Keeps compiled components between runs, so a restart loads without
 /// recompiling. Keys name the component's SHA-256 and the engine's
-/// compatibility hash, so an artifact is only ever read by an engine that can run it.
+/// compatibility hash, so an artifact is only ever read by an engine that can
+/// run it. What the host stores is sealed with its
+/// [`HostConfig::artifact_key`] and loaded only when the seal holds, so a
+/// cache that others can write to cannot make the host run their code.
 pub trait ArtifactCache: Send + Sync {
     /// The artifact stored under `key`, if any.
     fn get(&self, key: &str) -> Option<Vec<u8>>;
@@ -136,6 +141,7 @@ impl Host {
                 config,
                 actions: RwLock::new(HashMap::new()),
                 compilations: AtomicU64::new(0),
+                rejected_artifacts: AtomicU64::new(0),
                 counters: std::sync::Mutex::new(HashMap::new()),
                 network,
                 page_scan: page_scan && PoolingAllocationConfig::is_pagemap_scan_available(),
@@ -183,6 +189,12 @@ impl Host {
     /// How many components this host has compiled rather than read from a cache.
     pub fn compilations(&self) -> u64 {
         self.inner.compilations.load(Ordering::Relaxed)
+    }
+
+    /// How many cached artifacts this host refused to load because they were
+    /// not as it had stored them (see [`HostConfig::artifact_key`]).
+    pub fn rejected_artifacts(&self) -> u64 {
+        self.inner.rejected_artifacts.load(Ordering::Relaxed)
     }
 
     async fn load_from(
@@ -377,10 +389,20 @@ impl Host {
             let (inner, cache, key) = (Arc::clone(&self.inner), Arc::clone(cache), key.clone());
             // Reading a cached artifact is file I/O: off the async workers.
             let cached = tokio::task::spawn_blocking(move || {
-                let component = cache
-                    .get(&key)
-                    .and_then(|artifact| plugin::deserialize(&inner.engine, &artifact))?;
-                let skipped = cache.get(&skipped_key(&key));
+                let sealed = cache.get(&key)?;
+                let seal = &inner.config.artifact_key;
+                let Some(artifact) = seal.open(&key, &sealed) else {
+                    // Native code that is not as this host stored it is never
+                    // loaded: the component is compiled again.
+                    inner.rejected_artifacts.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                };
+                let component = plugin::deserialize(&inner.engine, artifact)?;
+                let skipped_key = skipped_key(&key);
+                let skipped = match cache.get(&skipped_key) {
+                    None => None,
+                    Some(sealed) => Some(seal.open(&skipped_key, &sealed)?.to_vec()),
+                };
                 Some((component, skipped))
             })
             .await
@@ -423,10 +445,12 @@ impl Host {
                 && let Ok(artifact) = component.serialize()
             {
                 // The reason first: an artifact without one reads as a snapshot.
+                let seal = &inner.config.artifact_key;
                 if let Some(why) = &skipped {
-                    cache.put(&skipped_key(key), why.as_bytes());
+                    let skipped_key = skipped_key(key);
+                    cache.put(&skipped_key, &seal.seal(&skipped_key, why.as_bytes()));
                 }
-                cache.put(key, &artifact);
+                cache.put(key, &seal.seal(key, &artifact));
             }
             Ok((component, starts_from))
         })

@@ -5,8 +5,8 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use action_host::{
-    ActionSettings, Auth, CallContext, Grant, Host, HostConfig, HostFile, Limits, Role, Secret,
-    ServeOptions, Service, Tokens,
+    ActionSettings, ArtifactKey, Auth, CallContext, DataDir, Grant, Host, HostConfig, HostFile,
+    Limits, Role, Secret, ServeOptions, Service, Tokens,
 };
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
@@ -75,6 +75,17 @@ struct ServeArgs {
     /// Root certificates (PEM) to trust for outbound HTTPS besides the public ones.
     #[arg(long, value_name = "FILE")]
     tls_roots: Option<PathBuf>,
+    /// The key that seals compiled artifacts, as 64 hex digits; without it, the
+    /// key in the data directory (made the first time).
+    #[arg(long, value_name = "FILE")]
+    artifact_key_file: Option<PathBuf>,
+    /// How long compiling one upload may take before the upload is answered
+    /// 503 (the compilation goes on and its artifact is kept), in seconds.
+    #[arg(long, value_name = "S", default_value_t = 300)]
+    compile_timeout_s: u64,
+    /// Uploads compiled at once; more wait (within the compile timeout).
+    #[arg(long, default_value_t = 2)]
+    max_parallel_compiles: usize,
 }
 
 #[derive(clap::Args)]
@@ -295,15 +306,22 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
         max_concurrency: args.max_concurrency,
         max_concurrency_per_action: args.max_concurrency_per_action,
         max_connections: connection_cap(args.max_connections),
+        compile_timeout: Duration::from_secs(args.compile_timeout_s.max(1)),
+        max_parallel_compiles: args.max_parallel_compiles.max(1),
         header_timeout: Duration::from_millis(args.header_timeout_ms.max(1)),
         body_timeout: Duration::from_millis(args.body_timeout_ms.max(1)),
         deploy,
         ..ServeOptions::default()
     };
+    let artifact_key = match &args.artifact_key_file {
+        Some(file) => read_artifact_key(file)?,
+        None => DataDir::open(&options.data)?.artifact_key()?,
+    };
     let host = Host::new(HostConfig {
         // Room for every permitted call plus loads running beside them.
         pool_size: u32::try_from(args.max_concurrency + 32).unwrap_or(u32::MAX),
         tls_roots_pem: read_roots(args.tls_roots.as_deref())?,
+        artifact_key,
         ..HostConfig::default()
     })?;
     let listener = tokio::net::TcpListener::bind(options.listen)
@@ -431,6 +449,24 @@ async fn inspect(file: &Path) -> Result<ExitCode> {
     let inspection = host.inspect(&bytes).await?;
     println!("{}", serde_json::to_string_pretty(&inspection)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// A key of 32 bytes written as 64 hex digits (surrounding space ignored).
+fn read_artifact_key(file: &Path) -> Result<ArtifactKey> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let text = text.trim();
+    let hex = |at: usize| u8::from_str_radix(text.get(at..at + 2)?, 16).ok();
+    let bytes: Option<Vec<u8>> = (0..32).map(|i| hex(2 * i)).collect();
+    match bytes {
+        Some(bytes) if text.len() == 64 => {
+            Ok(ArtifactKey::from_bytes(bytes.try_into().expect("32 bytes")))
+        }
+        _ => bail!(
+            "{} must hold 64 hex digits (32 bytes), such as the output of `openssl rand -hex 32`",
+            file.display()
+        ),
+    }
 }
 
 fn read_roots(file: Option<&Path>) -> Result<Option<String>> {

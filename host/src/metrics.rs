@@ -158,6 +158,13 @@ impl Metrics {
             "action_host_compilations_total {}",
             host.compilations()
         );
+        out.push_str("# HELP action_host_artifacts_rejected_total Cached artifacts not loaded because their seal did not hold.\n");
+        out.push_str("# TYPE action_host_artifacts_rejected_total counter\n");
+        let _ = writeln!(
+            out,
+            "action_host_artifacts_rejected_total {}",
+            host.rejected_artifacts()
+        );
         out
     }
 }

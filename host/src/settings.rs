@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::policy::Grant;
 use crate::resolve::Resolver;
+use crate::sealed::ArtifactKey;
 
 /// Bounds on one invocation of an action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +50,10 @@ pub struct HostConfig {
     /// How outbound requests look up host names [the system's resolver].
     /// Every address it returns is checked before a connection is made.
     pub resolver: Resolver,
+    /// The key that seals what the host stores in an artifact cache [a new
+    /// random key]. Give the same key to every run (and every replica) that
+    /// shares a cache, or each compiles again.
+    pub artifact_key: ArtifactKey,
 }
 
 impl Default for HostConfig {
@@ -60,6 +65,7 @@ impl Default for HostConfig {
             tls_roots_pem: None,
             snapshot_after_describe: true,
             resolver: Resolver::default(),
+            artifact_key: ArtifactKey::default(),
         }
     }
 }

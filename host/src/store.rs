@@ -5,19 +5,27 @@
 //! ```text
 //! data/
 //!   versions/<sha256>.wasm           the component as uploaded
-//!   artifacts/<sha256>-<engine>.cwasm  compiled for one engine configuration
+//!   artifacts/<sha256>-<engine>.cwasm  compiled for one engine configuration, sealed
 //!   actions/<name>.json              the current version and its settings
+//!   artifact.key                     the key that seals the artifacts
 //! ```
 //!
 //! Every file is written to a temporary name, fsynced, and renamed into place,
 //! then the directory is fsynced: a crash leaves the old file or the new one,
-//! never half of one. A pointer moves only after the version it names is on disk.
+//! never half of one, and a temporary file left by a failed write or a crash
+//! is removed. A pointer moves only after the version it names is on disk.
+//!
+//! The directory holds secrets (in settings) and native code the host loads
+//! (artifacts), so it is private: directories are made (and kept) 0700, files
+//! 0600.
 
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config_file::ActionDoc;
 use crate::host::ArtifactCache;
@@ -40,14 +48,56 @@ pub struct DataDir {
 }
 
 impl DataDir {
-    /// Opens (creating if needed) the data directory at `root`.
+    /// Opens (creating if needed) the data directory at `root`: makes it and
+    /// its folders private and removes temporary files a crash left.
     pub fn open(root: impl Into<PathBuf>) -> Result<DataDir> {
         let root = root.into();
-        for dir in ["versions", "artifacts", "actions"] {
-            fs::create_dir_all(root.join(dir))
-                .with_context(|| format!("cannot create {}", root.join(dir).display()))?;
+        for dir in [
+            &root,
+            &root.join("versions"),
+            &root.join("artifacts"),
+            &root.join("actions"),
+        ] {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            // One made earlier, or by someone else, may be readable by others.
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("cannot make {} private", dir.display()))?;
+            if dir != &root {
+                remove_temporary_files(dir)?;
+            }
         }
+        remove_temporary_files(&root)?;
         Ok(DataDir { root })
+    }
+
+    /// The key that seals this directory's artifacts, made (0600) the first
+    /// time. Give it to the host that caches here
+    /// ([`HostConfig::artifact_key`](crate::HostConfig::artifact_key)).
+    pub fn artifact_key(&self) -> Result<crate::ArtifactKey> {
+        let path = self.root.join("artifact.key");
+        match fs::read(&path) {
+            Ok(bytes) => {
+                let bytes: [u8; 32] = bytes.try_into().map_err(|bytes: Vec<u8>| {
+                    anyhow::anyhow!(
+                        "{} holds {} bytes, not the 32 of a key: remove it to make a new one \
+                         (the artifacts are then compiled again)",
+                        path.display(),
+                        bytes.len()
+                    )
+                })?;
+                Ok(crate::ArtifactKey::from_bytes(bytes))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = crate::ArtifactKey::random();
+                write_atomically(&path, key.as_bytes())?;
+                Ok(key)
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
     }
 
     /// Stores a component by its SHA-256 (a no-op when it is already there).
@@ -137,21 +187,50 @@ impl ArtifactCache for DataDir {
     }
 }
 
-/// Writes `bytes` to `path` so that readers see the old file or the whole new one.
+/// Removes the temporary files of writes that did not finish.
+fn remove_temporary_files(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.starts_with('.') && name.ends_with(".tmp") && path.is_file() {
+            fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` (mode 0600) so that readers see the old file or
+/// the whole new one; a failed write leaves no temporary file behind.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    static WRITES: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().context("a stored file has a directory")?;
+    // Unique per write: two writes of one file at once never share a name.
     let tmp = dir.join(format!(
-        ".{}.{}.tmp",
+        ".{}.{}.{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
     ));
-    let mut file =
-        File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    drop(file);
-    fs::rename(&tmp, path).with_context(|| format!("cannot move {} into place", path.display()))?;
+    let written = (|| {
+        let mut file = File::options()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        drop(file);
+        fs::rename(&tmp, path).with_context(|| format!("cannot move {} into place", path.display()))
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written?;
     sync_dir(dir)
 }
 
@@ -199,6 +278,55 @@ mod tests {
             again.version("abc").is_ok(),
             "versions outlive their pointer"
         );
+    }
+
+    #[test]
+    fn the_directory_is_private_and_its_files_too() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("data");
+        fs::create_dir(&root).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+        let data = DataDir::open(&root).unwrap();
+        data.put_version("abc", b"component").unwrap();
+        data.artifact_key().unwrap();
+        let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        for dir in ["", "versions", "artifacts", "actions"] {
+            assert_eq!(mode(&root.join(dir)), 0o700, "{dir}");
+        }
+        assert_eq!(mode(&root.join("versions/abc.wasm")), 0o600);
+        assert_eq!(mode(&root.join("artifact.key")), 0o600);
+        // The key is made once and then kept.
+        let key = data.artifact_key().unwrap();
+        assert_eq!(
+            DataDir::open(&root)
+                .unwrap()
+                .artifact_key()
+                .unwrap()
+                .as_bytes(),
+            key.as_bytes()
+        );
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_temporary_file_and_what_a_crash_left_is_swept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = DataDir::open(tmp.path()).unwrap();
+        // A directory where the file should go: the rename fails.
+        fs::create_dir(tmp.path().join("versions/abc.wasm")).unwrap();
+        fs::write(tmp.path().join("versions/abc.wasm/x"), b"x").unwrap();
+        assert!(write_atomically(&tmp.path().join("versions/abc.wasm"), b"new").is_err());
+        let names = |dir: &str| -> Vec<String> {
+            fs::read_dir(tmp.path().join(dir))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect()
+        };
+        assert_eq!(names("versions"), ["abc.wasm"]);
+        // What a crash leaves is removed when the directory is opened again.
+        fs::write(tmp.path().join("actions/.greeting.json.1.0.tmp"), b"{").unwrap();
+        drop(data);
+        DataDir::open(tmp.path()).unwrap();
+        assert!(names("actions").is_empty());
     }
 
     #[test]
