@@ -16,7 +16,7 @@
 //! is removed. A pointer moves only after the version it names is on disk.
 //!
 //! The directory holds secrets (in settings) and native code the host loads
-//! (artifacts), so it is private: directories are made (and kept) 0700, files
+//! (artifacts), so it is private: its folders are made (and kept) 0700, files
 //! 0600.
 
 use anyhow::{Context as _, Result};
@@ -48,27 +48,30 @@ pub struct DataDir {
 }
 
 impl DataDir {
-    /// Opens (creating if needed) the data directory at `root`: makes it and
-    /// its folders private and removes temporary files a crash left.
+    /// Opens (creating if needed) the data directory at `root`: makes its
+    /// folders private and removes temporary files a crash left. `root`
+    /// itself is made 0700 when it is created here; one that exists is left
+    /// as it is (it may be a folder the operator shares), since everything
+    /// in it is private on its own.
     pub fn open(root: impl Into<PathBuf>) -> Result<DataDir> {
         let root = root.into();
-        for dir in [
-            &root,
-            &root.join("versions"),
-            &root.join("artifacts"),
-            &root.join("actions"),
-        ] {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            // One made earlier, or by someone else, may be readable by others.
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-                .with_context(|| format!("cannot make {} private", dir.display()))?;
-            if dir != &root {
-                remove_temporary_files(dir)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&root)
+            .with_context(|| format!("cannot create {}", root.display()))?;
+        for dir in ["versions", "artifacts", "actions"].map(|d| root.join(d)) {
+            match fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(e).with_context(|| format!("cannot create {}", dir.display()));
+                }
+                _ => {}
             }
+            // One made by an earlier version, or by someone else, may be
+            // readable by others.
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("cannot make {} private", dir.display()))?;
+            remove_temporary_files(&dir)?;
         }
         remove_temporary_files(&root)?;
         Ok(DataDir { root })
@@ -283,14 +286,21 @@ mod tests {
     #[test]
     fn the_directory_is_private_and_its_files_too() {
         let tmp = tempfile::tempdir().unwrap();
+        let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let made = tmp.path().join("made/here");
+        DataDir::open(&made).unwrap();
+        assert_eq!(mode(&made), 0o700);
+        // An existing root is the operator's; what is inside is tightened.
         let root = tmp.path().join("data");
         fs::create_dir(&root).unwrap();
         fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::create_dir(root.join("versions")).unwrap();
+        fs::set_permissions(root.join("versions"), fs::Permissions::from_mode(0o755)).unwrap();
         let data = DataDir::open(&root).unwrap();
         data.put_version("abc", b"component").unwrap();
         data.artifact_key().unwrap();
-        let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
-        for dir in ["", "versions", "artifacts", "actions"] {
+        assert_eq!(mode(&root), 0o755);
+        for dir in ["versions", "artifacts", "actions"] {
             assert_eq!(mode(&root.join(dir)), 0o700, "{dir}");
         }
         assert_eq!(mode(&root.join("versions/abc.wasm")), 0o600);
