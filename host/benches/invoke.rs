@@ -6,7 +6,6 @@
 //! action and for the native baseline.
 
 // The same allocator as the `action-host` binary.
-#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -3,25 +3,23 @@
 
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value as Json};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use crate::bindings::types::{ActionError, Attribute, Context, Outcome};
 use crate::context::{self, CallContext, HostFacts};
 use crate::error::{ErrorKind, InvokeError};
 use crate::fault;
 use crate::log::{Level, LogLine, LogSink};
-use crate::outbound::Outbound;
 use crate::plugin::Plugin;
-use crate::settings::Limits;
-use crate::state::State;
+use crate::sandbox;
 use crate::value;
 
 /// The result of an invocation that ran to an outcome.
 #[derive(Debug, Clone, Serialize)]
 pub struct Invocation {
+    /// The id the action saw in its context.
+    pub invocation_id: String,
     /// What the conversation branches on.
     pub success: bool,
     /// Attributes to set, by name; a null value unsets.
@@ -43,13 +41,6 @@ fn milliseconds<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::
 type RunParams<'a> = (&'a Context, &'a [Attribute]);
 type RunResults = (Result<Outcome, ActionError>,);
 
-/// What one call from the guest into the host (its arguments) may carry, and
-/// what the host lifts of `run`'s result: wasmtime's hostcall fuel. Lifting
-/// copies, so without this bound a guest could hand the host the same string
-/// a hundred thousand times; with it the host copies at most this much per
-/// call. Raised for actions whose request body cap is larger.
-pub(crate) const HOSTCALL_FUEL: usize = 4 << 20;
-
 /// The most an outcome may carry: the bytes of its attribute names and
 /// values and its messages, each item counting [`ITEM_OVERHEAD`] more.
 pub(crate) const OUTCOME_CAP: usize = 4 << 20;
@@ -61,38 +52,10 @@ const ITEM_OVERHEAD: usize = 16;
 /// The most bytes of an `action-error`'s message the host keeps.
 const ERROR_MESSAGE_CAP: usize = 4 << 10;
 
-/// A store for one call of `plugin`-like code: limits, log, and an epoch
-/// callback that yields to the executor on every tick and traps at the deadline.
-pub(crate) fn new_store(
-    engine: &Engine,
-    limits: &Limits,
-    config: Arc<BTreeMap<String, String>>,
-    outbound: Arc<Outbound>,
-    log: LogSink,
-) -> Store<State> {
-    let deadline = Instant::now() + limits.deadline;
-    let outbound_body_cap = outbound.body_cap();
-    let mut store = Store::new(
-        engine,
-        State::new(log, config, limits.memory_bytes, deadline, outbound),
-    );
-    store.limiter(|state| &mut state.memory);
-    store.set_hostcall_fuel(HOSTCALL_FUEL.max(outbound_body_cap.saturating_add(1 << 20)));
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|store| {
-        Ok(if Instant::now() >= store.data().deadline {
-            UpdateDeadline::Interrupt
-        } else {
-            // Yield so that a busy action cannot hold an executor thread.
-            UpdateDeadline::Yield(1)
-        })
-    });
-    store
-}
-
 /// Runs `plugin` once.
 pub(crate) async fn run(
     plugin: &Plugin,
+    invocation_id: String,
     call: CallContext,
     input: &Map<String, Json>,
 ) -> Result<Invocation, InvokeError> {
@@ -106,7 +69,7 @@ pub(crate) async fn run(
     let (ctx, unknown_zone) = context::build(
         call,
         HostFacts {
-            invocation_id: invocation_id(),
+            invocation_id: invocation_id.clone(),
             action: &plugin.name,
             now_ms: now_ms(),
             deadline_ms: u32::try_from(limits.deadline.as_millis()).unwrap_or(u32::MAX),
@@ -122,7 +85,7 @@ pub(crate) async fn run(
         );
     }
 
-    let mut store = new_store(
+    let mut store = sandbox::new_store(
         plugin.pre.engine(),
         limits,
         Arc::clone(&plugin.config),
@@ -146,8 +109,14 @@ pub(crate) async fn run(
     .await;
 
     let result = match ran {
-        Err(_elapsed) => Err(timeout(limits)),
-        Ok(Err(trap)) => Err(trap_error(&store, trap, Vec::new(), limits, "outcome")),
+        Err(_elapsed) => Err(sandbox::timeout(limits)),
+        Ok(Err(trap)) => Err(sandbox::trap_error(
+            &store,
+            trap,
+            Vec::new(),
+            limits,
+            "outcome",
+        )),
         Ok(Ok(Err(action_error))) => Err(from_action_error(action_error)),
         Ok(Ok(Ok(outcome))) if outcome_size(&outcome) > OUTCOME_CAP => Err(outcome_too_large()),
         Ok(Ok(Ok(outcome))) => value::output_object(outcome.attributes)
@@ -163,6 +132,7 @@ pub(crate) async fn run(
     let logs = log.finish();
     match result {
         Ok((success, attributes, messages)) => Ok(Invocation {
+            invocation_id,
             success,
             attributes,
             messages,
@@ -195,118 +165,13 @@ fn outcome_size(outcome: &Outcome) -> usize {
     attributes.chain(messages).sum()
 }
 
-fn outcome_too_large() -> InvokeError {
+pub(crate) fn outcome_too_large() -> InvokeError {
     InvokeError::new(
         ErrorKind::Internal,
         format!(
             "the action's outcome is over the host's cap of {} MiB (its attributes and \
              messages, each counting {ITEM_OVERHEAD} bytes besides its text)",
             OUTCOME_CAP >> 20
-        ),
-    )
-}
-
-/// Whether `error` is wasmtime's refusal to copy more than the hostcall fuel
-/// allows from the guest.
-fn is_hostcall_fuel_exhausted(error: &wasmtime::Error) -> bool {
-    // wasmtime's error type for it is private; its message is stable within
-    // the pinned release.
-    format!("{error:#}").contains("fuel allocated for hostcalls has been exhausted")
-}
-
-/// Whether `error` is the resource table refusing one more entry.
-fn is_resource_table_full(error: &wasmtime::Error) -> bool {
-    error.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<wasmtime::component::ResourceTableError>(),
-            Some(wasmtime::component::ResourceTableError::Full)
-        )
-    })
-}
-
-/// Classifies a trap: the deadline, the memory limit, a bound on what the
-/// host holds, or a fault in the action. `returning` names what the export
-/// returns (`outcome`, `manifest`), for a result over the host's cap.
-pub(crate) fn trap_error(
-    store: &Store<State>,
-    error: wasmtime::Error,
-    logs: Vec<LogLine>,
-    limits: &Limits,
-    returning: &str,
-) -> InvokeError {
-    let trap = error.downcast_ref::<Trap>().copied();
-    let mut invoke_error = if trap == Some(Trap::Interrupt) {
-        timeout(limits)
-    } else if is_hostcall_fuel_exhausted(&error) {
-        // An import's arguments are lifted while the guest waits in the call,
-        // so the error carries the guest's backtrace; the export's result is
-        // lifted after the guest has returned, with no guest frame left.
-        let fuel = store.hostcall_fuel();
-        let message = if error.downcast_ref::<wasmtime::WasmBacktrace>().is_some() {
-            format!(
-                "the action passed more than {fuel} bytes to the host in one call (the host's cap)"
-            )
-        } else if returning == "outcome" {
-            return InvokeError {
-                logs,
-                ..outcome_too_large()
-            };
-        } else {
-            format!("the action's {returning} is over the host's cap of {fuel} bytes")
-        };
-        InvokeError::new(ErrorKind::Internal, message)
-    } else if is_resource_table_full(&error) {
-        InvokeError::new(
-            ErrorKind::Internal,
-            format!(
-                "the action held more than {} host resources at once (streams, pollables, \
-                 HTTP fields, requests and bodies)",
-                crate::state::MAX_RESOURCES
-            ),
-        )
-    } else if store.data().memory.exceeded {
-        InvokeError::new(
-            ErrorKind::Internal,
-            format!(
-                "the action exceeded its memory limit of {} MiB",
-                store.data().memory.limit() >> 20
-            ),
-        )
-    } else if let Some(trap) = trap {
-        InvokeError::new(
-            ErrorKind::Internal,
-            format!("the action failed with a {trap}"),
-        )
-    } else if format!("{error:#}").contains("total size of fields exceeds limit") {
-        InvokeError::new(
-            ErrorKind::Internal,
-            format!(
-                "the action built HTTP headers over the host's cap of {} KiB for one set of fields",
-                crate::state::FIELD_SIZE_LIMIT >> 10
-            ),
-        )
-    } else {
-        // The causes without wasmtime's backtrace, which names frames only.
-        let causes: Vec<String> = error
-            .chain()
-            .map(ToString::to_string)
-            .filter(|cause| !cause.starts_with("error while executing at wasm backtrace"))
-            .collect();
-        InvokeError::new(
-            ErrorKind::Internal,
-            format!("the action failed: {}", causes.join(": ")),
-        )
-    };
-    invoke_error.logs = logs;
-    invoke_error
-}
-
-fn timeout(limits: &Limits) -> InvokeError {
-    InvokeError::new(
-        ErrorKind::Timeout,
-        format!(
-            "the action did not finish within its deadline of {} ms",
-            limits.deadline.as_millis()
         ),
     )
 }
@@ -333,6 +198,7 @@ fn now_ms() -> i64 {
     i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn invocation_id() -> String {
+/// A new invocation id: a random UUID.
+pub fn new_invocation_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }

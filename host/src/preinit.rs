@@ -25,9 +25,9 @@ use wasmtime_wizer::{ComponentInstanceState, Wizer};
 
 use crate::bindings::{Plugin as PluginWorld, PluginPre};
 use crate::compact;
-use crate::invoke;
 use crate::log::LogSink;
 use crate::outbound::Outbound;
+use crate::sandbox;
 use crate::settings::Limits;
 use crate::state::{CountedRandom, State};
 
@@ -93,7 +93,7 @@ pub(crate) async fn snapshot_after_describe(
         .and_then(PluginPre::new)
         .map_err(|e| format!("it does not link: {e:#}"))?;
 
-    let mut store = invoke::new_store(
+    let mut store = sandbox::new_store(
         engine,
         limits,
         Arc::default(),

@@ -320,13 +320,13 @@ fn noted(log: &LogSink, error: OutboundError) -> OutboundError {
 type WasiBody = wasmtime_wasi_http::WasiBody;
 type BodySent = Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>;
 type SendFuture = Box<
-    dyn Future<Output = wasmtime_wasi_http::Result<(hyper::Response<WasiBody>, BodySent)>> + Send,
+    dyn Future<Output = wasmtime_wasi_http::Result<(::http::Response<WasiBody>, BodySent)>> + Send,
 >;
 
 impl wasmtime_wasi_http::WasiHttpHooks for HttpHooks {
     fn send_request(
         &mut self,
-        request: hyper::Request<WasiBody>,
+        request: ::http::Request<WasiBody>,
         options: Option<wasmtime_wasi_http::RequestOptions>,
         _body_sent: BodySent,
     ) -> SendFuture {
@@ -339,7 +339,7 @@ impl wasmtime_wasi_http::WasiHttpHooks for HttpHooks {
                 .headers
                 .iter()
                 // wasi:http sets Host from the URL itself; the gate checks the URL.
-                .filter(|(name, _)| *name != hyper::header::HOST)
+                .filter(|(name, _)| *name != ::http::header::HOST)
                 .map(|(name, value)| {
                     let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
                     (name.as_str().to_owned(), value)
@@ -374,7 +374,7 @@ impl wasmtime_wasi_http::WasiHttpHooks for HttpHooks {
                 outbound.record(&response);
             }
             let response = response.map_err(fail)?;
-            let mut builder = hyper::Response::builder().status(response.status);
+            let mut builder = ::http::Response::builder().status(response.status);
             for (name, value) in &response.headers {
                 builder = builder.header(name, value);
             }

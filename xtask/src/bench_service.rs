@@ -20,7 +20,7 @@ pub(crate) fn run(root: &Path) -> Result<()> {
         "--profile",
         "production",
         "--package",
-        "action-host",
+        "action-host-server",
         "--bin",
         "action-host",
         "--example",

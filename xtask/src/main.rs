@@ -23,8 +23,8 @@ fn main() -> Result<()> {
         "demo" => demo(),
         "test" => test(),
         "bench-service" => bench_service::run(&root()),
-        "bench-languages" => bench("languages"),
-        "bench" => bench("invoke"),
+        "bench-languages" => bench("action-host-server", "languages"),
+        "bench" => bench("action-host", "invoke"),
         _ => bail!("{USAGE}"),
     }
 }
@@ -40,14 +40,14 @@ pub(crate) fn plugins() -> Result<()> {
 
 /// Builds the plugins, then runs one of the host's benchmarks with the `production`
 /// profile: the build that is deployed (see the workspace's Cargo.toml).
-fn bench(name: &str) -> Result<()> {
+fn bench(package: &str, name: &str) -> Result<()> {
     plugins()?;
     cargo(&[
         "bench",
         "--profile",
         "production",
         "--package",
-        "action-host",
+        package,
         "--bench",
         name,
     ])
@@ -62,7 +62,7 @@ fn demo() -> Result<()> {
         "--release",
         "--quiet",
         "--package",
-        "action-host",
+        "action-host-server",
         "--bin",
         "action-host",
         "--",

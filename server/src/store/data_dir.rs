@@ -1,12 +1,13 @@
 //! The embedded store: a data directory holding every uploaded version by
-//! SHA-256, its compiled artifact, and each action's current-version pointer
-//! with its settings.
+//! SHA-256, its compiled artifacts, and each action's record (current
+//! version, settings, version history).
 //!
 //! ```text
 //! data/
 //!   versions/<sha256>.wasm           the component as uploaded
-//!   artifacts/<sha256>-<engine>.cwasm  compiled for one engine configuration, sealed
-//!   actions/<name>.json              the current version and its settings
+//!   artifacts/<engine key>.cwasm     compiled for one engine configuration, sealed
+//!   artifacts/<engine key>.note      why it was compiled without a snapshot, sealed
+//!   actions/<name>.json              the action's record
 //!   artifact.key                     the key that seals the artifacts
 //! ```
 //!
@@ -15,36 +16,34 @@
 //! never half of one, and a temporary file left by a failed write or a crash
 //! is removed. A pointer moves only after the version it names is on disk.
 //!
+//! One service owns a data directory: records are compared and set under a
+//! lock of this process, not of the file system.
+//!
 //! The directory holds secrets (in settings) and native code the host loads
 //! (artifacts), so it is private: its folders are made (and kept) 0700, files
 //! 0600.
 
 use anyhow::{Context as _, Result};
-use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::config_file::ActionDoc;
-use crate::host::ArtifactCache;
+use action_host::{ArtifactCache, CacheEntry, EngineKey};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
 
-/// What an action's pointer holds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ActionRecord {
-    /// The SHA-256 of the serving version.
-    pub sha256: String,
-    /// Counts uploads of this action name, from 1.
-    pub version: u64,
-    /// The operator's settings for the action.
-    pub settings: ActionDoc,
-}
+use super::{ActionRecord, Change, Store, StoreError};
 
 /// A data directory.
 #[derive(Debug, Clone)]
 pub struct DataDir {
     root: PathBuf,
+    /// Held while a record is compared and set, and while versions are pruned.
+    records: Arc<Mutex<()>>,
+    changes: broadcast::Sender<Change>,
 }
 
 impl DataDir {
@@ -74,13 +73,17 @@ impl DataDir {
             remove_temporary_files(&dir)?;
         }
         remove_temporary_files(&root)?;
-        Ok(DataDir { root })
+        Ok(DataDir {
+            root,
+            records: Arc::default(),
+            changes: broadcast::channel(1024).0,
+        })
     }
 
     /// The key that seals this directory's artifacts, made (0600) the first
     /// time. Give it to the host that caches here
-    /// ([`HostConfig::artifact_key`](crate::HostConfig::artifact_key)).
-    pub fn artifact_key(&self) -> Result<crate::ArtifactKey> {
+    /// ([`HostConfig::artifact_key`](action_host::HostConfig::artifact_key)).
+    pub fn artifact_key(&self) -> Result<action_host::ArtifactKey> {
         let path = self.root.join("artifact.key");
         match fs::read(&path) {
             Ok(bytes) => {
@@ -92,10 +95,10 @@ impl DataDir {
                         bytes.len()
                     )
                 })?;
-                Ok(crate::ArtifactKey::from_bytes(bytes))
+                Ok(action_host::ArtifactKey::from_bytes(bytes))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = crate::ArtifactKey::random();
+                let key = action_host::ArtifactKey::random();
                 write_atomically(&path, key.as_bytes())?;
                 Ok(key)
             }
@@ -104,7 +107,7 @@ impl DataDir {
     }
 
     /// Stores a component by its SHA-256 (a no-op when it is already there).
-    pub fn put_version(&self, sha256: &str, bytes: &[u8]) -> Result<()> {
+    fn write_version(&self, sha256: &str, bytes: &[u8]) -> Result<()> {
         let path = self.version_path(sha256);
         if path.exists() {
             return Ok(());
@@ -113,19 +116,19 @@ impl DataDir {
     }
 
     /// The component stored under `sha256`.
-    pub fn version(&self, sha256: &str) -> Result<Vec<u8>> {
+    fn read_version(&self, sha256: &str) -> Result<Vec<u8>> {
         let path = self.version_path(sha256);
         fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
     }
 
     /// Points the action `name` at a record, replacing the pointer atomically.
-    pub fn set_action(&self, name: &str, record: &ActionRecord) -> Result<()> {
+    fn set_action(&self, name: &str, record: &ActionRecord) -> Result<()> {
         let json = serde_json::to_vec_pretty(record)?;
         write_atomically(&self.action_path(name), &json)
     }
 
     /// The record of the action `name`, if it has one.
-    pub fn action(&self, name: &str) -> Result<Option<ActionRecord>> {
+    fn action(&self, name: &str) -> Result<Option<ActionRecord>> {
         let path = self.action_path(name);
         match fs::read(&path) {
             Ok(bytes) => {
@@ -138,8 +141,8 @@ impl DataDir {
         }
     }
 
-    /// Removes the action `name`'s pointer (its versions stay, by SHA-256).
-    pub fn remove_action(&self, name: &str) -> Result<()> {
+    /// Removes the action `name`'s record (its versions stay until pruned).
+    fn remove_action(&self, name: &str) -> Result<()> {
         let path = self.action_path(name);
         match fs::remove_file(&path) {
             Ok(()) => sync_dir(path.parent().expect("actions/ has a parent")),
@@ -150,7 +153,7 @@ impl DataDir {
 
     /// Every action's name and record (or why the record cannot be read),
     /// sorted by name: one damaged record does not hide the others.
-    pub fn actions(&self) -> Result<Vec<(String, Result<ActionRecord>)>> {
+    fn actions(&self) -> Result<Vec<(String, Result<ActionRecord>)>> {
         let mut found = Vec::new();
         for entry in fs::read_dir(self.root.join("actions"))? {
             let path = entry?.path();
@@ -171,23 +174,141 @@ impl DataDir {
         self.root.join("versions").join(format!("{sha256}.wasm"))
     }
 
+    fn artifact_path(&self, key: &EngineKey, entry: CacheEntry) -> PathBuf {
+        let extension = match entry {
+            CacheEntry::Artifact => "cwasm",
+            CacheEntry::SnapshotNote => "note",
+        };
+        self.root
+            .join("artifacts")
+            .join(format!("{key}.{extension}"))
+    }
+
     fn action_path(&self, name: &str) -> PathBuf {
         self.root.join("actions").join(format!("{name}.json"))
     }
 }
 
 impl ArtifactCache for DataDir {
-    fn get(&self, key: &str) -> Option<Vec<u8>> {
-        fs::read(self.root.join("artifacts").join(format!("{key}.cwasm"))).ok()
+    fn get(&self, key: &EngineKey, entry: CacheEntry) -> Option<Vec<u8>> {
+        fs::read(self.artifact_path(key, entry)).ok()
     }
 
-    fn put(&self, key: &str, artifact: &[u8]) {
-        let path = self.root.join("artifacts").join(format!("{key}.cwasm"));
-        if let Err(error) = write_atomically(&path, artifact) {
+    fn put(&self, key: &EngineKey, entry: CacheEntry, bytes: &[u8]) {
+        if let Err(error) = write_atomically(&self.artifact_path(key, entry), bytes) {
             // Only a later recompilation is lost.
-            eprintln!("warning: cannot cache the compiled component: {error:#}");
+            tracing::warn!("cannot cache the compiled component: {error:#}");
         }
     }
+}
+
+#[async_trait::async_trait]
+impl Store for DataDir {
+    async fn put_version(&self, sha256: &str, bytes: bytes::Bytes) -> Result<()> {
+        let (data, sha256) = (self.clone(), sha256.to_owned());
+        blocking(move || data.write_version(&sha256, &bytes)).await
+    }
+
+    async fn version(&self, sha256: &str) -> Result<Vec<u8>> {
+        let (data, sha256) = (self.clone(), sha256.to_owned());
+        blocking(move || data.read_version(&sha256)).await
+    }
+
+    async fn version_len(&self, sha256: &str) -> Result<u64> {
+        let path = self.version_path(sha256);
+        let metadata = tokio::fs::metadata(&path)
+            .await
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(metadata.len())
+    }
+
+    async fn prune_versions(&self, sha256s: Vec<String>) -> Result<()> {
+        let data = self.clone();
+        blocking(move || {
+            let _records = data.records.lock().unwrap_or_else(|p| p.into_inner());
+            let mut kept = HashSet::new();
+            for (_, record) in data.actions()? {
+                // A record that cannot be read may still name them: keep all.
+                let record = record?;
+                kept.insert(record.sha256.clone());
+                kept.extend(record.versions.into_iter().map(|v| v.sha256));
+            }
+            for sha256 in sha256s.iter().filter(|s| !kept.contains(*s)) {
+                let path = data.version_path(sha256);
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("cannot remove {}", path.display()));
+                    }
+                }
+            }
+            sync_dir(&data.root.join("versions"))
+        })
+        .await
+    }
+
+    async fn record(&self, name: &str) -> Result<Option<ActionRecord>> {
+        let (data, name) = (self.clone(), name.to_owned());
+        blocking(move || data.action(&name)).await
+    }
+
+    async fn records(&self) -> Result<Vec<(String, Result<ActionRecord>)>> {
+        let data = self.clone();
+        blocking(move || data.actions()).await
+    }
+
+    async fn swap_record(
+        &self,
+        name: &str,
+        expected: Option<u64>,
+        new: Option<ActionRecord>,
+    ) -> Result<(), StoreError> {
+        let (data, owned) = (self.clone(), name.to_owned());
+        let revision = new.as_ref().map(|r| r.revision);
+        let swapped = tokio::task::spawn_blocking(move || {
+            let _records = data.records.lock().unwrap_or_else(|p| p.into_inner());
+            let found = data.action(&owned)?.map(|r| r.revision);
+            if found != expected {
+                return Err(StoreError::Conflict {
+                    name: owned,
+                    expected,
+                    found,
+                });
+            }
+            match &new {
+                Some(record) => data.set_action(&owned, record)?,
+                None => data.remove_action(&owned)?,
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| StoreError::Other(e.into()))?;
+        swapped?;
+        // No receiver is fine: nobody is following the feed.
+        let _ = self.changes.send(Change {
+            name: name.to_owned(),
+            revision,
+        });
+        Ok(())
+    }
+
+    fn artifacts(&self) -> Arc<dyn ArtifactCache> {
+        Arc::new(self.clone())
+    }
+
+    fn changes(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+}
+
+/// Runs file I/O off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .context("the store's I/O thread failed")?
 }
 
 /// Removes the temporary files of writes that did not finish.
@@ -251,19 +372,25 @@ mod tests {
     fn records_and_versions_survive_reopening() {
         let tmp = tempfile::tempdir().unwrap();
         let data = DataDir::open(tmp.path()).unwrap();
-        data.put_version("abc", b"component").unwrap();
+        data.write_version("abc", b"component").unwrap();
         let record = ActionRecord {
+            revision: 1,
             sha256: "abc".into(),
             version: 3,
-            settings: ActionDoc::default(),
+            settings: crate::ActionDoc::default(),
+            changed_at_ms: 0,
+            versions: Vec::new(),
         };
         data.set_action("greeting", &record).unwrap();
-        data.put("abc-1", b"artifact");
+        let key = EngineKey::parse("abc-1-built").unwrap();
+        data.put(&key, CacheEntry::Artifact, b"artifact");
+        data.put(&key, CacheEntry::SnapshotNote, b"why");
 
         let again = DataDir::open(tmp.path()).unwrap();
-        assert_eq!(again.version("abc").unwrap(), b"component");
+        assert_eq!(again.read_version("abc").unwrap(), b"component");
         assert_eq!(again.action("greeting").unwrap().unwrap().version, 3);
-        assert_eq!(again.get("abc-1").unwrap(), b"artifact");
+        assert_eq!(again.get(&key, CacheEntry::Artifact).unwrap(), b"artifact");
+        assert_eq!(again.get(&key, CacheEntry::SnapshotNote).unwrap(), b"why");
         assert_eq!(again.actions().unwrap().len(), 1);
         fs::write(tmp.path().join("actions/broken.json"), b"{not json").unwrap();
         let listed = again.actions().unwrap();
@@ -278,7 +405,7 @@ mod tests {
         again.remove_action("greeting").unwrap();
         assert!(again.action("greeting").unwrap().is_none());
         assert!(
-            again.version("abc").is_ok(),
+            again.read_version("abc").is_ok(),
             "versions outlive their pointer"
         );
     }
@@ -297,7 +424,7 @@ mod tests {
         fs::create_dir(root.join("versions")).unwrap();
         fs::set_permissions(root.join("versions"), fs::Permissions::from_mode(0o755)).unwrap();
         let data = DataDir::open(&root).unwrap();
-        data.put_version("abc", b"component").unwrap();
+        data.write_version("abc", b"component").unwrap();
         data.artifact_key().unwrap();
         assert_eq!(mode(&root), 0o755);
         for dir in ["versions", "artifacts", "actions"] {
@@ -343,7 +470,7 @@ mod tests {
     fn no_temporary_file_is_left_behind() {
         let tmp = tempfile::tempdir().unwrap();
         let data = DataDir::open(tmp.path()).unwrap();
-        data.put_version("abc", b"x").unwrap();
+        data.write_version("abc", b"x").unwrap();
         let names: Vec<_> = fs::read_dir(tmp.path().join("versions"))
             .unwrap()
             .map(|e| e.unwrap().file_name())

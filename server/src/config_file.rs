@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::policy::Grant;
-use crate::settings::{ActionSettings, HttpLimits, Limits, Secret};
+use action_host::Grant;
+use action_host::{ActionSettings, HttpLimits, Limits, Secret};
 
 /// A parsed host configuration: settings by action name.
 #[derive(Debug, Clone, Default)]

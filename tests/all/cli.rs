@@ -1,6 +1,6 @@
 //! The `action-host` command end to end: real components built from source.
 
-mod common;
+use crate::common;
 
 use serde_json::{Value, json};
 use std::process::{Command, Output};

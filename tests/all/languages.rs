@@ -6,11 +6,11 @@
 //! uploaded once into a seed data directory; every test serves a copy of it,
 //! which also proves that the artifact cache serves them without recompiling.
 
-mod common;
+use crate::common;
 
-use common::api::{invoke, operator_get, set_grants, upload, webhook};
-use common::mock::Mock;
-use common::server::Server;
+use crate::common::api::{invoke, operator_get, set_grants, upload, webhook};
+use crate::common::mock::Mock;
+use crate::common::server::Server;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};

@@ -2,12 +2,12 @@
 //! granted by explicit IP grants. Nothing here talks to any other address:
 //! every request to one is refused before a connection is made.
 
-mod common;
+use crate::common;
 
+use crate::common::mock::Mock;
 use action_host::{
     ActionSettings, CallContext, Grant, Host, HostConfig, HttpLimits, Invocation, Secret,
 };
-use common::mock::Mock;
 use serde_json::{Map, Value, json};
 use std::time::{Duration, Instant};
 

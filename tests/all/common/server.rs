@@ -74,8 +74,8 @@ impl Server {
         let log = Arc::clone(&stderr);
         std::thread::spawn(move || {
             for line in reader.lines().map_while(Result::ok) {
-                if let Some(address) = line.strip_prefix("listening on ") {
-                    let _ = tx.send(address.to_owned());
+                if let Some((_, address)) = line.split_once("listening on ") {
+                    let _ = tx.send(address.trim().to_owned());
                 }
                 log.lock().unwrap().push_str(&format!("{line}\n"));
             }
@@ -83,12 +83,46 @@ impl Server {
         let base = rx
             .recv_timeout(Duration::from_secs(60))
             .unwrap_or_else(|_| panic!("the server did not start: {}", stderr.lock().unwrap()));
-        Server {
+        let server = Server {
             child,
             base,
             data: data.to_owned(),
             stderr,
+        };
+        server.wait_until_loaded();
+        server
+    }
+
+    /// Waits until `/healthz` says every action found at start is loaded
+    /// (the service listens before it has loaded them).
+    pub fn wait_until_loaded(&self) {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            if self.health().contains("\"status\":\"ok\"") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the service did not finish loading: {}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The body of `GET /healthz`, or "" when it does not answer.
+    pub fn health(&self) -> String {
+        use std::io::{Read as _, Write as _};
+        let address = self.base.trim_start_matches("http://");
+        let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+            return String::new();
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ =
+            stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
     }
 
     pub fn url(&self, path: &str) -> String {

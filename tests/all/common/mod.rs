@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("host/ has a parent")
+        .expect("server/ has a parent")
 }
 
 /// The path of the built component of the plugin `name`: a Rust crate name

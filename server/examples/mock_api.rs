@@ -5,7 +5,7 @@
 //!
 //! `cargo run --release --example mock_api`
 
-#[path = "../tests/common/mock.rs"]
+#[path = "../../tests/all/common/mock.rs"]
 mod mock;
 
 #[tokio::main]

@@ -1,6 +1,6 @@
 //! The host library end to end: real components built from source, no network.
 
-mod common;
+use crate::common;
 
 use action_host::{
     ActionSettings, CallContext, ErrorKind, Host, HostConfig, Limits, LoadError, Source, StartsFrom,
@@ -592,7 +592,7 @@ async fn concurrent_calls_each_get_a_fresh_instance() {
 #[tokio::test]
 async fn a_cached_artifact_loads_without_compiling_again() {
     let dir = tempfile::tempdir().unwrap();
-    let data = action_host::DataDir::open(dir.path()).unwrap();
+    let data = action_host_server::DataDir::open(dir.path()).unwrap();
     let key = data.artifact_key().unwrap();
     let cache: std::sync::Arc<dyn action_host::ArtifactCache> = std::sync::Arc::new(data);
     let bytes = common::plugin_bytes("greeting");
@@ -730,7 +730,7 @@ async fn a_stream_that_describe_keeps_is_not_carried_into_calls() {
     // and say why, also when the compiled component comes from the cache.
     let dir = tempfile::tempdir().unwrap();
     for compiled in [1, 0] {
-        let cache = Arc::new(action_host::DataDir::open(dir.path()).unwrap());
+        let cache = Arc::new(action_host_server::DataDir::open(dir.path()).unwrap());
         let host = Host::new(HostConfig {
             pool_size: 8,
             artifact_key: cache.artifact_key().unwrap(),
@@ -846,7 +846,7 @@ async fn wasi_resources_a_guest_keeps_are_bounded_by_the_hosts_caps() {
 
 #[tokio::test]
 async fn the_memory_limit_holds_over_the_sum_of_an_instances_memories() {
-    use common::padded::{Extra, padded};
+    use crate::common::padded::{Extra, padded};
     let limits = Limits {
         memory_bytes: 32 << 20,
         ..Limits::default()

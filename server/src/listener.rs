@@ -108,7 +108,7 @@ fn out_of_descriptors(error: &std::io::Error) -> bool {
 
 /// Serves `handle` on `listener` until `stop` resolves, within `limits`;
 /// connections still open then are left to `graceful`.
-pub(crate) async fn accept_loop<H, F>(
+pub(crate) async fn accept_loop<H, F, B>(
     listener: &tokio::net::TcpListener,
     limits: Limits,
     graceful: &hyper_util::server::graceful::GracefulShutdown,
@@ -116,7 +116,10 @@ pub(crate) async fn accept_loop<H, F>(
     stop: impl Future<Output = ()>,
 ) where
     H: Fn(hyper::Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = hyper::Response<http_body_util::Full<bytes::Bytes>>> + Send + 'static,
+    F: Future<Output = hyper::Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
@@ -222,10 +225,11 @@ impl Backoff {
             .warned
             .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
         {
-            eprintln!(
-                "warning: accepting a connection failed: {error} ({} time(s) since the last \
+            tracing::warn!(
+                "accepting a connection failed: {error} ({} time(s) since the last \
                  warning); retrying in {:?}",
-                self.failures, self.delay
+                self.failures,
+                self.delay
             );
             self.failures = 0;
             self.warned = Some(Instant::now());

@@ -2,7 +2,7 @@
 //! reuse, against a TLS server on loopback with a certificate from a private
 //! authority that the test makes (and that the host trusts only when told).
 
-mod common;
+use crate::common;
 
 use action_host::{ActionSettings, CallContext, Grant, Host, HostConfig};
 use bytes::Bytes;

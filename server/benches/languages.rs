@@ -13,7 +13,8 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use action_host::{ActionSettings, CallContext, DataDir, Host, HostConfig};
+use action_host::{ActionSettings, CallContext, Host, HostConfig};
+use action_host_server::DataDir;
 use serde_json::{Map, Value, json};
 use std::path::Path;
 use std::sync::Arc;

@@ -10,7 +10,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[path = "../host/benches/native_greeting.rs"]
+#[path = "../../host/benches/native_greeting.rs"]
 mod native_greeting;
 
 use action_host::CallContext;

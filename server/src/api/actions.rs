@@ -1,0 +1,194 @@
+//! The handlers of the API's routes: each reads its request, asks the
+//! catalog, and answers with a view.
+
+use action_host::{CallContext, Invocation};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::api::AppState;
+use crate::api::auth::{AsDesigner, AsInvoker, AsOperator, AsScraper};
+use crate::api::body::{JsonBody, Upload};
+use crate::api::error::ApiError;
+use crate::api::views::{ActionList, ActionView, Health, VersionList};
+use crate::catalog::{RollbackSettings, VersionRef};
+use crate::config_file::ActionDoc;
+
+type Shared = State<Arc<AppState>>;
+
+/// `GET /healthz`: `ok`, or `starting` with what is still loading.
+pub(crate) async fn health(State(state): Shared) -> Json<Health> {
+    Json(state.catalog.health())
+}
+
+/// `GET /metrics`, in the Prometheus text format.
+pub(crate) async fn metrics(_: AsScraper, State(state): Shared) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.catalog.render_metrics(),
+    )
+        .into_response()
+}
+
+/// `GET /v1/actions`.
+pub(crate) async fn list(_: AsDesigner, State(state): Shared) -> Json<ActionList> {
+    Json(state.catalog.list())
+}
+
+/// `GET /v1/actions/{name}`.
+pub(crate) async fn show(
+    _: AsDesigner,
+    State(state): Shared,
+    Path(name): Path<String>,
+) -> Result<Json<ActionView>, ApiError> {
+    state.catalog.view(&name).map(Json)
+}
+
+/// `PUT /v1/actions/{name}`: a new version; 201 for a new name.
+pub(crate) async fn upload(
+    AsDesigner(role): AsDesigner,
+    State(state): Shared,
+    Path(name): Path<String>,
+    Upload(bytes): Upload,
+) -> Result<(StatusCode, Json<ActionView>), ApiError> {
+    let by = role.map_or("anonymous", |role| role.name());
+    let (view, created) = state.catalog.deploy(&name, bytes, by).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(view)))
+}
+
+/// `DELETE /v1/actions/{name}`.
+pub(crate) async fn delete(
+    _: AsDesigner,
+    State(state): Shared,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.catalog.delete(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/actions/{name}/versions`, newest first.
+pub(crate) async fn versions(
+    _: AsDesigner,
+    State(state): Shared,
+    Path(name): Path<String>,
+) -> Result<Json<VersionList>, ApiError> {
+    state.catalog.versions(&name).map(Json)
+}
+
+/// What `POST /v1/actions/{name}/rollback` takes: a version by number or by
+/// SHA-256, and which settings to serve it with.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    version: Option<u64>,
+    sha256: Option<String>,
+    #[serde(default)]
+    settings: RollbackSettings,
+}
+
+/// `POST /v1/actions/{name}/rollback`.
+pub(crate) async fn rollback(
+    _: AsDesigner,
+    State(state): Shared,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<ActionView>, ApiError> {
+    let usage = "send {\"version\": N} or {\"sha256\": \"...\"}, and optionally \
+                 \"settings\": \"current\" or \"as-uploaded\"";
+    let body: RollbackBody = serde_json::from_value(body)
+        .map_err(|e| ApiError::InvalidInput(format!("invalid rollback: {e}; {usage}")))?;
+    let to = match (body.version, body.sha256) {
+        (Some(version), None) => VersionRef::Number(version),
+        (None, Some(sha256)) => VersionRef::Sha256(sha256),
+        _ => return Err(ApiError::InvalidInput(format!("name one version: {usage}"))),
+    };
+    state
+        .catalog
+        .rollback(&name, to, body.settings)
+        .await
+        .map(Json)
+}
+
+/// `PUT /v1/actions/{name}/grants`: the operator's settings, whole.
+pub(crate) async fn grants(
+    _: AsOperator,
+    State(state): Shared,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<ActionView>, ApiError> {
+    let doc: ActionDoc = serde_json::from_value(body)
+        .map_err(|e| ApiError::InvalidSettings(format!("invalid settings: {e}")))?;
+    if let Some(secret) = doc.secrets.iter().find(|s| s.value_env.is_some()) {
+        return Err(ApiError::InvalidSettings(format!(
+            "secret `{}`: `value_env` reads the host's environment and is for the host \
+             configuration file only; send the value",
+            secret.name
+        )));
+    }
+    state.catalog.set_settings(&name, |_| doc).await.map(Json)
+}
+
+/// `PUT /v1/actions/{name}/config`: the designer's part of the settings.
+pub(crate) async fn config(
+    _: AsDesigner,
+    State(state): Shared,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<ActionView>, ApiError> {
+    let config: BTreeMap<String, String> = serde_json::from_value(body).map_err(|e| {
+        ApiError::InvalidSettings(format!(
+            "invalid config: {e}; send a JSON object of strings, {{\"key\": \"value\"}}"
+        ))
+    })?;
+    state
+        .catalog
+        .set_settings(&name, |current| ActionDoc { config, ..current })
+        .await
+        .map(Json)
+}
+
+/// `POST /v1/actions/{name}/invoke` with `{"input": {...}, "context": {...}}`.
+pub(crate) async fn invoke(
+    _: AsInvoker,
+    State(state): Shared,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Invocation>, ApiError> {
+    let (context, input) = invoke_body(&body)?;
+    state.catalog.invoke(&name, context, &input).await.map(Json)
+}
+
+/// Reads `{"input": {...}, "context": {...}}`, naming what is wrong.
+fn invoke_body(body: &Value) -> Result<(CallContext, Map<String, Value>), ApiError> {
+    let object = body
+        .as_object()
+        .ok_or_else(|| ApiError::InvalidInput("the body must be a JSON object".into()))?;
+    if let Some(unknown) = object.keys().find(|k| *k != "input" && *k != "context") {
+        return Err(ApiError::InvalidInput(format!(
+            "unknown field `{unknown}`: send {{\"input\": {{...}}, \"context\": {{...}}}}"
+        )));
+    }
+    let input = match object.get("input") {
+        None => Map::new(),
+        Some(Value::Object(input)) => input.clone(),
+        Some(_) => {
+            return Err(ApiError::InvalidInput(
+                "`input` must be a JSON object of attributes".into(),
+            ));
+        }
+    };
+    let context = match object.get("context") {
+        None | Some(Value::Null) => CallContext::default(),
+        Some(context) => CallContext::from_json(context).map_err(ApiError::InvalidInput)?,
+    };
+    Ok((context, input))
+}

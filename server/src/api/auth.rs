@@ -1,0 +1,231 @@
+//! Who may use which route: a bearer token per role, compared in constant
+//! time, and an extractor per set of roles that a handler names in its
+//! arguments, so that the role a route needs is read where the route is.
+
+use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+use crate::api::AppState;
+use crate::api::error::ApiError;
+
+/// Who may use the API. There is no "partly on": either every role has its
+/// token, or auth is off on purpose.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// A bearer token per role.
+    Tokens(Tokens),
+    /// No tokens: anyone who can reach the listener may upload and run code.
+    /// For local demos only.
+    Off,
+}
+
+/// The roles of the API, each with its own bearer token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Grants, secrets and limits: what an action may reach. Every route.
+    Operator,
+    /// Upload, configure, try and read actions; never what they may reach.
+    Designer,
+    /// The dialog platform: invoke and the webhooks.
+    Invoke,
+    /// A metrics scraper: `GET /metrics` only.
+    Metrics,
+}
+
+impl Role {
+    /// The role's name: `operator`, `designer`, `invoke` or `metrics`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Operator => "operator",
+            Role::Designer => "designer",
+            Role::Invoke => "invoke",
+            Role::Metrics => "metrics",
+        }
+    }
+}
+
+/// The bearer token of each role. Each must be distinct and at least
+/// [`Tokens::MIN_LEN`] characters long, so that no token stands for two roles
+/// and none is guessable by trying.
+#[derive(Clone)]
+pub struct Tokens {
+    operator: String,
+    designer: String,
+    invoke: String,
+    metrics: String,
+}
+
+impl Tokens {
+    /// The shortest token accepted.
+    pub const MIN_LEN: usize = 16;
+
+    /// The four tokens, or what is wrong with them.
+    pub fn new(
+        operator: String,
+        designer: String,
+        invoke: String,
+        metrics: String,
+    ) -> Result<Tokens, String> {
+        let tokens = Tokens {
+            operator,
+            designer,
+            invoke,
+            metrics,
+        };
+        let all = tokens.by_role();
+        for (role, token) in all {
+            if token.chars().count() < Tokens::MIN_LEN || token.trim() != token {
+                return Err(format!(
+                    "the {} token must be at least {} characters, without surrounding spaces",
+                    role.name(),
+                    Tokens::MIN_LEN
+                ));
+            }
+        }
+        for (i, (role, token)) in all.iter().enumerate() {
+            if let Some((other, _)) = all[i + 1..].iter().find(|(_, t)| t == token) {
+                return Err(format!(
+                    "the {} and {} tokens are the same: each role needs its own",
+                    role.name(),
+                    other.name()
+                ));
+            }
+        }
+        Ok(tokens)
+    }
+
+    /// A new random token for every role.
+    pub fn generate() -> Tokens {
+        Tokens {
+            operator: random_token(),
+            designer: random_token(),
+            invoke: random_token(),
+            metrics: random_token(),
+        }
+    }
+
+    /// The token of `role`.
+    pub fn of(&self, role: Role) -> &str {
+        match role {
+            Role::Operator => &self.operator,
+            Role::Designer => &self.designer,
+            Role::Invoke => &self.invoke,
+            Role::Metrics => &self.metrics,
+        }
+    }
+
+    fn by_role(&self) -> [(Role, &str); 4] {
+        [Role::Operator, Role::Designer, Role::Invoke, Role::Metrics]
+            .map(|role| (role, self.of(role)))
+    }
+
+    /// The role whose token `presented` is, compared in constant time with
+    /// every token.
+    pub(crate) fn role_of(&self, presented: &str) -> Option<Role> {
+        let mut found = None;
+        for (role, token) in self.by_role() {
+            if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
+                found = Some(role);
+            }
+        }
+        found
+    }
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tokens(<redacted>)")
+    }
+}
+
+/// 256 random bits, as 64 hex digits.
+fn random_token() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Who may use each kind of route.
+pub(crate) const OPERATOR: &[Role] = &[Role::Operator];
+pub(crate) const DESIGNER: &[Role] = &[Role::Operator, Role::Designer];
+pub(crate) const INVOKE: &[Role] = &[Role::Operator, Role::Designer, Role::Invoke];
+pub(crate) const METRICS: &[Role] = &[Role::Operator, Role::Metrics];
+
+impl Auth {
+    /// The role of the request's bearer token if it is one of `allowed`;
+    /// `None` with auth off.
+    pub(crate) fn check(
+        &self,
+        headers: &HeaderMap,
+        allowed: &[Role],
+    ) -> Result<Option<Role>, ApiError> {
+        let Auth::Tokens(tokens) = self else {
+            return Ok(None);
+        };
+        let presented = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .ok_or_else(|| ApiError::Unauthorized("send `Authorization: Bearer <token>`".into()))?;
+        let role = tokens
+            .role_of(presented)
+            .ok_or_else(|| ApiError::Unauthorized("unknown token".into()))?;
+        if allowed.contains(&role) {
+            return Ok(Some(role));
+        }
+        let needed: Vec<&str> = allowed.iter().map(|role| role.name()).collect();
+        Err(ApiError::Forbidden(format!(
+            "this route needs the {} token; this is the {} token",
+            needed.join(" or "),
+            role.name()
+        )))
+    }
+}
+
+/// Declares an extractor that admits the roles `$roles`, holding the role
+/// of the token presented (`None` with auth off).
+macro_rules! role_extractor {
+    ($(#[$doc:meta])* $name:ident, $roles:expr) => {
+        $(#[$doc])*
+        // Not every route asks who called; the upload records it.
+        #[allow(dead_code)]
+        pub(crate) struct $name(pub(crate) Option<Role>);
+
+        impl FromRequestParts<Arc<AppState>> for $name {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(
+                parts: &mut Parts,
+                state: &Arc<AppState>,
+            ) -> Result<Self, ApiError> {
+                state.auth.check(&parts.headers, $roles).map($name)
+            }
+        }
+    };
+}
+
+role_extractor!(
+    /// The operator: grants, secrets and limits.
+    AsOperator,
+    OPERATOR
+);
+role_extractor!(
+    /// The operator or a designer: upload, configure, try and read.
+    AsDesigner,
+    DESIGNER
+);
+role_extractor!(
+    /// Anyone who may invoke: the platform, a designer, the operator.
+    AsInvoker,
+    INVOKE
+);
+role_extractor!(
+    /// A metrics scraper or the operator.
+    AsScraper,
+    METRICS
+);

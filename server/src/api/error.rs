@@ -1,0 +1,219 @@
+//! Every way a request can fail, and the one table that gives each its
+//! status and code. Handlers return [`ApiError`]; axum turns it into
+//! `{"error": {"code", "message"}}` (with the action's logs when it ran).
+
+use action_host::{ErrorKind, InvokeError, LoadError, LogLine};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use std::time::Duration;
+
+use crate::api::views::{ErrorBody, ErrorView};
+
+/// Why a request failed.
+#[derive(Debug)]
+pub enum ApiError {
+    /// No bearer token, or one the service does not know.
+    Unauthorized(String),
+    /// A token whose role may not use the route.
+    Forbidden(String),
+    /// No route has this path.
+    NoRoute,
+    /// The route does not take this method.
+    MethodNotAllowed(String),
+    /// No action is deployed under the name.
+    UnknownAction(String),
+    /// The action is being restored or deployed at start and serves soon.
+    Loading {
+        /// Which action.
+        name: String,
+        /// When to ask again.
+        retry_after: Duration,
+    },
+    /// The action has no such version.
+    UnknownVersion(String),
+    /// The upload is not a valid action.
+    InvalidAction(LoadError),
+    /// The settings are not valid.
+    InvalidSettings(String),
+    /// The request's input or context is not valid.
+    InvalidInput(String),
+    /// The host configuration file owns these settings.
+    ManagedByHostFile(String),
+    /// Another change to the action came first.
+    Conflict(String),
+    /// Every place for compiling was taken for the whole compile timeout.
+    Busy(String),
+    /// Compiling took longer than the compile timeout.
+    CompileTimeout(String),
+    /// The client did not send the body in time.
+    RequestTimeout(String),
+    /// The body is over its cap.
+    TooLarge(String),
+    /// The body could not be read.
+    BadRequest(String),
+    /// The body is not JSON.
+    MalformedJson(String),
+    /// Too many invocations at once.
+    Overloaded,
+    /// The invocation ran and failed.
+    Invocation(InvokeError),
+    /// A fault of the host or its store.
+    Internal(String),
+}
+
+impl ApiError {
+    /// The status and code of each kind: the one place they are decided.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NoRoute => (StatusCode::NOT_FOUND, "not-found"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed"),
+            ApiError::UnknownAction(_) => (StatusCode::NOT_FOUND, "unknown-action"),
+            ApiError::Loading { .. } => (StatusCode::SERVICE_UNAVAILABLE, "loading"),
+            ApiError::UnknownVersion(_) => (StatusCode::NOT_FOUND, "unknown-version"),
+            ApiError::InvalidAction(LoadError::Host(_)) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+            ApiError::InvalidAction(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-action"),
+            ApiError::InvalidSettings(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-settings"),
+            ApiError::InvalidInput(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-input"),
+            ApiError::ManagedByHostFile(_) => (StatusCode::CONFLICT, "managed-by-host-file"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            ApiError::CompileTimeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "compile-timeout"),
+            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request-timeout"),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too-large"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
+            ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed-json"),
+            ApiError::Overloaded => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
+            ApiError::Invocation(error) => (invocation_status(error.kind), error.kind.as_str()),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    /// What went wrong, in words that name the problem.
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::NoRoute => "no such route".into(),
+            ApiError::MethodNotAllowed(method) => format!("{method} is not allowed here"),
+            ApiError::UnknownAction(name) => format!("no action is deployed as `{name}`"),
+            ApiError::Loading { name, retry_after } => format!(
+                "the action `{name}` is still loading after the start; retry in {} s",
+                retry_after.as_secs()
+            ),
+            ApiError::InvalidAction(error) => error.to_string(),
+            ApiError::Overloaded => "too many invocations at once; retry shortly".into(),
+            ApiError::Invocation(error) => error.message.clone(),
+            ApiError::Unauthorized(m)
+            | ApiError::Forbidden(m)
+            | ApiError::UnknownVersion(m)
+            | ApiError::InvalidSettings(m)
+            | ApiError::InvalidInput(m)
+            | ApiError::ManagedByHostFile(m)
+            | ApiError::Conflict(m)
+            | ApiError::Busy(m)
+            | ApiError::CompileTimeout(m)
+            | ApiError::RequestTimeout(m)
+            | ApiError::TooLarge(m)
+            | ApiError::BadRequest(m)
+            | ApiError::MalformedJson(m)
+            | ApiError::Internal(m) => m.clone(),
+        }
+    }
+
+    /// The action's log, when the error comes from running it.
+    pub fn logs(&self) -> Option<&[LogLine]> {
+        match self {
+            ApiError::Invocation(error) => Some(&error.logs),
+            _ => None,
+        }
+    }
+
+    /// The error as the API's body.
+    pub fn body(&self) -> ErrorBody {
+        let (_, code) = self.status_and_code();
+        ErrorBody {
+            error: ErrorView {
+                code,
+                message: self.message(),
+                logs: self.logs().map(<[LogLine]>::to_vec),
+            },
+        }
+    }
+
+    /// A fault of the host, with its causes.
+    pub fn internal(error: impl Into<anyhow::Error>) -> ApiError {
+        ApiError::Internal(format!("{:#}", error.into()))
+    }
+}
+
+/// The status of an invocation that failed, by its kind.
+fn invocation_status(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::InvalidInput => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::UnknownAction => StatusCode::NOT_FOUND,
+        ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::Upstream | ErrorKind::Denied => StatusCode::BAD_GATEWAY,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<LoadError> for ApiError {
+    fn from(error: LoadError) -> ApiError {
+        ApiError::InvalidAction(error)
+    }
+}
+
+impl From<InvokeError> for ApiError {
+    fn from(error: InvokeError) -> ApiError {
+        ApiError::Invocation(error)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, _) = self.status_and_code();
+        let mut response = (status, axum::Json(self.body())).into_response();
+        if let ApiError::Loading { retry_after, .. } = &self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after.as_secs().max(1)),
+            );
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loading_action_is_503_with_retry_after() {
+        let response = ApiError::Loading {
+            name: "greeting".into(),
+            retry_after: Duration::from_secs(2),
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+    }
+
+    #[test]
+    fn a_host_fault_while_loading_is_internal_not_the_uploader_s() {
+        let error = ApiError::from(LoadError::Host(anyhow::anyhow!("disk full")));
+        assert_eq!(
+            error.status_and_code(),
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+        );
+        let error = ApiError::from(LoadError::InvalidName("A".into()));
+        assert_eq!(error.status_and_code().1, "invalid-action");
+    }
+}

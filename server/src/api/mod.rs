@@ -1,0 +1,88 @@
+//! The HTTP API: one axum router over the [`Catalog`]. Each route names the
+//! roles it admits in its handler's arguments (`auth.rs`), reads its body
+//! within the service's caps (`body.rs`), and answers with a typed view
+//! (`views.rs`) or an [`ApiError`](error::ApiError) (`error.rs`). The
+//! webhook adapters live in `crate::webhooks`.
+//!
+//! | route | roles |
+//! | --- | --- |
+//! | `GET /healthz` | anyone |
+//! | `GET /metrics` | operator, metrics |
+//! | `GET /v1/actions`, `GET /v1/actions/{name}`, `GET .../versions` | operator, designer |
+//! | `PUT /v1/actions/{name}`, `DELETE ...`, `PUT .../config`, `POST .../rollback` | operator, designer |
+//! | `PUT /v1/actions/{name}/grants` | operator |
+//! | `POST /v1/actions/{name}/invoke`, `POST /webhooks/...` | operator, designer, invoke |
+
+pub(crate) mod actions;
+pub mod auth;
+pub(crate) mod body;
+pub mod error;
+pub mod views;
+
+use axum::Router;
+use axum::http::{HeaderName, Method, Request};
+use axum::routing::{get, post, put};
+use std::sync::Arc;
+use std::time::Duration;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::catalog::Catalog;
+use auth::Auth;
+use error::ApiError;
+
+/// What every handler shares.
+pub struct AppState {
+    /// What serves.
+    pub catalog: Arc<Catalog>,
+    /// Who may use which route.
+    pub auth: Auth,
+    /// The largest component an upload may carry.
+    pub max_upload_bytes: usize,
+    /// How long a client may take to send a request's body.
+    pub body_timeout: Duration,
+}
+
+/// The header that names a request in the service's log and its answer.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The service's routes, with request ids and a tracing span per request.
+pub fn router(state: Arc<AppState>) -> Router {
+    let trace = TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+        let id = request
+            .headers()
+            .get(&REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        tracing::info_span!(
+            "request",
+            method = %request.method(),
+            path = %request.uri().path(),
+            request_id = %id,
+        )
+    });
+    Router::new()
+        .route("/healthz", get(actions::health))
+        .route("/metrics", get(actions::metrics))
+        .route("/v1/actions", get(actions::list))
+        .route(
+            "/v1/actions/{name}",
+            get(actions::show)
+                .put(actions::upload)
+                .delete(actions::delete),
+        )
+        .route("/v1/actions/{name}/versions", get(actions::versions))
+        .route("/v1/actions/{name}/rollback", post(actions::rollback))
+        .route("/v1/actions/{name}/grants", put(actions::grants))
+        .route("/v1/actions/{name}/config", put(actions::config))
+        .route("/v1/actions/{name}/invoke", post(actions::invoke))
+        .merge(crate::webhooks::routes())
+        .fallback(|| async { ApiError::NoRoute })
+        .method_not_allowed_fallback(|method: Method| async move {
+            ApiError::MethodNotAllowed(method.to_string())
+        })
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(trace)
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}

@@ -1,0 +1,97 @@
+//! The API's answers as types: what a client (the CLI, the coming web page)
+//! can rely on. Each is serialized as it is; no handler builds JSON by hand.
+
+use action_host::{LogLine, Manifest, StartsFrom};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::config_file::ActionDoc;
+
+/// An action as `GET /v1/actions/{name}` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionView {
+    /// Its name.
+    pub name: String,
+    /// The number of the serving version (see [`VersionView::version`]).
+    pub version: u64,
+    /// The SHA-256 of the serving component.
+    pub sha256: String,
+    /// What the action says about itself.
+    pub manifest: Arc<Manifest>,
+    /// Where its calls start.
+    pub starts_from: StartsFrom,
+    /// Its settings, secret values redacted.
+    pub settings: ActionDoc,
+    /// When what serves last changed, in RFC 3339.
+    pub changed_at: String,
+    /// Invocations so far by result (`success`, `failure`, an error kind).
+    pub invocations: BTreeMap<String, u64>,
+}
+
+/// `GET /v1/actions`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionList {
+    /// The serving actions, by name.
+    pub actions: Vec<ActionView>,
+}
+
+/// One stored version of an action.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionView {
+    /// Counts the uploads of this action name, from 1.
+    pub version: u64,
+    /// The SHA-256 of the component.
+    pub sha256: String,
+    /// When it was uploaded, in RFC 3339.
+    pub uploaded_at: String,
+    /// The role of the token that uploaded it (`operator`, `designer`), or
+    /// `host` for a deploy at start.
+    pub uploaded_by: String,
+    /// The version its manifest gives.
+    pub manifest_version: String,
+    /// Whether it is the one serving.
+    pub serving: bool,
+}
+
+/// `GET /v1/actions/{name}/versions`, newest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionList {
+    /// The action.
+    pub name: String,
+    /// Its kept versions, newest first.
+    pub versions: Vec<VersionView>,
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    /// `starting` while actions are still being restored or deployed at
+    /// start, then `ok`.
+    pub status: &'static str,
+    /// The actions still loading, smallest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub loading: Vec<String>,
+    /// Actions that could not be restored or deployed, with why.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub not_served: BTreeMap<String, String>,
+}
+
+/// An error: `{"error": {...}}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorView,
+}
+
+/// What went wrong.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorView {
+    /// A stable code, such as `unknown-action` (docs/api.md lists them).
+    pub code: &'static str,
+    /// The problem in words.
+    pub message: String,
+    /// The action's log, when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logs: Option<Vec<LogLine>>,
+}

@@ -1,0 +1,688 @@
+//! The catalog: the one place that knows what serves. Each action's serving
+//! version, its record (settings, history) and its admission bound live
+//! here; deploy, settings changes, delete, rollback and the restore at start
+//! all go through it, and so does every invocation.
+//!
+//! A change is prepared first (compiled or read from the artifact cache,
+//! described), then written to the store by compare-and-set on the record's
+//! revision, and only then served: a failure at any step leaves what serves
+//! as it was. Changes are serialized by one lock; invocations never take it.
+
+use action_host::{CallContext, Host, Invocation, Prepared, sha256_hex};
+use bytes::Bytes;
+use serde_json::{Map, Value as Json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument as _;
+
+use crate::api::error::ApiError;
+use crate::api::views::{ActionList, ActionView, Health, VersionList, VersionView};
+use crate::config_file::{ActionDoc, HostFile};
+use crate::metrics::Metrics;
+use crate::store::{ActionRecord, Store, StoreError, VersionEntry};
+
+/// The bounds the catalog keeps.
+#[derive(Debug, Clone)]
+pub struct Bounds {
+    /// Invocations running at once, in total; more get 429.
+    pub max_concurrency: usize,
+    /// Invocations running at once per action; more get 429.
+    pub max_concurrency_per_action: usize,
+    /// How long one compilation may take, waiting included, before the
+    /// change is answered 503.
+    pub compile_timeout: Duration,
+    /// Compilations at once.
+    pub max_parallel_compiles: usize,
+    /// How many uploaded versions of each action are kept.
+    pub keep_versions: usize,
+}
+
+/// Which settings a rollback serves with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RollbackSettings {
+    /// The settings serving now (the default): a rollback changes the code,
+    /// not what the operator granted since.
+    #[default]
+    Current,
+    /// The settings the version served with when it was uploaded.
+    AsUploaded,
+}
+
+/// Which version a rollback serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionRef {
+    /// By its number.
+    Number(u64),
+    /// By its SHA-256.
+    Sha256(String),
+}
+
+/// What serves under one name.
+struct Serving {
+    record: ActionRecord,
+    action: Prepared,
+    /// The action's share of the invocation bound, kept across versions.
+    calls: Arc<Semaphore>,
+}
+
+/// What is loading at start and what could not be served.
+#[derive(Default)]
+struct Startup {
+    /// Names still loading, smallest first.
+    loading: Vec<String>,
+    /// Names that failed, with why.
+    not_served: BTreeMap<String, String>,
+}
+
+/// The catalog of serving actions.
+pub struct Catalog {
+    host: Host,
+    store: Arc<dyn Store>,
+    host_file: HostFile,
+    bounds: Bounds,
+    serving: RwLock<HashMap<String, Arc<Serving>>>,
+    startup: Mutex<Startup>,
+    metrics: Metrics,
+    total: Arc<Semaphore>,
+    compiles: Arc<Semaphore>,
+    /// Held by every change, so that reading the record, writing it and
+    /// serving it happen as one step.
+    changes: tokio::sync::Mutex<()>,
+}
+
+impl Catalog {
+    /// A catalog serving nothing yet, over `host` and `store`.
+    pub fn new(host: Host, store: Arc<dyn Store>, host_file: HostFile, bounds: Bounds) -> Catalog {
+        Catalog {
+            total: Arc::new(Semaphore::new(bounds.max_concurrency)),
+            compiles: Arc::new(Semaphore::new(bounds.max_parallel_compiles.max(1))),
+            host,
+            store,
+            host_file,
+            bounds,
+            serving: RwLock::default(),
+            startup: Mutex::default(),
+            metrics: Metrics::default(),
+            changes: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The host the catalog drives.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// The store behind the catalog.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The service's metrics in the Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render(&self.host)
+    }
+
+    /// Runs the action `name` once, within the admission bounds.
+    pub async fn invoke(
+        &self,
+        name: &str,
+        context: CallContext,
+        input: &Map<String, Json>,
+    ) -> Result<Invocation, ApiError> {
+        let serving = self.serving(name).ok_or_else(|| self.missing(name))?;
+        let _permits = self.admit(name, &serving)?;
+        let started = Instant::now();
+        let id = action_host::new_invocation_id();
+        let span = tracing::info_span!("invoke", action = %name, invocation_id = %id);
+        let result = serving
+            .action
+            .invoke_as(id, context, input)
+            .instrument(span.clone())
+            .await;
+        let label = match &result {
+            Ok(done) if done.success => "success",
+            Ok(_) => "failure",
+            Err(error) => error.kind.as_str(),
+        };
+        let took = started.elapsed();
+        self.metrics.invocation(name, label, took);
+        span.in_scope(|| tracing::debug!(result = label, took_us = took.as_micros() as u64));
+        result.map_err(ApiError::from)
+    }
+
+    /// The action `name` as the API shows it.
+    pub fn view(&self, name: &str) -> Result<ActionView, ApiError> {
+        let serving = self.serving(name).ok_or_else(|| self.missing(name))?;
+        Ok(self.view_of(name, &serving))
+    }
+
+    /// Every serving action, by name.
+    pub fn list(&self) -> ActionList {
+        let serving = self.read_serving();
+        let mut names: Vec<&String> = serving.keys().collect();
+        names.sort();
+        ActionList {
+            actions: names
+                .into_iter()
+                .map(|name| self.view_of(name, &serving[name]))
+                .collect(),
+        }
+    }
+
+    /// The kept versions of `name`, newest first.
+    pub fn versions(&self, name: &str) -> Result<VersionList, ApiError> {
+        let serving = self.serving(name).ok_or_else(|| self.missing(name))?;
+        let record = &serving.record;
+        let versions = record
+            .versions
+            .iter()
+            .rev()
+            .map(|v| VersionView {
+                version: v.version,
+                sha256: v.sha256.clone(),
+                uploaded_at: rfc3339(v.uploaded_at_ms),
+                uploaded_by: v.uploaded_by.clone(),
+                manifest_version: v.manifest_version.clone(),
+                serving: v.version == record.version,
+            })
+            .collect();
+        Ok(VersionList {
+            name: name.to_owned(),
+            versions,
+        })
+    }
+
+    /// Whether start-up is done, and what is not served.
+    pub fn health(&self) -> Health {
+        let startup = self.startup.lock().unwrap_or_else(|p| p.into_inner());
+        Health {
+            status: if startup.loading.is_empty() {
+                "ok"
+            } else {
+                "starting"
+            },
+            loading: startup.loading.clone(),
+            not_served: startup.not_served.clone(),
+        }
+    }
+
+    /// Deploys `bytes` as a new version of `name`, uploaded by `by`; the same
+    /// bytes as the serving version are not a new version. Returns the action
+    /// and whether the name is new.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        bytes: Bytes,
+        by: &str,
+    ) -> Result<(ActionView, bool), ApiError> {
+        let sha256 = sha256_hex(&bytes);
+        let same = |serving: &Option<Arc<Serving>>| {
+            serving
+                .as_ref()
+                .filter(|s| s.record.sha256 == sha256)
+                .map(|s| self.view_of(name, s))
+        };
+        if let Some(view) = same(&self.serving(name)) {
+            return Ok((view, false));
+        }
+        let doc = self.settings_for_upload(name);
+        // Compiled before the change lock is taken, so that a slow
+        // compilation holds up no other change.
+        let prepared = self.prepare_bounded(name, &bytes, &doc).await?;
+        let _one_change = self.changes.lock().await;
+        let previous = self.serving(name);
+        if let Some(view) = same(&previous) {
+            return Ok((view, false));
+        }
+        // Settings changed while it compiled: prepare it again with the new
+        // ones, from the artifact just cached.
+        let current = self.settings_for_upload(name);
+        let prepared = if current == doc {
+            prepared
+        } else {
+            self.prepare_bounded(name, &bytes, &current).await?
+        };
+        let stored = match &previous {
+            Some(serving) => Some(serving.record.clone()),
+            None => self.store.record(name).await.map_err(ApiError::internal)?,
+        };
+        let now = now_ms();
+        let mut record = match stored.clone() {
+            Some(record) => record,
+            None => ActionRecord {
+                revision: 0,
+                sha256: String::new(),
+                version: 0,
+                settings: ActionDoc::default(),
+                changed_at_ms: now,
+                versions: Vec::new(),
+            },
+        };
+        let version = record.next_version();
+        record.versions.push(VersionEntry {
+            version,
+            sha256: sha256.clone(),
+            uploaded_at_ms: now,
+            uploaded_by: by.to_owned(),
+            manifest_version: prepared.manifest().version.clone(),
+            settings: current.clone(),
+        });
+        let dropped = trim_versions(&mut record.versions, self.bounds.keep_versions);
+        record.revision += 1;
+        record.sha256 = sha256.clone();
+        record.version = version;
+        record.settings = current;
+        record.changed_at_ms = now;
+        self.store
+            .put_version(&sha256, bytes)
+            .await
+            .map_err(ApiError::internal)?;
+        self.swap(name, stored.map(|r| r.revision), Some(record.clone()))
+            .await?;
+        self.prune(dropped).await;
+        let serving = self.install(name, record, prepared);
+        Ok((self.view_of(name, &serving), previous.is_none()))
+    }
+
+    /// Changes an action's settings (`change` makes the new ones from the
+    /// current ones): its version is prepared again with them (from the
+    /// cached artifact), stored, then served. Settings the host file gives
+    /// cannot be changed here.
+    pub async fn set_settings(
+        &self,
+        name: &str,
+        change: impl FnOnce(ActionDoc) -> ActionDoc,
+    ) -> Result<ActionView, ApiError> {
+        let _one_change = self.changes.lock().await;
+        let previous = self.serving(name).ok_or_else(|| self.missing(name))?;
+        if self.host_file.docs.contains_key(name) {
+            return Err(ApiError::ManagedByHostFile(format!(
+                "the settings of `{name}` come from the host configuration file; change them \
+                 there"
+            )));
+        }
+        let doc = change(previous.record.settings.clone());
+        let prepared = self.reload(name, &previous.record.sha256, &doc).await?;
+        let record = ActionRecord {
+            revision: previous.record.revision + 1,
+            settings: doc,
+            changed_at_ms: now_ms(),
+            ..previous.record.clone()
+        };
+        self.swap(name, Some(previous.record.revision), Some(record.clone()))
+            .await?;
+        let serving = self.install(name, record, prepared);
+        Ok(self.view_of(name, &serving))
+    }
+
+    /// Serves a kept earlier version again, with the settings `settings`
+    /// says (the host file's, for an action it names). Without a
+    /// recompilation when its artifact is cached; what serves changes only
+    /// once the new state is stored.
+    pub async fn rollback(
+        &self,
+        name: &str,
+        to: VersionRef,
+        settings: RollbackSettings,
+    ) -> Result<ActionView, ApiError> {
+        let _one_change = self.changes.lock().await;
+        let previous = self.serving(name).ok_or_else(|| self.missing(name))?;
+        let target = previous
+            .record
+            .versions
+            .iter()
+            .find(|v| match &to {
+                VersionRef::Number(n) => v.version == *n,
+                VersionRef::Sha256(sha256) => v.sha256 == *sha256,
+            })
+            .cloned()
+            .ok_or_else(|| {
+                let kept: Vec<String> = previous
+                    .record
+                    .versions
+                    .iter()
+                    .map(|v| v.version.to_string())
+                    .collect();
+                let which = match &to {
+                    VersionRef::Number(n) => format!("version {n}"),
+                    VersionRef::Sha256(sha256) => format!("a version with SHA-256 {sha256}"),
+                };
+                ApiError::UnknownVersion(format!(
+                    "`{name}` has no {which}; the kept versions are {}",
+                    kept.join(", ")
+                ))
+            })?;
+        let doc = match (self.host_file.docs.get(name), settings) {
+            (Some(doc), _) => doc.clone(),
+            (None, RollbackSettings::Current) => previous.record.settings.clone(),
+            (None, RollbackSettings::AsUploaded) => target.settings.clone(),
+        };
+        let prepared = self.reload(name, &target.sha256, &doc).await?;
+        let record = ActionRecord {
+            revision: previous.record.revision + 1,
+            sha256: target.sha256.clone(),
+            version: target.version,
+            settings: doc,
+            changed_at_ms: now_ms(),
+            versions: previous.record.versions.clone(),
+        };
+        self.swap(name, Some(previous.record.revision), Some(record.clone()))
+            .await?;
+        let serving = self.install(name, record, prepared);
+        Ok(self.view_of(name, &serving))
+    }
+
+    /// Stops serving `name` and removes its record and versions; calls
+    /// already running finish.
+    pub async fn delete(&self, name: &str) -> Result<(), ApiError> {
+        let _one_change = self.changes.lock().await;
+        let previous = self.serving(name).ok_or_else(|| self.missing(name))?;
+        self.swap(name, Some(previous.record.revision), None)
+            .await?;
+        self.write_serving().remove(name);
+        let versions = previous.record.versions.iter().map(|v| v.sha256.clone());
+        self.prune(versions.collect()).await;
+        Ok(())
+    }
+
+    /// Serves again the stored record of `name`, with the host file's
+    /// settings when it names the action.
+    pub async fn restore(&self, name: &str, mut record: ActionRecord) -> Result<(), ApiError> {
+        let _one_change = self.changes.lock().await;
+        match self.host_file.docs.get(name) {
+            Some(doc) => record.settings = doc.clone(),
+            // Stored settings came through the API, which may not read the
+            // host's environment (an older version let it).
+            None if record
+                .settings
+                .secrets
+                .iter()
+                .any(|s| s.value_env.is_some()) =>
+            {
+                return Err(ApiError::InvalidSettings(
+                    "its stored settings read a secret from the host's environment \
+                     (`value_env`), which only the host configuration file may do"
+                        .into(),
+                ));
+            }
+            None => {}
+        }
+        if record.versions.is_empty() {
+            // A record from before versions were kept: its one version.
+            record.versions.push(VersionEntry {
+                version: record.version,
+                sha256: record.sha256.clone(),
+                uploaded_at_ms: record.changed_at_ms,
+                uploaded_by: "unknown".into(),
+                manifest_version: String::new(),
+                settings: record.settings.clone(),
+            });
+        }
+        let prepared = self
+            .reload(name, &record.sha256.clone(), &record.settings.clone())
+            .await?;
+        if let Some(entry) = record
+            .versions
+            .iter_mut()
+            .find(|v| v.version == record.version)
+            && entry.manifest_version.is_empty()
+        {
+            entry.manifest_version = prepared.manifest().version.clone();
+        }
+        self.install(name, record, prepared);
+        Ok(())
+    }
+
+    /// Marks `names` as loading at start, in the order they will load.
+    pub fn loading(&self, names: Vec<String>) {
+        self.startup
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .loading = names;
+    }
+
+    /// Marks `name` as done loading at start, or as not served and why.
+    pub fn loaded(&self, name: &str, failed: Option<String>) {
+        let mut startup = self.startup.lock().unwrap_or_else(|p| p.into_inner());
+        startup.loading.retain(|n| n != name);
+        match failed {
+            Some(why) => startup.not_served.insert(name.to_owned(), why),
+            None => startup.not_served.remove(name),
+        };
+    }
+
+    /// The settings a new version of `name` serves with: the host file's, or
+    /// the serving version's, or none.
+    fn settings_for_upload(&self, name: &str) -> ActionDoc {
+        match (self.host_file.docs.get(name), self.serving(name)) {
+            (Some(doc), _) => doc.clone(),
+            (None, Some(serving)) => serving.record.settings.clone(),
+            (None, None) => ActionDoc::default(),
+        }
+    }
+
+    /// Prepares `bytes` as `name` with `doc`, at most
+    /// [`Bounds::max_parallel_compiles`] at once and within
+    /// [`Bounds::compile_timeout`] (waiting included). A compilation past the
+    /// timeout cannot be stopped: it goes on, holding its place, and its
+    /// artifact is cached for the next upload of the same bytes.
+    async fn prepare_bounded(
+        &self,
+        name: &str,
+        bytes: &Bytes,
+        doc: &ActionDoc,
+    ) -> Result<Prepared, ApiError> {
+        let settings = doc.settings().map_err(ApiError::InvalidSettings)?;
+        let timeout = self.bounds.compile_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let place = tokio::time::timeout_at(deadline, Arc::clone(&self.compiles).acquire_owned())
+            .await
+            .map_err(|_| {
+                ApiError::Busy(format!(
+                    "other uploads kept the compiler busy for {} s; retry later",
+                    timeout.as_secs()
+                ))
+            })?
+            .map_err(ApiError::internal)?;
+        let (host, cache, name, bytes) = (
+            self.host.clone(),
+            self.store.artifacts(),
+            name.to_owned(),
+            bytes.clone(),
+        );
+        let compiling = tokio::spawn(async move {
+            let _place = place;
+            host.prepare(&name, &bytes, settings, Some(cache)).await
+        });
+        match tokio::time::timeout_at(deadline, compiling).await {
+            Ok(Ok(prepared)) => Ok(prepared?),
+            Ok(Err(failed)) => Err(ApiError::Internal(format!(
+                "the compilation failed: {failed}"
+            ))),
+            Err(_) => Err(ApiError::CompileTimeout(format!(
+                "compiling it took longer than {} s; it goes on in the background and its \
+                 artifact is kept, so uploading it again later is quicker",
+                timeout.as_secs()
+            ))),
+        }
+    }
+
+    /// Prepares the stored version `sha256` of `name` with `doc` (from the
+    /// cached artifact when there is one).
+    async fn reload(
+        &self,
+        name: &str,
+        sha256: &str,
+        doc: &ActionDoc,
+    ) -> Result<Prepared, ApiError> {
+        let bytes = self
+            .store
+            .version(sha256)
+            .await
+            .map_err(ApiError::internal)?;
+        self.prepare_bounded(name, &Bytes::from(bytes), doc).await
+    }
+
+    /// Writes the record by compare-and-set.
+    async fn swap(
+        &self,
+        name: &str,
+        expected: Option<u64>,
+        record: Option<ActionRecord>,
+    ) -> Result<(), ApiError> {
+        self.store
+            .swap_record(name, expected, record)
+            .await
+            .map_err(|error| match error {
+                StoreError::Conflict { .. } => ApiError::Conflict(error.to_string()),
+                StoreError::Other(error) => ApiError::internal(error),
+            })
+    }
+
+    /// Removes the versions no record keeps any longer; a failure only
+    /// leaves files behind.
+    async fn prune(&self, sha256s: Vec<String>) {
+        if sha256s.is_empty() {
+            return;
+        }
+        if let Err(error) = self.store.prune_versions(sha256s).await {
+            tracing::warn!("cannot remove versions no longer kept: {error:#}");
+        }
+    }
+
+    /// Serves a prepared version with its record.
+    fn install(&self, name: &str, record: ActionRecord, action: Prepared) -> Arc<Serving> {
+        let mut serving = self.write_serving();
+        let calls = serving.get(name).map_or_else(
+            || Arc::new(Semaphore::new(self.bounds.max_concurrency_per_action)),
+            |previous| Arc::clone(&previous.calls),
+        );
+        let entry = Arc::new(Serving {
+            record,
+            action,
+            calls,
+        });
+        serving.insert(name.to_owned(), Arc::clone(&entry));
+        entry
+    }
+
+    fn view_of(&self, name: &str, serving: &Serving) -> ActionView {
+        ActionView {
+            name: name.to_owned(),
+            version: serving.record.version,
+            sha256: serving.record.sha256.clone(),
+            manifest: Arc::clone(serving.action.manifest()),
+            starts_from: serving.action.starts_from().clone(),
+            settings: serving.record.settings.redacted(),
+            changed_at: rfc3339(serving.record.changed_at_ms),
+            invocations: self.metrics.counts(name),
+        }
+    }
+
+    /// Why `name` is not serving: it is still loading at start, or unknown.
+    fn missing(&self, name: &str) -> ApiError {
+        let startup = self.startup.lock().unwrap_or_else(|p| p.into_inner());
+        if startup.loading.iter().any(|n| n == name) {
+            ApiError::Loading {
+                name: name.to_owned(),
+                retry_after: Duration::from_secs(2),
+            }
+        } else {
+            ApiError::UnknownAction(name.to_owned())
+        }
+    }
+
+    /// Takes a place for one invocation of `name`, or refuses at once: the
+    /// service never queues calls without bound.
+    fn admit(
+        &self,
+        name: &str,
+        serving: &Serving,
+    ) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), ApiError> {
+        let overloaded = || {
+            self.metrics.overloaded(name);
+            ApiError::Overloaded
+        };
+        let total = Arc::clone(&self.total)
+            .try_acquire_owned()
+            .map_err(|_| overloaded())?;
+        let action = Arc::clone(&serving.calls)
+            .try_acquire_owned()
+            .map_err(|_| overloaded())?;
+        Ok((total, action))
+    }
+
+    fn serving(&self, name: &str) -> Option<Arc<Serving>> {
+        self.read_serving().get(name).cloned()
+    }
+
+    fn read_serving(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Serving>>> {
+        // The map holds only Arcs, so it is whole even if a writer panicked.
+        self.serving.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_serving(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Serving>>> {
+        self.serving.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Keeps the newest `keep` versions (at least one); returns the SHA-256 of
+/// those dropped.
+fn trim_versions(versions: &mut Vec<VersionEntry>, keep: usize) -> Vec<String> {
+    let excess = versions.len().saturating_sub(keep.max(1));
+    versions.drain(..excess).map(|v| v.sha256).collect()
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+fn rfc3339(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(version: u64) -> VersionEntry {
+        VersionEntry {
+            version,
+            sha256: format!("sha-{version}"),
+            uploaded_at_ms: 0,
+            uploaded_by: "designer".into(),
+            manifest_version: "1.0.0".into(),
+            settings: ActionDoc::default(),
+        }
+    }
+
+    #[test]
+    fn trimming_keeps_the_newest_versions() {
+        let mut versions: Vec<_> = (1..=5).map(entry).collect();
+        assert_eq!(trim_versions(&mut versions, 3), ["sha-1", "sha-2"]);
+        assert_eq!(
+            versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+            [3, 4, 5]
+        );
+        assert_eq!(trim_versions(&mut versions, 0), ["sha-3", "sha-4"]);
+        assert_eq!(versions.len(), 1);
+    }
+
+    #[test]
+    fn the_next_version_is_above_every_kept_and_serving_one() {
+        let record = ActionRecord {
+            revision: 4,
+            sha256: "sha-2".into(),
+            version: 2,
+            settings: ActionDoc::default(),
+            changed_at_ms: 0,
+            versions: vec![entry(2), entry(7)],
+        };
+        assert_eq!(record.next_version(), 8);
+    }
+}

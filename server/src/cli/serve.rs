@@ -1,0 +1,298 @@
+//! `action-host serve`: the options, the tokens, and the start: listening
+//! at once, the actions loading in the background.
+
+use action_host::{ArtifactKey, Host, HostConfig};
+use action_host_server::{Auth, DataDir, HostFile, Progress, Role, ServeOptions, Service, Tokens};
+use anyhow::{Context as _, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::read_roots;
+
+#[derive(clap::Args)]
+pub(crate) struct ServeArgs {
+    /// A host configuration file (TOML): grants, secrets, config and limits per action.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// The data directory: uploaded versions, compiled artifacts, settings.
+    #[arg(long, default_value = "data")]
+    data: PathBuf,
+    /// Deploys a component at start (repeatable).
+    #[arg(long = "deploy", value_name = "NAME=FILE")]
+    deploy: Vec<String>,
+    /// The largest upload, in MiB.
+    #[arg(long, default_value_t = 64)]
+    max_upload_mib: usize,
+    /// Invocations running at once, in total; more get 429.
+    #[arg(long, default_value_t = 128)]
+    max_concurrency: usize,
+    /// Invocations running at once per action; more get 429.
+    #[arg(long, default_value_t = 32)]
+    max_concurrency_per_action: usize,
+    /// Serves without tokens. For local demos only.
+    #[arg(long)]
+    insecure_no_auth: bool,
+    /// Connections open at once; at the cap, the one idle longest is closed.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// How long a client may take to send a request's head, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    header_timeout_ms: u64,
+    /// How long a client may take to send a request's body, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 60_000)]
+    body_timeout_ms: u64,
+    /// Root certificates (PEM) to trust for outbound HTTPS besides the public ones.
+    #[arg(long, value_name = "FILE")]
+    tls_roots: Option<PathBuf>,
+    /// The key that seals compiled artifacts, as 64 hex digits; without it, the
+    /// key in the data directory (made the first time).
+    #[arg(long, value_name = "FILE")]
+    artifact_key_file: Option<PathBuf>,
+    /// How long compiling one upload may take before the upload is answered
+    /// 503 (the compilation goes on and its artifact is kept), in seconds.
+    #[arg(long, value_name = "S", default_value_t = 300)]
+    compile_timeout_s: u64,
+    /// Uploads compiled at once; more wait (within the compile timeout).
+    #[arg(long, default_value_t = 2)]
+    max_parallel_compiles: usize,
+    /// How many uploaded versions of each action are kept for rollback.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    keep_versions: usize,
+    /// How log lines are written: `text` for people, `json` (one object per
+    /// line) for log collectors.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How the service writes its log.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Lines for people, with a progress bar at start on a terminal.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Sends the service's log lines to stderr, filtered by `RUST_LOG` (default
+/// `info`), as text or JSON.
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(action_host_server::LogWriter);
+    match format {
+        LogFormat::Text => builder.with_target(false).init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+pub(crate) async fn serve(args: ServeArgs) -> Result<ExitCode> {
+    init_logging(args.log_format);
+    let host_file = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            HostFile::parse(&text).map_err(|why| {
+                anyhow::anyhow!("invalid host configuration {}: {why}", path.display())
+            })?
+        }
+        None => HostFile::default(),
+    };
+    let deploy = args
+        .deploy
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((name, file)) if !name.is_empty() && !file.is_empty() => {
+                Ok((name.to_owned(), PathBuf::from(file)))
+            }
+            _ => bail!("--deploy expects NAME=FILE, got `{pair}`"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (auth, invoke_token) = if args.insecure_no_auth {
+        tracing::warn!(
+            "WARNING: --insecure-no-auth: anyone who can reach {} can upload and run code",
+            args.listen
+        );
+        (Auth::Off, None)
+    } else {
+        let tokens = tokens_from_env()?;
+        // A token that came from the environment is not printed: the
+        // operator has it, and logs should not.
+        let invoke = if std::env::var_os(INVOKE_TOKEN).is_some() {
+            format!("${INVOKE_TOKEN}")
+        } else {
+            tokens.of(Role::Invoke).to_owned()
+        };
+        (Auth::Tokens(tokens), Some(invoke))
+    };
+    let options = ServeOptions {
+        listen: args.listen,
+        data: args.data,
+        host_file,
+        auth,
+        max_upload_bytes: args.max_upload_mib << 20,
+        max_concurrency: args.max_concurrency,
+        max_concurrency_per_action: args.max_concurrency_per_action,
+        max_connections: connection_cap(args.max_connections),
+        compile_timeout: Duration::from_secs(args.compile_timeout_s.max(1)),
+        max_parallel_compiles: args.max_parallel_compiles.max(1),
+        header_timeout: Duration::from_millis(args.header_timeout_ms.max(1)),
+        body_timeout: Duration::from_millis(args.body_timeout_ms.max(1)),
+        keep_versions: args.keep_versions.max(1),
+        deploy,
+        ..ServeOptions::default()
+    };
+    let artifact_key = match &args.artifact_key_file {
+        Some(file) => read_artifact_key(file)?,
+        None => DataDir::open(&options.data)?.artifact_key()?,
+    };
+    let host = Host::new(HostConfig {
+        // Room for every permitted call plus loads running beside them.
+        pool_size: u32::try_from(args.max_concurrency + 32).unwrap_or(u32::MAX),
+        tls_roots_pem: read_roots(args.tls_roots.as_deref())?,
+        artifact_key,
+        ..HostConfig::default()
+    })?;
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", options.listen))?;
+    let address = listener.local_addr()?;
+    let service = Service::start(host, options).await?;
+    tracing::info!("listening on http://{address}");
+    if !service.host().resets_by_page_scan() {
+        tracing::warn!(
+            "instances are reset without the kernel's page scan (swap is on, or Linux is older \
+             than 6.7), so calls are slower; see docs/host-config.md"
+        );
+    }
+    // Listening already: the actions load while the service answers, and a
+    // call to one still loading gets 503 with Retry-After.
+    let loading = {
+        let service = std::sync::Arc::clone(&service);
+        let progress = Progress::new(service.pending().len(), args.log_format == LogFormat::Text);
+        tokio::spawn(async move {
+            service.load_in_background(progress).await;
+            let actions = service.catalog().list().actions;
+            let names: Vec<&str> = actions.iter().map(|a| a.name.as_str()).collect();
+            tracing::info!("serving {} action(s): {}", names.len(), names.join(", "));
+            if let Some(first) = names.first() {
+                let auth = invoke_token.as_ref().map_or(String::new(), |t| {
+                    format!("-H 'Authorization: Bearer {t}' ")
+                });
+                tracing::info!(
+                    "try: curl -s {auth}-d '{{\"input\": {{\"first_name\": \"Ada\"}}, \"context\": {{\"timezone\": \"Europe/London\"}}}}' http://{address}/v1/actions/{first}/invoke"
+                );
+                tracing::info!(
+                    "try: curl -s {auth}-d '{{\"input_data\": {{\"attributes\": {{\"first_name\": \"Ada\"}}}}}}' http://{address}/webhooks/opendialog/{first}"
+                );
+            }
+        })
+    };
+    action_host_server::serve(service, listener).await?;
+    loading.abort();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `wanted` connections, or fewer if the process may not open that many
+/// descriptors: it raises its soft limit to the hard one first, and keeps
+/// room for files, the engine and its threads.
+fn connection_cap(wanted: usize) -> usize {
+    const RESERVE: u64 = 128;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return wanted;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    let room = usize::try_from(limit.rlim_cur.saturating_sub(RESERVE)).unwrap_or(usize::MAX);
+    if wanted > room {
+        tracing::warn!(
+            "--max-connections {wanted} is above what the open-file limit of {} leaves; \
+             serving at most {room} connections",
+            limit.rlim_cur
+        );
+        return room.max(1);
+    }
+    wanted
+}
+
+const OPERATOR_TOKEN: &str = "ACTION_HOST_OPERATOR_TOKEN";
+const DESIGNER_TOKEN: &str = "ACTION_HOST_DESIGNER_TOKEN";
+const INVOKE_TOKEN: &str = "ACTION_HOST_INVOKE_TOKEN";
+const METRICS_TOKEN: &str = "ACTION_HOST_METRICS_TOKEN";
+/// The operator token's earlier name.
+const ADMIN_TOKEN: &str = "ACTION_HOST_ADMIN_TOKEN";
+
+/// Each role's token from the environment; a role without one gets a new
+/// random token, printed once.
+fn tokens_from_env() -> Result<Tokens> {
+    let set = |variable: &str| {
+        std::env::var(variable)
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+    };
+    let operator = match (set(OPERATOR_TOKEN), set(ADMIN_TOKEN)) {
+        (Some(operator), Some(_)) => {
+            tracing::warn!("{ADMIN_TOKEN} is ignored: {OPERATOR_TOKEN} is set");
+            Some(operator)
+        }
+        (None, Some(admin)) => {
+            tracing::warn!(
+                "{ADMIN_TOKEN} is deprecated: it is read as {OPERATOR_TOKEN}; set that instead"
+            );
+            Some(admin)
+        }
+        (operator, None) => operator,
+    };
+    let or_generate = |variable: &str, token: Option<String>| {
+        token.unwrap_or_else(|| {
+            let token = Tokens::generate().of(Role::Operator).to_owned();
+            tracing::warn!("{variable} was not set; generated: {token}");
+            token
+        })
+    };
+    let tokens = Tokens::new(
+        or_generate(OPERATOR_TOKEN, operator),
+        or_generate(DESIGNER_TOKEN, set(DESIGNER_TOKEN)),
+        or_generate(INVOKE_TOKEN, set(INVOKE_TOKEN)),
+        or_generate(METRICS_TOKEN, set(METRICS_TOKEN)),
+    )
+    .map_err(|why| anyhow::anyhow!("{why} (the ACTION_HOST_*_TOKEN variables)"))?;
+    Ok(tokens)
+}
+
+/// A key of 32 bytes written as 64 hex digits (surrounding space ignored).
+fn read_artifact_key(file: &Path) -> Result<ArtifactKey> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let text = text.trim();
+    let hex = |at: usize| u8::from_str_radix(text.get(at..at + 2)?, 16).ok();
+    let bytes: Option<Vec<u8>> = (0..32).map(|i| hex(2 * i)).collect();
+    match bytes {
+        Some(bytes) if text.len() == 64 => {
+            Ok(ArtifactKey::from_bytes(bytes.try_into().expect("32 bytes")))
+        }
+        _ => bail!(
+            "{} must hold 64 hex digits (32 bytes), such as the output of `openssl rand -hex 32`",
+            file.display()
+        ),
+    }
+}

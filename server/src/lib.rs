@@ -1,0 +1,40 @@
+//! The action-host service: the HTTP API, the catalog of what serves, the
+//! store of versions and records, the webhook adapters and the metrics, over
+//! one [`action_host::Host`].
+//!
+//! The path of one HTTP request: the listener (`listener.rs`, connection
+//! bounds) hands it to the axum router (`api/mod.rs`), whose handler
+//! (`api/actions.rs`, or an adapter in `webhooks/`) checks the token's role
+//! (`api/auth.rs`), reads the body within its caps (`api/body.rs`) and asks
+//! the [`Catalog`] (`catalog.rs`): to invoke the serving version within the
+//! admission bounds, or to deploy, configure, roll back or delete, which it
+//! prepares with the host, writes to the [`Store`] (`store/`) by
+//! compare-and-set, and only then serves. The answer is a typed view
+//! (`api/views.rs`) or an [`ApiError`] (`api/error.rs`, one table of status
+//! and code).
+//!
+//! [`Service::start`] opens the store and lists what to load;
+//! [`Service::load_in_background`] restores and deploys it while [`serve`]
+//! already answers (`serve.rs`, with progress from `progress.rs`).
+
+mod api;
+mod catalog;
+mod client;
+mod config_file;
+mod listener;
+mod metrics;
+mod progress;
+mod serve;
+mod store;
+mod webhooks;
+
+pub use api::auth::{Auth, Role, Tokens};
+pub use api::error::ApiError;
+pub use api::views;
+pub use api::{AppState, router};
+pub use catalog::{Bounds, Catalog, RollbackSettings, VersionRef};
+pub use client::Client;
+pub use config_file::{ActionDoc, HostFile, LimitsDoc, SecretDoc};
+pub use progress::{LogWriter, Progress};
+pub use serve::{ServeOptions, Service, serve};
+pub use store::{ActionRecord, Change, DataDir, Store, StoreError, VersionEntry};

@@ -1,0 +1,289 @@
+//! `action-host serve`: the service's options, its start (the listener first,
+//! then the actions restored and deployed in the background, smallest first),
+//! and the accept loop with its graceful shutdown.
+
+use action_host::Host;
+use axum::Router;
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tower::ServiceExt as _;
+
+use crate::api::auth::{Auth, Tokens};
+use crate::api::{self, AppState};
+use crate::catalog::{Bounds, Catalog};
+use crate::config_file::HostFile;
+use crate::progress::Progress;
+use crate::store::{ActionRecord, DataDir, Store};
+
+/// How the service runs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Where to listen [127.0.0.1:8080].
+    pub listen: SocketAddr,
+    /// The data directory [./data].
+    pub data: PathBuf,
+    /// Operator settings by action; they win over settings stored earlier,
+    /// and the API cannot change them.
+    pub host_file: HostFile,
+    /// Who may use which routes [a fresh random token per role].
+    pub auth: Auth,
+    /// The largest component an upload may carry [64 MiB].
+    pub max_upload_bytes: usize,
+    /// Invocations running at once, in total; more get 429 [128].
+    pub max_concurrency: usize,
+    /// Invocations running at once per action; more get 429 [32].
+    pub max_concurrency_per_action: usize,
+    /// How long calls in flight may take to finish at shutdown [10 s].
+    pub shutdown_grace: Duration,
+    /// Connections open at once; at the cap, the connection idle longest is
+    /// closed to make room [1024].
+    pub max_connections: usize,
+    /// How long a client may take to send a request's line and headers [10 s].
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body [60 s].
+    pub body_timeout: Duration,
+    /// How long an upload's compilation may take, waiting included, before
+    /// the upload is answered 503 [300 s].
+    pub compile_timeout: Duration,
+    /// Uploads compiled at once [2].
+    pub max_parallel_compiles: usize,
+    /// How many uploaded versions of each action are kept [20].
+    pub keep_versions: usize,
+    /// Components to deploy at start, as (name, file).
+    pub deploy: Vec<(String, PathBuf)>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> ServeOptions {
+        ServeOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data: "data".into(),
+            host_file: HostFile::default(),
+            auth: Auth::Tokens(Tokens::generate()),
+            max_upload_bytes: 64 << 20,
+            max_concurrency: 128,
+            max_concurrency_per_action: 32,
+            shutdown_grace: Duration::from_secs(10),
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
+            compile_timeout: Duration::from_secs(300),
+            max_parallel_compiles: 2,
+            keep_versions: 20,
+            deploy: Vec::new(),
+        }
+    }
+}
+
+/// The running service: the catalog and the router over it.
+pub struct Service {
+    catalog: Arc<Catalog>,
+    router: Router,
+    options: ServeOptions,
+    /// What is left to load at start, smallest first.
+    pending: std::sync::Mutex<Vec<Pending>>,
+}
+
+/// An action to load at start.
+struct Pending {
+    name: String,
+    size: u64,
+    source: Source,
+}
+
+enum Source {
+    /// Its record in the store.
+    Stored(Box<anyhow::Result<ActionRecord>>),
+    /// A component named by `--deploy`.
+    File(Bytes),
+}
+
+impl Service {
+    /// Opens the data directory and reads what there is to serve (the
+    /// store's records and the components to deploy), without loading any
+    /// of it yet: [`Service::load_in_background`] does that while the
+    /// service already answers.
+    pub async fn start(host: Host, options: ServeOptions) -> anyhow::Result<Arc<Service>> {
+        let store: Arc<dyn Store> = Arc::new(DataDir::open(&options.data)?);
+        let catalog = Arc::new(Catalog::new(
+            host,
+            Arc::clone(&store),
+            options.host_file.clone(),
+            Bounds {
+                max_concurrency: options.max_concurrency,
+                max_concurrency_per_action: options.max_concurrency_per_action,
+                compile_timeout: options.compile_timeout,
+                max_parallel_compiles: options.max_parallel_compiles,
+                keep_versions: options.keep_versions,
+            },
+        ));
+        let mut pending = Vec::new();
+        for (name, record) in store.records().await? {
+            let size = match &record {
+                Ok(record) => store.version_len(&record.sha256).await.unwrap_or(u64::MAX),
+                Err(_) => 0,
+            };
+            pending.push(Pending {
+                name,
+                size,
+                source: Source::Stored(Box::new(record)),
+            });
+        }
+        for (name, file) in &options.deploy {
+            // A file that cannot be read is the operator's mistake: said at once.
+            let bytes = std::fs::read(file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            pending.retain(|p| p.name != *name);
+            pending.push(Pending {
+                name: name.clone(),
+                size: bytes.len() as u64,
+                source: Source::File(Bytes::from(bytes)),
+            });
+        }
+        // Smallest first: the quick ones serve while the large ones compile.
+        pending.sort_by_key(|p| p.size);
+        catalog.loading(pending.iter().map(|p| p.name.clone()).collect());
+        let state = Arc::new(AppState {
+            catalog: Arc::clone(&catalog),
+            auth: options.auth.clone(),
+            max_upload_bytes: options.max_upload_bytes,
+            body_timeout: options.body_timeout,
+        });
+        Ok(Arc::new(Service {
+            router: api::router(state),
+            catalog,
+            options,
+            pending: std::sync::Mutex::new(pending),
+        }))
+    }
+
+    /// Restores and deploys the actions found at start, smallest first and
+    /// as many at once as compilations may run, reporting each to
+    /// `progress`. Calls to an action still loading are answered 503 with
+    /// `Retry-After`. Returns when all are done.
+    pub async fn load_in_background(self: &Arc<Self>, progress: Progress) {
+        let pending: Vec<Pending> =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        let queue = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(
+            pending,
+        )));
+        let progress = Arc::new(progress);
+        let workers = (0..self.options.max_parallel_compiles.max(1)).map(|_| {
+            let (service, queue, progress) =
+                (Arc::clone(self), Arc::clone(&queue), Arc::clone(&progress));
+            tokio::spawn(async move {
+                loop {
+                    let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+                    let Some(pending) = next else { break };
+                    service.load_one(pending, &progress).await;
+                }
+            })
+        });
+        for worker in workers.collect::<Vec<_>>() {
+            let _ = worker.await;
+        }
+        progress.finish();
+    }
+
+    async fn load_one(&self, pending: Pending, progress: &Progress) {
+        let name = pending.name;
+        let span = tracing::info_span!("load", action = %name);
+        let _entered = span.enter();
+        progress.started(&name, pending.size);
+        let started = Instant::now();
+        let compilations = self.catalog.host().compilations();
+        let loaded = match pending.source {
+            Source::Stored(stored) => match *stored {
+                Ok(record) => self.catalog.restore(&name, record).await,
+                Err(error) => Err(crate::api::error::ApiError::internal(error)),
+            },
+            Source::File(bytes) => self.catalog.deploy(&name, bytes, "host").await.map(|_| ()),
+        };
+        let compiled = self.catalog.host().compilations() > compilations;
+        match loaded {
+            Ok(()) => {
+                self.catalog.loaded(&name, None);
+                let starts_from = self.catalog.view(&name).map(|v| v.starts_from).ok();
+                progress.ready(&name, started.elapsed(), compiled, starts_from);
+            }
+            Err(error) => {
+                let why = error.message();
+                self.catalog.loaded(&name, Some(why.clone()));
+                progress.failed(&name, &why);
+            }
+        }
+    }
+
+    /// The catalog of serving actions.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// The host behind the service.
+    pub fn host(&self) -> &Host {
+        self.catalog.host()
+    }
+
+    /// The names of the actions to load at start, smallest first.
+    pub fn pending(&self) -> Vec<String> {
+        let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.iter().map(|p| p.name.clone()).collect()
+    }
+
+    /// The HTTP API, for serving or for calling in-process
+    /// (`tower::ServiceExt::oneshot`).
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+}
+
+/// Serves until SIGTERM or SIGINT, then stops accepting and lets calls in
+/// flight finish within the grace period.
+pub async fn serve(service: Arc<Service>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let limits = crate::listener::Limits {
+        max_connections: service.options.max_connections.max(1),
+        header_timeout: service.options.header_timeout,
+    };
+    let router = service.router();
+    let handler = move |request: hyper::Request<hyper::body::Incoming>| {
+        let router = router.clone();
+        async move {
+            match router.oneshot(request.map(axum::body::Body::new)).await {
+                Ok(response) => response,
+                Err(infallible) => match infallible {},
+            }
+        }
+    };
+    crate::listener::accept_loop(&listener, limits, &graceful, handler, shutdown_signal()).await;
+    drop(listener);
+    tracing::info!(
+        "shutting down: waiting up to {:?} for calls in flight",
+        service.options.shutdown_grace
+    );
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(service.options.shutdown_grace) => {
+            tracing::warn!("calls still running after the grace period were cut off");
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,87 @@
+//! OpenDialog's webhook action format: `POST /webhooks/opendialog/{name}`
+//! with `{"input_data": {"attributes": {...}}}`, answered with
+//! `{"successful": true, "output_data": {"attributes": {...}}}` or
+//! `{"successful": false, "errors": [{"message": ...}]}`.
+
+use action_host::Invocation;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+use super::{Adapter, Call};
+use crate::api::AppState;
+use crate::api::auth::INVOKE;
+use crate::api::body::{self, MAX_JSON_BYTES};
+use crate::api::error::ApiError;
+
+/// The OpenDialog adapter.
+pub(crate) struct OpenDialog;
+
+pub(super) fn routes() -> Router<Arc<AppState>> {
+    Router::new().route("/webhooks/opendialog/{name}", post(handle))
+}
+
+/// Every failure, the token's included, answers in OpenDialog's error form.
+async fn handle(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    request: axum::body::Body,
+) -> (StatusCode, axum::Json<Value>) {
+    let adapter = OpenDialog;
+    let answered = async {
+        state.auth.check(&headers, INVOKE)?;
+        let bytes = body::read(request, MAX_JSON_BYTES, state.body_timeout).await?;
+        let call = adapter.decode(Some(&name), &body::parse_json(&bytes)?)?;
+        let done = state
+            .catalog
+            .invoke(&call.action, call.context.clone(), &call.input)
+            .await?;
+        Ok::<_, ApiError>(adapter.encode(&call, done))
+    }
+    .await;
+    let (status, body) = answered.unwrap_or_else(|error| adapter.encode_error(&error));
+    (status, axum::Json(body))
+}
+
+impl Adapter for OpenDialog {
+    fn decode(&self, path_name: Option<&str>, body: &Value) -> Result<Call, ApiError> {
+        let input = body
+            .pointer("/input_data/attributes")
+            .and_then(Value::as_object)
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::InvalidInput("expected {\"input_data\": {\"attributes\": {...}}}".into())
+            })?;
+        Ok(Call {
+            action: path_name.unwrap_or_default().to_owned(),
+            context: Default::default(),
+            input,
+        })
+    }
+
+    fn encode(&self, _call: &Call, done: Invocation) -> (StatusCode, Value) {
+        let body = if done.success {
+            json!({"successful": true, "output_data": {"attributes": done.attributes}})
+        } else {
+            let message = if done.messages.is_empty() {
+                "the action reported no success".to_owned()
+            } else {
+                done.messages.join(" ")
+            };
+            json!({"successful": false, "errors": [{"message": message}]})
+        };
+        (StatusCode::OK, body)
+    }
+
+    fn encode_error(&self, error: &ApiError) -> (StatusCode, Value) {
+        let (status, _) = error.status_and_code();
+        (
+            status,
+            json!({"successful": false, "errors": [{"message": error.message()}]}),
+        )
+    }
+}

@@ -1,0 +1,13 @@
+//! Every end-to-end test of the repository, in one binary so that it links once:
+//! the library with real components (`host`, `outbound`, `https`), the CLI
+//! (`cli`), the service over HTTP (`service`), and the examples in every
+//! language (`languages`).
+
+mod common;
+
+mod cli;
+mod host;
+mod https;
+mod languages;
+mod outbound;
+mod service;
