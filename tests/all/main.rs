@@ -5,6 +5,7 @@
 
 mod common;
 
+mod api;
 mod cli;
 mod host;
 mod https;

@@ -1,0 +1,466 @@
+//! The API in process: the service's router called with
+//! `tower::ServiceExt::oneshot`, no socket, so each test can look at what a
+//! process test cannot time (an action still loading) or reach (the store
+//! behind the catalog).
+
+use crate::common;
+use crate::common::server::{DESIGNER, INVOKE, METRICS, OPERATOR};
+
+use action_host::{Host, HostConfig, sha256_hex};
+use action_host_server::{Auth, DataDir, Progress, ServeOptions, Service, Store, Tokens};
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::BodyExt as _;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tower::ServiceExt as _;
+
+fn tokens() -> Tokens {
+    Tokens::new(
+        OPERATOR.into(),
+        DESIGNER.into(),
+        INVOKE.into(),
+        METRICS.into(),
+    )
+    .unwrap()
+}
+
+/// A service on the data directory `dir`, not yet loading what it found.
+async fn service(dir: &Path, options: ServeOptions) -> Arc<Service> {
+    let host = Host::new(HostConfig {
+        pool_size: 16,
+        artifact_key: DataDir::open(dir).unwrap().artifact_key().unwrap(),
+        ..HostConfig::default()
+    })
+    .unwrap();
+    Service::start(
+        host,
+        ServeOptions {
+            data: dir.to_owned(),
+            auth: Auth::Tokens(tokens()),
+            ..options
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// A started service that has loaded everything it found.
+async fn loaded(dir: &Path, options: ServeOptions) -> Arc<Service> {
+    let service = service(dir, options).await;
+    service.load_in_background(Progress::quiet()).await;
+    service
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+async fn call(service: &Service, method: Method, path: &str, token: &str, body: Body) -> Answer {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {token}"))
+        .body(body)
+        .unwrap();
+    let response = service.router().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn put(service: &Service, name: &str, plugin: &str) -> Answer {
+    let path = format!("/v1/actions/{name}");
+    let bytes = common::plugin_bytes(plugin);
+    call(service, Method::PUT, &path, DESIGNER, Body::from(bytes)).await
+}
+
+async fn post(service: &Service, path: &str, token: &str, body: Value) -> Answer {
+    call(
+        service,
+        Method::POST,
+        path,
+        token,
+        Body::from(body.to_string()),
+    )
+    .await
+}
+
+async fn get(service: &Service, path: &str) -> Answer {
+    call(service, Method::GET, path, DESIGNER, Body::empty()).await
+}
+
+fn greet() -> Value {
+    json!({"input": {"first_name": "Ada"}, "context": {"timezone": "Europe/London"}})
+}
+
+#[tokio::test]
+async fn an_action_still_loading_answers_503_with_retry_after_and_health_says_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let file: PathBuf = common::plugin("greeting");
+    let service = service(
+        dir.path(),
+        ServeOptions {
+            deploy: vec![("greeting".into(), file)],
+            ..ServeOptions::default()
+        },
+    )
+    .await;
+
+    let health = get(&service, "/healthz").await;
+    assert_eq!(health.body["status"], "starting");
+    assert_eq!(health.body["loading"], json!(["greeting"]));
+    let early = post(&service, "/v1/actions/greeting/invoke", INVOKE, greet()).await;
+    assert_eq!(early.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(early.body["error"]["code"], "loading");
+    assert!(
+        early.headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    // A name that is not loading is still unknown, not "loading".
+    let other = post(&service, "/v1/actions/other/invoke", INVOKE, greet()).await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
+
+    service.load_in_background(Progress::quiet()).await;
+    let health = get(&service, "/healthz").await;
+    assert_eq!(health.body, json!({"status": "ok"}));
+    let ready = post(&service, "/v1/actions/greeting/invoke", INVOKE, greet()).await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
+    assert!(ready.body["invocation_id"].as_str().unwrap().len() >= 32);
+}
+
+#[tokio::test]
+async fn a_component_that_fails_at_start_is_reported_by_health_and_the_rest_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.wasm");
+    std::fs::write(&broken, b"\0asm\x01\0\0\0").unwrap();
+    let service = loaded(
+        dir.path(),
+        ServeOptions {
+            deploy: vec![
+                ("broken".into(), broken),
+                ("greeting".into(), common::plugin("greeting")),
+            ],
+            ..ServeOptions::default()
+        },
+    )
+    .await;
+    let health = get(&service, "/healthz").await;
+    assert_eq!(health.body["status"], "ok");
+    let why = health.body["not_served"]["broken"].as_str().unwrap();
+    assert!(why.contains("core WebAssembly module"), "{why}");
+    let done = post(&service, "/v1/actions/greeting/invoke", INVOKE, greet()).await;
+    assert_eq!(done.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_in_json_with_a_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = loaded(dir.path(), ServeOptions::default()).await;
+    let missing = get(&service, "/v2/nothing").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.body["error"]["code"], "not-found");
+    let wrong = call(
+        &service,
+        Method::DELETE,
+        "/healthz",
+        DESIGNER,
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong.body["error"]["code"], "method-not-allowed");
+    assert_eq!(wrong.body["error"]["message"], "DELETE is not allowed here");
+    for answer in [missing, wrong] {
+        let id = answer.headers["x-request-id"].to_str().unwrap();
+        assert_eq!(id.len(), 36, "{id}");
+    }
+}
+
+#[tokio::test]
+async fn versions_are_kept_and_a_rollback_serves_an_earlier_one_without_compiling() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = loaded(dir.path(), ServeOptions::default()).await;
+    assert_eq!(
+        put(&service, "thing", "greeting").await.status,
+        StatusCode::CREATED
+    );
+    let second = put(&service, "thing", "fixture").await;
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(second.body["version"], 2);
+    // The same bytes again are not a new version.
+    assert_eq!(put(&service, "thing", "fixture").await.body["version"], 2);
+
+    let versions = get(&service, "/v1/actions/thing/versions").await;
+    assert_eq!(versions.status, StatusCode::OK);
+    let list = versions.body["versions"].as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["version"], 2, "newest first");
+    assert_eq!(list[0]["serving"], true);
+    assert_eq!(list[1]["serving"], false);
+    assert_eq!(list[1]["uploaded_by"], "designer");
+    let greeting_sha = sha256_hex(&common::plugin_bytes("greeting"));
+    assert_eq!(list[1]["sha256"], greeting_sha);
+    assert!(list[1]["manifest_version"].as_str().unwrap().contains('.'));
+    assert!(list[1]["uploaded_at"].as_str().unwrap().ends_with('Z'));
+
+    let compiled = service.host().compilations();
+    let back = post(
+        &service,
+        "/v1/actions/thing/rollback",
+        DESIGNER,
+        json!({"version": 1}),
+    )
+    .await;
+    assert_eq!(back.status, StatusCode::OK, "{}", back.body);
+    assert_eq!(back.body["version"], 1);
+    assert_eq!(back.body["sha256"], greeting_sha);
+    assert_eq!(
+        service.host().compilations(),
+        compiled,
+        "read from the cache"
+    );
+    let done = post(&service, "/v1/actions/thing/invoke", INVOKE, greet()).await;
+    assert_eq!(done.status, StatusCode::OK);
+    assert!(
+        done.body["attributes"]["greeting"]
+            .as_str()
+            .unwrap()
+            .contains("Ada")
+    );
+    // Rolling back does not make a version; the next upload is number 3.
+    let versions = get(&service, "/v1/actions/thing/versions").await;
+    assert_eq!(versions.body["versions"][1]["serving"], true);
+
+    // By SHA-256, forward again.
+    let fixture_sha = sha256_hex(&common::plugin_bytes("fixture"));
+    let forward = post(
+        &service,
+        "/v1/actions/thing/rollback",
+        DESIGNER,
+        json!({"sha256": fixture_sha}),
+    )
+    .await;
+    assert_eq!(forward.body["version"], 2);
+    assert_eq!(
+        put(&service, "thing", "order_lookup").await.body["version"],
+        3
+    );
+
+    // A version it does not have, or a body that names none, changes nothing.
+    let unknown = post(
+        &service,
+        "/v1/actions/thing/rollback",
+        DESIGNER,
+        json!({"version": 9}),
+    )
+    .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(unknown.body["error"]["code"], "unknown-version");
+    let message = unknown.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("no version 9") && message.contains("1, 2, 3"),
+        "{message}"
+    );
+    for bad in [
+        json!({}),
+        json!({"version": 1, "sha256": "x"}),
+        json!({"version": "one"}),
+    ] {
+        let refused = post(&service, "/v1/actions/thing/rollback", DESIGNER, bad).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            refused.body
+        );
+    }
+    assert_eq!(get(&service, "/v1/actions/thing").await.body["version"], 3);
+    let absent = post(
+        &service,
+        "/v1/actions/nothing/rollback",
+        DESIGNER,
+        json!({"version": 1}),
+    )
+    .await;
+    assert_eq!(absent.status, StatusCode::NOT_FOUND);
+    // The invoke token may not roll back.
+    let invoker = post(
+        &service,
+        "/v1/actions/thing/rollback",
+        INVOKE,
+        json!({"version": 1}),
+    )
+    .await;
+    assert_eq!(invoker.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn a_rollback_keeps_the_current_settings_unless_asked_for_the_uploaded_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = loaded(dir.path(), ServeOptions::default()).await;
+    put(&service, "fixture", "fixture").await;
+    let config = |value: &str| Body::from(json!({"region": value}).to_string());
+    call(
+        &service,
+        Method::PUT,
+        "/v1/actions/fixture/config",
+        DESIGNER,
+        config("eu"),
+    )
+    .await;
+    // Version 2 is uploaded with the settings serving then: region eu.
+    let padded = common::padded::padded(
+        &common::plugin_bytes("fixture"),
+        common::padded::Extra {
+            instances: 1,
+            ..Default::default()
+        },
+    );
+    let path = "/v1/actions/fixture";
+    let second = call(&service, Method::PUT, path, DESIGNER, Body::from(padded)).await;
+    assert_eq!(second.body["version"], 2, "{}", second.body);
+    call(
+        &service,
+        Method::PUT,
+        "/v1/actions/fixture/config",
+        DESIGNER,
+        config("us"),
+    )
+    .await;
+
+    let region = |answer: &Answer| answer.body["settings"]["config"]["region"].clone();
+    let rollback = "/v1/actions/fixture/rollback";
+    let current = post(&service, rollback, DESIGNER, json!({"version": 1})).await;
+    assert_eq!(region(&current), "us");
+    let uploaded = post(
+        &service,
+        rollback,
+        DESIGNER,
+        json!({"version": 2, "settings": "as-uploaded"}),
+    )
+    .await;
+    assert_eq!(region(&uploaded), "eu", "{}", uploaded.body);
+    let first = post(
+        &service,
+        rollback,
+        DESIGNER,
+        json!({"version": 1, "settings": "as-uploaded"}),
+    )
+    .await;
+    assert_eq!(first.body["settings"]["config"], json!({}));
+}
+
+#[tokio::test]
+async fn only_the_last_versions_are_kept_and_the_others_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = loaded(
+        dir.path(),
+        ServeOptions {
+            keep_versions: 2,
+            ..ServeOptions::default()
+        },
+    )
+    .await;
+    for plugin in ["greeting", "fixture", "order_lookup"] {
+        put(&service, "thing", plugin).await;
+    }
+    let versions = get(&service, "/v1/actions/thing/versions").await;
+    let numbers: Vec<&Value> = versions.body["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| &v["version"])
+        .collect();
+    assert_eq!(numbers, [&json!(3), &json!(2)]);
+    let greeting_sha = sha256_hex(&common::plugin_bytes("greeting"));
+    let stored = dir.path().join(format!("versions/{greeting_sha}.wasm"));
+    assert!(!stored.exists(), "version 1 is no longer kept");
+    let gone = post(
+        &service,
+        "/v1/actions/thing/rollback",
+        DESIGNER,
+        json!({"version": 1}),
+    )
+    .await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+
+    // Deleting the action removes its versions too.
+    let path = "/v1/actions/thing";
+    assert_eq!(
+        call(&service, Method::DELETE, path, DESIGNER, Body::empty())
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    let left = std::fs::read_dir(dir.path().join("versions"))
+        .unwrap()
+        .count();
+    assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn a_change_that_lost_a_race_for_the_record_is_409_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = loaded(dir.path(), ServeOptions::default()).await;
+    put(&service, "fixture", "fixture").await;
+    // Another writer changes the record behind the catalog's back.
+    let store = DataDir::open(dir.path()).unwrap();
+    let mut record = store.record("fixture").await.unwrap().unwrap();
+    let revision = record.revision;
+    record.revision += 1;
+    store
+        .swap_record("fixture", Some(revision), Some(record))
+        .await
+        .unwrap();
+
+    let body = Body::from(json!({"region": "eu"}).to_string());
+    let lost = call(
+        &service,
+        Method::PUT,
+        "/v1/actions/fixture/config",
+        DESIGNER,
+        body,
+    )
+    .await;
+    assert_eq!(lost.status, StatusCode::CONFLICT, "{}", lost.body);
+    assert_eq!(lost.body["error"]["code"], "conflict");
+    let shown = get(&service, "/v1/actions/fixture").await;
+    assert_eq!(shown.body["settings"]["config"], json!({}));
+}
+
+#[tokio::test]
+async fn a_record_written_before_versions_were_kept_restores_with_its_one_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = common::plugin_bytes("greeting");
+    let sha256 = sha256_hex(&bytes);
+    std::fs::create_dir_all(dir.path().join("versions")).unwrap();
+    std::fs::create_dir_all(dir.path().join("actions")).unwrap();
+    std::fs::write(dir.path().join(format!("versions/{sha256}.wasm")), &bytes).unwrap();
+    let old = json!({"sha256": sha256, "version": 4, "settings": {}});
+    std::fs::write(dir.path().join("actions/greeting.json"), old.to_string()).unwrap();
+
+    let service = loaded(dir.path(), ServeOptions::default()).await;
+    let versions = get(&service, "/v1/actions/greeting/versions").await;
+    assert_eq!(
+        versions.body["versions"][0]["version"], 4,
+        "{}",
+        versions.body
+    );
+    assert_eq!(versions.body["versions"][0]["serving"], true);
+    let next = put(&service, "greeting", "fixture").await;
+    assert_eq!(next.body["version"], 5);
+}
