@@ -506,3 +506,159 @@ async fn secret_values_come_from_the_environment_or_a_file() {
         "{err}"
     );
 }
+
+/// `action-host` as a client of `server`, with `token` in ACTION_HOST_TOKEN.
+fn client(server: &common::server::Server, token: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_action-host"))
+        .args(args)
+        .env("ACTION_HOST_URL", &server.base)
+        .env("ACTION_HOST_TOKEN", token)
+        .output()
+        .expect("run action-host")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn deploy_and_actions_drive_a_running_service() {
+    use common::server::{DESIGNER, OPERATOR, Server};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let greeting = common::plugin("greeting");
+    let fixture = common::plugin("fixture");
+
+    let out = client(
+        &server,
+        DESIGNER,
+        &["deploy", greeting.to_str().unwrap(), "--name", "thing"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("created thing: version 1"));
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["version"], 1);
+
+    let out = client(
+        &server,
+        DESIGNER,
+        &[
+            "deploy",
+            fixture.to_str().unwrap(),
+            "--name",
+            "thing",
+            "--config",
+            "region=eu",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["version"], 2);
+    assert_eq!(shown["settings"]["config"]["region"], "eu");
+
+    let out = client(&server, DESIGNER, &["actions", "list"]);
+    assert!(out.status.success());
+    assert!(
+        text(&out.stdout).starts_with("thing\tversion 2\t"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = client(&server, DESIGNER, &["actions", "rollback", "thing", "1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("thing serves version 1 again"));
+    let out = client(&server, DESIGNER, &["actions", "show", "thing"]);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["version"], 1);
+    assert_eq!(shown["versions"].as_array().unwrap().len(), 2);
+
+    // Settings need the operator: with a designer's token the upload
+    // serves, and the command says the settings were not applied.
+    let settings = dir.path().join("settings.toml");
+    std::fs::write(&settings, "grants = [\"GET https://api.example.com/\"]\n").unwrap();
+    let args = [
+        "deploy",
+        greeting.to_str().unwrap(),
+        "--name",
+        "thing",
+        "--settings",
+        settings.to_str().unwrap(),
+    ];
+    let out = client(&server, DESIGNER, &args);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("its settings were not applied")
+            && stderr.contains("403 Forbidden forbidden"),
+        "{stderr}"
+    );
+    let out = client(&server, OPERATOR, &args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        shown["settings"]["grants"][0],
+        "GET https://api.example.com/"
+    );
+
+    // Mistakes are named and exit non-zero.
+    for (token, args, why) in [
+        (
+            "not-a-token-of-this-service",
+            vec!["actions", "list"],
+            "401 Unauthorized unauthorized",
+        ),
+        (
+            DESIGNER,
+            vec!["actions", "show", "nothing"],
+            "unknown-action",
+        ),
+        (
+            DESIGNER,
+            vec!["actions", "rollback", "thing", "99"],
+            "unknown-version",
+        ),
+        (
+            DESIGNER,
+            vec!["actions", "rollback", "thing", "latest"],
+            "a version number or a SHA-256",
+        ),
+        (
+            DESIGNER,
+            vec!["deploy", "/nonexistent.wasm"],
+            "cannot read /nonexistent.wasm",
+        ),
+    ] {
+        let out = client(&server, token, &args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(why),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_action-host"))
+        .args(["actions", "list", "--url", "http://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("cannot reach the service at http://127.0.0.1:1"));
+}
+
+#[test]
+fn the_service_logs_json_lines_when_asked() {
+    use common::server::Server;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--log-format", "json"]);
+    let stderr = server.stderr();
+    let listening = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| {
+            line["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("listening on http://127.0.0.1:"))
+        });
+    let line = listening.unwrap_or_else(|| panic!("no JSON line says where it listens:\n{stderr}"));
+    assert_eq!(line["level"], "INFO");
+    assert!(line["timestamp"].is_string());
+}

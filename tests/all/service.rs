@@ -549,8 +549,17 @@ async fn each_error_has_its_status_and_names_the_problem() {
             .is_some_and(|logs| !logs.is_empty())
     );
 
-    let too_big = upload(&server, "big", vec![0u8; 2 << 20]).await;
-    assert_eq!(too_big.0, StatusCode::PAYLOAD_TOO_LARGE);
+    // Refused from its declared length, before a byte of the body is sent
+    // (a client that goes on writing after the answer may see the
+    // connection close instead).
+    let head = format!(
+        "PUT /v1/actions/big HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {OPERATOR}\r\n\
+         Content-Length: {}\r\n\r\n",
+        2 << 20
+    );
+    let answer = raw_exchange(&server, head.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("too-large"), "{answer}");
 
     let (status, _) = set_grants(&server, "fixture", json!({"limits": {"deadline_ms": 300}})).await;
     assert_eq!(status, StatusCode::OK);
@@ -1237,4 +1246,19 @@ async fn a_slow_compilation_holds_up_no_other_change() {
     assert!(took < Duration::from_secs(4), "the upload took {took:?}");
     let (status, _) = operator_get(&server, "/v1/actions/slow-js").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// Writes `bytes` to the service on a fresh connection and reads what it
+/// answers within 10 s.
+async fn raw_exchange(server: &Server, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let address = server.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    String::from_utf8_lossy(&answer[..read]).into_owned()
 }

@@ -25,13 +25,11 @@ impl FromRequest<Arc<AppState>> for Upload {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
-        read(
-            request.into_body(),
-            state.max_upload_bytes,
-            state.body_timeout,
-        )
-        .await
-        .map(Upload)
+        let cap = state.max_upload_bytes;
+        refuse_declared_over(&request, cap)?;
+        read(request.into_body(), cap, state.body_timeout)
+            .await
+            .map(Upload)
     }
 }
 
@@ -39,9 +37,28 @@ impl FromRequest<Arc<AppState>> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        refuse_declared_over(&request, MAX_JSON_BYTES)?;
         let bytes = read(request.into_body(), MAX_JSON_BYTES, state.body_timeout).await?;
         parse_json(&bytes).map(JsonBody)
     }
+}
+
+/// Refuses a body whose declared length is over `cap` before reading any
+/// of it: the client learns at once, and no byte of it is held.
+pub(crate) fn refuse_declared_over(request: &Request, cap: usize) -> Result<(), ApiError> {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > cap as u64 => Err(too_large(cap)),
+        _ => Ok(()),
+    }
+}
+
+fn too_large(cap: usize) -> ApiError {
+    ApiError::TooLarge(format!("the body is larger than {cap} bytes"))
 }
 
 /// `bytes` as JSON, or why not.
@@ -62,9 +79,7 @@ pub(crate) async fn read(body: Body, cap: usize, timeout: Duration) -> Result<By
         })?;
     match collected {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ApiError::TooLarge(
-            format!("the body is larger than {cap} bytes"),
-        )),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large(cap)),
         Err(error) => Err(ApiError::BadRequest(format!(
             "cannot read the body: {error}"
         ))),

@@ -55,18 +55,21 @@ pub(crate) struct DeployArgs {
 pub(crate) struct ActionsArgs {
     #[command(subcommand)]
     command: ActionsCommand,
-    #[command(flatten)]
-    target: Target,
 }
 
 #[derive(clap::Subcommand)]
 enum ActionsCommand {
     /// Lists the serving actions: name, version, SHA-256.
-    List,
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Prints one action as JSON, with its kept versions.
     Show {
         /// The action.
         name: String,
+        #[command(flatten)]
+        target: Target,
     },
     /// Serves an earlier version again.
     Rollback {
@@ -77,6 +80,8 @@ enum ActionsCommand {
         /// Serve it with the settings it was uploaded with, not the current ones.
         #[arg(long)]
         as_uploaded: bool,
+        #[command(flatten)]
+        target: Target,
     },
 }
 
@@ -119,9 +124,9 @@ pub(crate) async fn deploy(args: DeployArgs) -> Result<ExitCode> {
 
 /// `actions list|show|rollback`.
 pub(crate) async fn actions(args: ActionsArgs) -> Result<ExitCode> {
-    let client = args.target.client()?;
     match args.command {
-        ActionsCommand::List => {
+        ActionsCommand::List { target } => {
+            let client = target.client()?;
             let list = client.list().await?;
             let actions = list["actions"].as_array().cloned().unwrap_or_default();
             if actions.is_empty() {
@@ -136,7 +141,8 @@ pub(crate) async fn actions(args: ActionsArgs) -> Result<ExitCode> {
                 );
             }
         }
-        ActionsCommand::Show { name } => {
+        ActionsCommand::Show { name, target } => {
+            let client = target.client()?;
             let mut action = client.show(&name).await?;
             action["versions"] = client.versions(&name).await?["versions"].take();
             println!("{}", serde_json::to_string_pretty(&action)?);
@@ -145,7 +151,9 @@ pub(crate) async fn actions(args: ActionsArgs) -> Result<ExitCode> {
             name,
             to,
             as_uploaded,
+            target,
         } => {
+            let client = target.client()?;
             let mut body = match to.parse::<u64>() {
                 Ok(version) => json!({"version": version}),
                 Err(_) if to.len() == 64 && to.bytes().all(|b| b.is_ascii_hexdigit()) => {

@@ -477,4 +477,73 @@ mod tests {
             .collect();
         assert_eq!(names, ["abc.wasm"]);
     }
+
+    fn record(revision: u64, sha256: &str) -> ActionRecord {
+        ActionRecord {
+            revision,
+            sha256: sha256.into(),
+            version: 1,
+            settings: crate::ActionDoc::default(),
+            changed_at_ms: 0,
+            versions: vec![crate::store::VersionEntry {
+                version: 1,
+                sha256: sha256.into(),
+                uploaded_at_ms: 0,
+                uploaded_by: "designer".into(),
+                manifest_version: "1.0.0".into(),
+                settings: crate::ActionDoc::default(),
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_changes_only_from_the_revision_its_writer_read_and_the_feed_says_so() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = DataDir::open(tmp.path()).unwrap();
+        let mut feed = data.changes();
+        data.swap_record("a", None, Some(record(1, "x")))
+            .await
+            .unwrap();
+        // A second writer that also saw no record loses.
+        let lost = data.swap_record("a", None, Some(record(1, "y"))).await;
+        assert!(
+            matches!(lost, Err(StoreError::Conflict { found: Some(1), .. })),
+            "{lost:?}"
+        );
+        let stale = data.swap_record("a", Some(7), None).await;
+        assert!(matches!(stale, Err(StoreError::Conflict { .. })));
+        assert_eq!(data.record("a").await.unwrap().unwrap().sha256, "x");
+        data.swap_record("a", Some(1), Some(record(2, "y")))
+            .await
+            .unwrap();
+        data.swap_record("a", Some(2), None).await.unwrap();
+        let mut seen = Vec::new();
+        while let Ok(change) = feed.try_recv() {
+            seen.push(change.revision);
+        }
+        assert_eq!(
+            seen,
+            [Some(1), Some(2), None],
+            "refused writes are not in the feed"
+        );
+    }
+
+    #[tokio::test]
+    async fn versions_are_written_once_and_pruned_only_when_no_record_keeps_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = DataDir::open(tmp.path()).unwrap();
+        data.put_version("x", "first".into()).await.unwrap();
+        data.put_version("x", "second".into()).await.unwrap();
+        assert_eq!(data.version("x").await.unwrap(), b"first");
+        assert_eq!(data.version_len("x").await.unwrap(), 5);
+        data.put_version("y", "other".into()).await.unwrap();
+        data.swap_record("a", None, Some(record(1, "x")))
+            .await
+            .unwrap();
+        data.prune_versions(vec!["x".into(), "y".into()])
+            .await
+            .unwrap();
+        assert!(data.version("x").await.is_ok(), "kept by a's record");
+        assert!(data.version("y").await.is_err());
+    }
 }

@@ -74,8 +74,13 @@ impl Server {
         let log = Arc::clone(&stderr);
         std::thread::spawn(move || {
             for line in reader.lines().map_while(Result::ok) {
-                if let Some((_, address)) = line.split_once("listening on ") {
-                    let _ = tx.send(address.trim().to_owned());
+                // In the text log and the JSON one alike.
+                if let Some((_, rest)) = line.split_once("listening on ") {
+                    let address: String = rest
+                        .chars()
+                        .take_while(|c| !c.is_whitespace() && *c != '"')
+                        .collect();
+                    let _ = tx.send(address);
                 }
                 log.lock().unwrap().push_str(&format!("{line}\n"));
             }
