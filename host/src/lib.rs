@@ -37,15 +37,29 @@
 //! invalid input, a timeout, a trap or the memory limit (`internal`), or an
 //! error the action returned. None of them disturbs other calls.
 //!
-//! The path of one call: [`Host::invoke`] (`host.rs`) finds the loaded
-//! version, `invoke.rs` checks the input against the manifest (`value.rs`),
-//! builds the context (`context.rs`) and a fresh store (`state.rs`, with the
-//! log capture of `log.rs`), and maps the result back.
+//! An application that keeps its own catalog of what serves (as the
+//! `action-host-server` crate does) calls [`Host::prepare`] and invokes the
+//! [`Prepared`] action it gets ([`Prepared::invoke`]); [`Host::load`] and
+//! [`Host::invoke`] by name are the short way for one that does not. A
+//! [`ArtifactCache`] given to the load keeps compiled components between
+//! runs, keyed by an [`EngineKey`] that is stable across builds of the host.
+//!
+//! The path of a load: [`Host::prepare`] (`host.rs`) hands the bytes to the
+//! pipeline in `load.rs`: settings checked, the header, the snapshot after
+//! `describe()` (`preinit.rs`, `compact.rs`), compilation or the cached
+//! artifact (`cache.rs`, sealed by `sealed.rs`), linking against the
+//! contract, and `describe()` for the manifest (`manifest.rs`).
+//!
+//! The path of one call: [`Prepared::invoke`] (`host.rs`) calls `invoke.rs`,
+//! which checks the input against the manifest (`value.rs`), builds the
+//! context (`context.rs`) and a fresh store (`sandbox.rs`: limits, deadline,
+//! the state of `state.rs` with the log capture of `log.rs`), runs `run`, and
+//! maps the result back (a trap read by `sandbox.rs` and `fault.rs`).
 //!
 //! # Outbound HTTP
 //!
 //! An action reaches the network only through grants the operator gives it
-//! in [`ActionSettings`] (or an [`ActionDoc`] from a host file or the API).
+//! in [`ActionSettings`].
 //! Both of its ways out, the `http` import and `wasi:http`, pass one gate
 //! (`outbound.rs`): the grant check (`policy.rs`), the internal-address check
 //! on the address actually connected to (`ssrf.rs`, `resolve.rs`), secrets
@@ -53,12 +67,11 @@
 //! to and redacted wherever a response repeats them (`redact.rs`), and the
 //! request budget, size caps and timeouts.
 //!
-//! # The service
+//! # What is not here
 //!
-//! [`Service`] and [`serve`] (`api.rs`) put the host behind an HTTP API, with
-//! versions, compiled artifacts and settings kept in a [`DataDir`]
-//! (`store.rs`) so a restart serves the same actions without recompiling;
-//! `metrics.rs` counts what happens. `action-host serve` wires them up.
+//! The HTTP API, the catalog, the store of versions, the host configuration
+//! file and the CLI are the `action-host-server` crate: embedding the sandbox
+//! compiles no web server, CLI parser or database driver.
 
 mod bindings;
 mod cache;
