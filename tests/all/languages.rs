@@ -515,3 +515,46 @@ async fn randomness_differs_from_call_to_call_in_javascript_and_python() {
         "{py}"
     );
 }
+
+/// The service listens before it has loaded what it serves: a small Rust
+/// action answers while a JavaScript one still compiles, and a call to that
+/// one is told to come back instead of being told it does not exist.
+#[tokio::test]
+async fn a_rust_action_serves_while_a_javascript_one_still_compiles_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let rust = format!("greeting={}", common::plugin("greeting").display());
+    let javascript = format!("greeting-js={}", common::plugin("greeting-js").display());
+    let server = Server::start_loading(dir.path(), &["--deploy", &javascript, "--deploy", &rust]);
+    let greet = json!({"input": {"first_name": "Ada"}});
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let (status, _) = loop {
+        let (status, body) = invoke(&server, "greeting", greet.clone()).await;
+        if status == StatusCode::OK || std::time::Instant::now() > deadline {
+            break (status, body);
+        }
+        assert_eq!(body["error"]["code"], "loading", "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(status, StatusCode::OK);
+    let health: Value =
+        serde_json::from_str(server.health().split("\r\n\r\n").nth(1).expect("a body")).unwrap();
+    assert_eq!(health["status"], "starting", "{health}");
+    assert_eq!(health["loading"], json!(["greeting-js"]));
+    let early = common::api::client()
+        .post(server.url("/v1/actions/greeting-js/invoke"))
+        .bearer_auth(common::server::INVOKE)
+        .json(&greet)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(early.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(early.headers().contains_key("retry-after"));
+
+    server.wait_until_loaded();
+    let (status, body) = invoke(&server, "greeting-js", greet).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let stderr = server.stderr();
+    assert!(stderr.contains("greeting ready in"), "{stderr}");
+    assert!(stderr.contains("greeting-js ready in"), "{stderr}");
+}

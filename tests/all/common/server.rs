@@ -54,12 +54,34 @@ impl Server {
         Server::spawn(command, data, extra)
     }
 
+    /// Starts the service with the test tokens and returns as soon as it
+    /// listens, while the actions it found may still be loading.
+    pub fn start_loading(data: &Path, extra: &[&str]) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_action-host"));
+        for variable in TOKEN_VARIABLES {
+            command.env_remove(variable);
+        }
+        command.envs([
+            ("ACTION_HOST_OPERATOR_TOKEN", OPERATOR),
+            ("ACTION_HOST_DESIGNER_TOKEN", DESIGNER),
+            ("ACTION_HOST_INVOKE_TOKEN", INVOKE),
+            ("ACTION_HOST_METRICS_TOKEN", METRICS),
+        ]);
+        Server::listening(command, data, extra)
+    }
+
     /// Starts the service with no token set, so it generates them all.
     pub fn start_without_tokens(data: &Path) -> Server {
         Server::start_with_env(data, &[], &[])
     }
 
-    fn spawn(mut command: Command, data: &Path, extra: &[&str]) -> Server {
+    fn spawn(command: Command, data: &Path, extra: &[&str]) -> Server {
+        let server = Server::listening(command, data, extra);
+        server.wait_until_loaded();
+        server
+    }
+
+    fn listening(mut command: Command, data: &Path, extra: &[&str]) -> Server {
         let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
@@ -88,14 +110,12 @@ impl Server {
         let base = rx
             .recv_timeout(Duration::from_secs(60))
             .unwrap_or_else(|_| panic!("the server did not start: {}", stderr.lock().unwrap()));
-        let server = Server {
+        Server {
             child,
             base,
             data: data.to_owned(),
             stderr,
-        };
-        server.wait_until_loaded();
-        server
+        }
     }
 
     /// Waits until `/healthz` says every action found at start is loaded
