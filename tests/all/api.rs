@@ -346,10 +346,19 @@ async fn a_rollback_keeps_the_current_settings_unless_asked_for_the_uploaded_one
     let rollback = "/v1/actions/fixture/rollback";
     let current = post(&service, rollback, DESIGNER, json!({"version": 1})).await;
     assert_eq!(region(&current), "us");
-    let uploaded = post(
+    // A designer may not bring back the grants an old version had.
+    let designer = post(
         &service,
         rollback,
         DESIGNER,
+        json!({"version": 2, "settings": "as-uploaded"}),
+    )
+    .await;
+    assert_eq!(designer.status, StatusCode::FORBIDDEN, "{}", designer.body);
+    let uploaded = post(
+        &service,
+        rollback,
+        OPERATOR,
         json!({"version": 2, "settings": "as-uploaded"}),
     )
     .await;
@@ -357,7 +366,7 @@ async fn a_rollback_keeps_the_current_settings_unless_asked_for_the_uploaded_one
     let first = post(
         &service,
         rollback,
-        DESIGNER,
+        OPERATOR,
         json!({"version": 1, "settings": "as-uploaded"}),
     )
     .await;

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::api::AppState;
-use crate::api::auth::{AsDesigner, AsInvoker, AsOperator, AsScraper};
+use crate::api::auth::{AsDesigner, AsInvoker, AsOperator, AsScraper, Role};
 use crate::api::body::{JsonBody, Upload};
 use crate::api::error::ApiError;
 use crate::api::views::{ActionList, ActionView, Health, VersionList};
@@ -97,7 +97,7 @@ struct RollbackBody {
 
 /// `POST /v1/actions/{name}/rollback`.
 pub(crate) async fn rollback(
-    _: AsDesigner,
+    AsDesigner(role): AsDesigner,
     State(state): Shared,
     Path(name): Path<String>,
     JsonBody(body): JsonBody,
@@ -106,6 +106,15 @@ pub(crate) async fn rollback(
                  \"settings\": \"current\" or \"as-uploaded\"";
     let body: RollbackBody = serde_json::from_value(body)
         .map_err(|e| ApiError::InvalidInput(format!("invalid rollback: {e}; {usage}")))?;
+    // The settings a version had may grant more than the operator allows
+    // now: bringing them back is the operator's decision, as grants are.
+    if body.settings == RollbackSettings::AsUploaded && role == Some(Role::Designer) {
+        return Err(ApiError::Forbidden(
+            "serving a version with the settings it was uploaded with restores its grants \
+             and secrets: that needs the operator token"
+                .into(),
+        ));
+    }
     let to = match (body.version, body.sha256) {
         (Some(version), None) => VersionRef::Number(version),
         (None, Some(sha256)) => VersionRef::Sha256(sha256),
