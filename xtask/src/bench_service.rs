@@ -173,8 +173,9 @@ impl Server {
         let base = loop {
             match lines.next() {
                 Some(Ok(line)) => {
-                    if let Some(address) = line.strip_prefix("listening on ") {
-                        break address.to_owned();
+                    // The service's log line has a timestamp and level first.
+                    if let Some((_, rest)) = line.split_once("listening on ") {
+                        break rest.split_whitespace().next().unwrap_or_default().to_owned();
                     }
                 }
                 _ => bail!("a server exited before it listened"),
