@@ -45,6 +45,8 @@ pub(crate) fn run(root: &Path) -> Result<()> {
                 "256",
             ]),
     )?;
+    // It listens at once and loads in the background: measure once it serves.
+    service.wait_until_ready()?;
     let native = Server::start(
         Command::new(root.join("target/production/examples/native_webhook")).arg("127.0.0.1:0"),
     )?;
@@ -184,6 +186,32 @@ impl Server {
         // Keep draining stderr so the server never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
         Ok(Server { child, base })
+    }
+}
+
+impl Server {
+    /// Waits (up to two minutes) until the service's `/healthz` says `ok`:
+    /// everything it deploys at start is loaded.
+    pub(crate) fn wait_until_ready(&self) -> Result<()> {
+        use std::io::{Read as _, Write as _};
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let address = self.base.trim_start_matches("http://");
+        loop {
+            let mut answer = String::new();
+            if let Ok(mut stream) = std::net::TcpStream::connect(address) {
+                let _ = stream.write_all(
+                    b"GET /healthz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n",
+                );
+                let _ = stream.read_to_string(&mut answer);
+            }
+            if answer.contains("\"status\":\"ok\"") {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("the service did not finish loading: {answer}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 }
 
