@@ -1,7 +1,9 @@
 //! The project's build tasks as a library, so that the tests build the plugins
-//! exactly the way `cargo xtask plugins` does.
+//! exactly the way `cargo xtask plugins` does, and find or start PostgreSQL
+//! the way `cargo xtask test` and the benchmarks do.
 
 pub mod plugins;
+pub mod postgres;
 
 use std::path::{Path, PathBuf};
 
