@@ -57,9 +57,11 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let cache = Arc::new(DataDir::open(root.join("target/bench-artifacts"))?);
-    // The cache's key, so that a later run reads what this one compiled.
-    let artifact_key = cache.artifact_key()?;
+    let data = root.join("target/bench-artifacts");
+    // The directory's key, so that a later run reads what this one compiled.
+    let key = DataDir::kept_key(&data)?;
+    let cache = Arc::new(DataDir::open(&data, &key)?);
+    let artifact_key = key.artifact_key();
     let starts = [
         (
             "after describe",

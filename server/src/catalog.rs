@@ -91,12 +91,16 @@ pub struct Catalog {
     /// Held by every change, so that reading the record, writing it and
     /// serving it happen as one step.
     changes: tokio::sync::Mutex<()>,
+    /// The store's feed, taken from the moment the catalog is made (so no
+    /// change between the start's read and [`Catalog::follow`] is missed).
+    feed: Mutex<Option<tokio::sync::broadcast::Receiver<crate::store::Change>>>,
 }
 
 impl Catalog {
     /// A catalog serving nothing yet, over `host` and `store`.
     pub fn new(host: Host, store: Arc<dyn Store>, host_file: HostFile, bounds: Bounds) -> Catalog {
         Catalog {
+            feed: Mutex::new(Some(store.changes())),
             total: Arc::new(Semaphore::new(bounds.max_concurrency)),
             compiles: Arc::new(Semaphore::new(bounds.max_parallel_compiles.max(1))),
             host,
@@ -198,12 +202,14 @@ impl Catalog {
     /// Whether start-up is done, and what is not served.
     pub fn health(&self) -> Health {
         let startup = self.startup.lock().unwrap_or_else(|p| p.into_inner());
+        let degraded = self.store.degraded();
         Health {
-            status: if startup.loading.is_empty() {
-                "ok"
-            } else {
-                "starting"
+            status: match (&degraded, startup.loading.is_empty()) {
+                (Some(_), _) => "degraded",
+                (None, false) => "starting",
+                (None, true) => "ok",
             },
+            degraded,
             loading: startup.loading.clone(),
             not_served: startup.not_served.clone(),
         }
@@ -217,6 +223,7 @@ impl Catalog {
         name: &str,
         bytes: Bytes,
         by: &str,
+        expect: Option<u64>,
     ) -> Result<(ActionView, bool), ApiError> {
         let sha256 = sha256_hex(&bytes);
         let same = |serving: &Option<Arc<Serving>>| {
@@ -225,29 +232,37 @@ impl Catalog {
                 .filter(|s| s.record.sha256 == sha256)
                 .map(|s| self.view_of(name, s))
         };
-        if let Some(view) = same(&self.serving(name)) {
+        if expect.is_none()
+            && let Some(view) = same(&self.serving(name))
+        {
             return Ok((view, false));
         }
+        self.check_store()?;
         let doc = self.settings_for_upload(name);
         // Compiled before the change lock is taken, so that a slow
         // compilation holds up no other change.
         let prepared = self.prepare_bounded(name, &bytes, &doc).await?;
         let _one_change = self.changes.lock().await;
-        let previous = self.serving(name);
-        if let Some(view) = same(&previous) {
-            return Ok((view, false));
+        // What the store holds, not what serves here: another replica may
+        // have changed it since.
+        let stored = self.stored(name).await?;
+        check_expected(name, expect, stored.as_ref())?;
+        if let Some(record) = stored.as_ref().filter(|r| r.sha256 == sha256) {
+            // Already stored as serving (through another replica): serve it
+            // here too, if this one has not yet.
+            let serving = match self.serving(name) {
+                Some(serving) if same_change(&serving.record, record) => serving,
+                _ => self.catch_up(name, record.clone()).await?,
+            };
+            return Ok((self.view_of(name, &serving), false));
         }
         // Settings changed while it compiled: prepare it again with the new
         // ones, from the artifact just cached.
-        let current = self.settings_for_upload(name);
+        let current = self.settings_for(name, stored.as_ref());
         let prepared = if current == doc {
             prepared
         } else {
             self.prepare_bounded(name, &bytes, &current).await?
-        };
-        let stored = match &previous {
-            Some(serving) => Some(serving.record.clone()),
-            None => self.store.record(name).await.map_err(ApiError::internal)?,
         };
         let now = now_ms();
         let mut record = match stored.clone() {
@@ -279,12 +294,16 @@ impl Catalog {
         self.store
             .put_version(&sha256, bytes)
             .await
-            .map_err(ApiError::internal)?;
-        self.swap(name, stored.map(|r| r.revision), Some(record.clone()))
-            .await?;
+            .map_err(store_error)?;
+        self.swap(
+            name,
+            stored.as_ref().map(|r| r.revision),
+            Some(record.clone()),
+        )
+        .await?;
         self.prune(dropped).await;
         let serving = self.install(name, record, prepared);
-        Ok((self.view_of(name, &serving), previous.is_none()))
+        Ok((self.view_of(name, &serving), stored.is_none()))
     }
 
     /// Changes an action's settings (`change` makes the new ones from the
@@ -294,25 +313,28 @@ impl Catalog {
     pub async fn set_settings(
         &self,
         name: &str,
+        expect: Option<u64>,
         change: impl FnOnce(ActionDoc) -> ActionDoc,
     ) -> Result<ActionView, ApiError> {
+        self.check_store()?;
         let _one_change = self.changes.lock().await;
-        let previous = self.serving(name).ok_or_else(|| self.missing(name))?;
+        let previous = self.stored_or_missing(name).await?;
+        check_expected(name, expect, Some(&previous))?;
         if self.host_file.docs.contains_key(name) {
             return Err(ApiError::ManagedByHostFile(format!(
                 "the settings of `{name}` come from the host configuration file; change them \
                  there"
             )));
         }
-        let doc = change(previous.record.settings.clone());
-        let prepared = self.reload(name, &previous.record.sha256, &doc).await?;
+        let doc = change(previous.settings.clone());
+        let prepared = self.reload(name, &previous.sha256, &doc).await?;
         let record = ActionRecord {
-            revision: previous.record.revision + 1,
+            revision: previous.revision + 1,
             settings: doc,
             changed_at_ms: now_ms(),
-            ..previous.record.clone()
+            ..previous.clone()
         };
-        self.swap(name, Some(previous.record.revision), Some(record.clone()))
+        self.swap(name, Some(previous.revision), Some(record.clone()))
             .await?;
         let serving = self.install(name, record, prepared);
         Ok(self.view_of(name, &serving))
@@ -327,11 +349,13 @@ impl Catalog {
         name: &str,
         to: VersionRef,
         settings: RollbackSettings,
+        expect: Option<u64>,
     ) -> Result<ActionView, ApiError> {
+        self.check_store()?;
         let _one_change = self.changes.lock().await;
-        let previous = self.serving(name).ok_or_else(|| self.missing(name))?;
+        let previous = self.stored_or_missing(name).await?;
+        check_expected(name, expect, Some(&previous))?;
         let target = previous
-            .record
             .versions
             .iter()
             .find(|v| match &to {
@@ -341,7 +365,6 @@ impl Catalog {
             .cloned()
             .ok_or_else(|| {
                 let kept: Vec<String> = previous
-                    .record
                     .versions
                     .iter()
                     .map(|v| v.version.to_string())
@@ -357,19 +380,19 @@ impl Catalog {
             })?;
         let doc = match (self.host_file.docs.get(name), settings) {
             (Some(doc), _) => doc.clone(),
-            (None, RollbackSettings::Current) => previous.record.settings.clone(),
+            (None, RollbackSettings::Current) => previous.settings.clone(),
             (None, RollbackSettings::AsUploaded) => target.settings.clone(),
         };
         let prepared = self.reload(name, &target.sha256, &doc).await?;
         let record = ActionRecord {
-            revision: previous.record.revision + 1,
+            revision: previous.revision + 1,
             sha256: target.sha256.clone(),
             version: target.version,
             settings: doc,
             changed_at_ms: now_ms(),
-            versions: previous.record.versions.clone(),
+            versions: previous.versions.clone(),
         };
-        self.swap(name, Some(previous.record.revision), Some(record.clone()))
+        self.swap(name, Some(previous.revision), Some(record.clone()))
             .await?;
         let serving = self.install(name, record, prepared);
         Ok(self.view_of(name, &serving))
@@ -377,21 +400,114 @@ impl Catalog {
 
     /// Stops serving `name` and removes its record and versions; calls
     /// already running finish.
-    pub async fn delete(&self, name: &str) -> Result<(), ApiError> {
+    pub async fn delete(&self, name: &str, expect: Option<u64>) -> Result<(), ApiError> {
+        self.check_store()?;
         let _one_change = self.changes.lock().await;
-        let previous = self.serving(name).ok_or_else(|| self.missing(name))?;
-        self.swap(name, Some(previous.record.revision), None)
-            .await?;
+        let previous = self.stored_or_missing(name).await?;
+        check_expected(name, expect, Some(&previous))?;
+        self.swap(name, Some(previous.revision), None).await?;
         self.write_serving().remove(name);
-        let versions = previous.record.versions.iter().map(|v| v.sha256.clone());
+        let versions = previous.versions.iter().map(|v| v.sha256.clone());
         self.prune(versions.collect()).await;
         Ok(())
     }
 
-    /// Serves again the stored record of `name`, with the host file's
+    /// Serves what the store holds for `name` now (it may have changed
+    /// since the start read it): the record's version, with the host file's
     /// settings when it names the action.
-    pub async fn restore(&self, name: &str, mut record: ActionRecord) -> Result<(), ApiError> {
+    pub async fn restore(&self, name: &str) -> Result<(), ApiError> {
         let _one_change = self.changes.lock().await;
+        match self.stored(name).await? {
+            Some(record) => self.catch_up(name, record).await.map(drop),
+            // Deleted through another replica meanwhile.
+            None => Ok(()),
+        }
+    }
+
+    /// Follows the store's feed of changes for as long as the catalog
+    /// lives, so that what another writer (another replica) stores is
+    /// served here too. A missed part of the feed is made up by comparing
+    /// every record.
+    pub async fn follow(catalog: std::sync::Weak<Catalog>) {
+        let Some(mut feed) = catalog.upgrade().and_then(|c| c.feed.lock().ok()?.take()) else {
+            return;
+        };
+        loop {
+            let received = feed.recv().await;
+            let Some(catalog) = catalog.upgrade() else {
+                return;
+            };
+            match received {
+                Ok(change) => catalog.follow_change(&change.name).await,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!("missed {missed} changes of the store: comparing every action");
+                    catalog.follow_all().await;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Serves what the store holds for `name`, if that is not what serves.
+    async fn follow_change(&self, name: &str) {
+        let _one_change = self.changes.lock().await;
+        let stored = match self.stored(name).await {
+            Ok(stored) => stored,
+            Err(error) => {
+                // The next change or resync tries again.
+                tracing::warn!(action = %name, "cannot read a changed record: {}", error.message());
+                return;
+            }
+        };
+        let serving = self.serving(name);
+        match (stored, serving) {
+            (None, None) => {}
+            (None, Some(_)) => {
+                tracing::info!(action = %name, "deleted through another replica");
+                self.write_serving().remove(name);
+            }
+            (Some(stored), Some(serving)) if same_change(&stored, &serving.record) => {}
+            (Some(stored), _) => {
+                let version = stored.version;
+                match self.catch_up(name, stored).await {
+                    Ok(_) => {
+                        tracing::info!(action = %name, version, "serving a change stored by another replica")
+                    }
+                    Err(error) => tracing::warn!(
+                        action = %name,
+                        "cannot serve a change stored by another replica: {}",
+                        error.message()
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Compares every stored record with what serves, and catches up.
+    async fn follow_all(&self) {
+        let mut names: Vec<String> = self.read_serving().keys().cloned().collect();
+        match self.store.records().await {
+            Ok(records) => names.extend(records.into_iter().map(|(name, _)| name)),
+            Err(error) => {
+                tracing::warn!("cannot list the stored actions: {error:#}");
+                return;
+            }
+        }
+        names.sort();
+        names.dedup();
+        for name in names {
+            self.follow_change(&name).await;
+        }
+    }
+
+    /// Serves `record` under `name`, prepared from the store (from the
+    /// cached artifact when there is one), with the host file's settings
+    /// when it names the action. The caller holds the change lock.
+    async fn catch_up(
+        &self,
+        name: &str,
+        mut record: ActionRecord,
+    ) -> Result<Arc<Serving>, ApiError> {
         match self.host_file.docs.get(name) {
             Some(doc) => record.settings = doc.clone(),
             // Stored settings came through the API, which may not read the
@@ -410,17 +526,6 @@ impl Catalog {
             }
             None => {}
         }
-        if record.versions.is_empty() {
-            // A record from before versions were kept: its one version.
-            record.versions.push(VersionEntry {
-                version: record.version,
-                sha256: record.sha256.clone(),
-                uploaded_at_ms: record.changed_at_ms,
-                uploaded_by: "unknown".into(),
-                manifest_version: String::new(),
-                settings: record.settings.clone(),
-            });
-        }
         let prepared = self
             .reload(name, &record.sha256.clone(), &record.settings.clone())
             .await?;
@@ -432,8 +537,43 @@ impl Catalog {
         {
             entry.manifest_version = prepared.manifest().version.clone();
         }
-        self.install(name, record, prepared);
-        Ok(())
+        Ok(self.install(name, record, prepared))
+    }
+
+    /// Refuses a change at once while the store cannot be reached, rather
+    /// than after compiling it.
+    fn check_store(&self) -> Result<(), ApiError> {
+        match self.store.degraded() {
+            Some(why) => Err(ApiError::StoreUnavailable(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// The stored record of `name`, if it has one.
+    async fn stored(&self, name: &str) -> Result<Option<ActionRecord>, ApiError> {
+        let record = self.store.record(name).await.map_err(store_error)?;
+        Ok(record.map(|mut record| {
+            if record.versions.is_empty() {
+                // A record from before versions were kept: its one version.
+                record.versions.push(VersionEntry {
+                    version: record.version,
+                    sha256: record.sha256.clone(),
+                    uploaded_at_ms: record.changed_at_ms,
+                    uploaded_by: "unknown".into(),
+                    manifest_version: String::new(),
+                    settings: record.settings.clone(),
+                });
+            }
+            record
+        }))
+    }
+
+    /// The stored record of `name`, or why there is none to change.
+    async fn stored_or_missing(&self, name: &str) -> Result<ActionRecord, ApiError> {
+        match self.stored(name).await? {
+            Some(record) => Ok(record),
+            None => Err(self.missing(name)),
+        }
     }
 
     /// Marks `names` as loading at start, in the order they will load.
@@ -454,12 +594,19 @@ impl Catalog {
         };
     }
 
-    /// The settings a new version of `name` serves with: the host file's, or
-    /// the serving version's, or none.
+    /// The settings a new version of `name` is compiled with before the
+    /// change lock is taken: the host file's, or the serving version's, or
+    /// none.
     fn settings_for_upload(&self, name: &str) -> ActionDoc {
-        match (self.host_file.docs.get(name), self.serving(name)) {
+        self.settings_for(name, self.serving(name).as_ref().map(|s| &s.record))
+    }
+
+    /// The settings a new version of `name` serves with: the host file's, or
+    /// those of `record`, or none.
+    fn settings_for(&self, name: &str, record: Option<&ActionRecord>) -> ActionDoc {
+        match (self.host_file.docs.get(name), record) {
             (Some(doc), _) => doc.clone(),
-            (None, Some(serving)) => serving.record.settings.clone(),
+            (None, Some(record)) => record.settings.clone(),
             (None, None) => ActionDoc::default(),
         }
     }
@@ -518,11 +665,7 @@ impl Catalog {
         sha256: &str,
         doc: &ActionDoc,
     ) -> Result<Prepared, ApiError> {
-        let bytes = self
-            .store
-            .version(sha256)
-            .await
-            .map_err(ApiError::internal)?;
+        let bytes = self.store.version(sha256).await.map_err(store_error)?;
         self.prepare_bounded(name, &Bytes::from(bytes), doc).await
     }
 
@@ -536,10 +679,7 @@ impl Catalog {
         self.store
             .swap_record(name, expected, record)
             .await
-            .map_err(|error| match error {
-                StoreError::Conflict { .. } => ApiError::Conflict(error.to_string()),
-                StoreError::Other(error) => ApiError::internal(error),
-            })
+            .map_err(store_error)
     }
 
     /// Removes the versions no record keeps any longer; a failure only
@@ -574,6 +714,7 @@ impl Catalog {
             name: name.to_owned(),
             version: serving.record.version,
             sha256: serving.record.sha256.clone(),
+            revision: serving.record.revision,
             manifest: Arc::clone(serving.action.manifest()),
             starts_from: serving.action.starts_from().clone(),
             settings: serving.record.settings.redacted(),
@@ -627,6 +768,42 @@ impl Catalog {
     fn write_serving(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Serving>>> {
         self.serving.write().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The answer to a store that failed.
+fn store_error(error: impl Into<StoreError>) -> ApiError {
+    match error.into() {
+        error @ StoreError::Conflict { .. } => ApiError::Conflict(error.to_string()),
+        StoreError::Unavailable(why) => ApiError::StoreUnavailable(why),
+        StoreError::Other(error) => ApiError::internal(error),
+    }
+}
+
+/// Refuses a change made for a revision (`If-Match`) that is not the
+/// stored one.
+fn check_expected(
+    name: &str,
+    expect: Option<u64>,
+    stored: Option<&ActionRecord>,
+) -> Result<(), ApiError> {
+    let found = stored.map(|r| r.revision);
+    match expect {
+        Some(expected) if found != Some(expected) => Err(ApiError::Conflict(format!(
+            "`{name}` is at revision {}, not {expected} as If-Match says: another change came \
+             first; read it again and retry",
+            found.map_or_else(|| "none (it is not deployed)".into(), |r| r.to_string())
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Whether two records of one action are the same change. The settings may
+/// differ where the host file overrides them, so the revision, the moment
+/// and the version are compared (a record deleted and made again starts
+/// from revision 1 at another moment).
+fn same_change(a: &ActionRecord, b: &ActionRecord) -> bool {
+    (a.revision, a.changed_at_ms, &a.sha256, a.version)
+        == (b.revision, b.changed_at_ms, &b.sha256, b.version)
 }
 
 /// Keeps the newest `keep` versions (at least one); returns the SHA-256 of

@@ -21,6 +21,7 @@ mod api;
 mod catalog;
 mod client;
 mod config_file;
+mod keys;
 mod listener;
 mod metrics;
 mod progress;
@@ -35,6 +36,9 @@ pub use api::{AppState, router};
 pub use catalog::{Bounds, Catalog, RollbackSettings, VersionRef};
 pub use client::Client;
 pub use config_file::{ActionDoc, HostFile, LimitsDoc, SecretDoc};
+pub use keys::OperatorKey;
 pub use progress::{LogWriter, Progress};
 pub use serve::{ServeOptions, Service, serve};
-pub use store::{ActionRecord, Change, DataDir, Store, StoreError, VersionEntry};
+pub use store::{
+    ActionRecord, Change, DataDir, Postgres, Store, StoreError, StoreResult, VersionEntry,
+};

@@ -2,7 +2,7 @@
 //! then the actions restored and deployed in the background, smallest first),
 //! and the accept loop with its graceful shutdown.
 
-use action_host::Host;
+use action_host::{Host, HostConfig};
 use axum::Router;
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -15,16 +15,25 @@ use crate::api::auth::{Auth, Tokens};
 use crate::api::{self, AppState};
 use crate::catalog::{Bounds, Catalog};
 use crate::config_file::HostFile;
+use crate::keys::OperatorKey;
 use crate::progress::Progress;
-use crate::store::{ActionRecord, DataDir, Store};
+use crate::store::{ActionRecord, DataDir, Postgres, Store};
 
 /// How the service runs.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// Where to listen [127.0.0.1:8080].
     pub listen: SocketAddr,
-    /// The data directory [./data].
+    /// The data directory [./data]; not used when `postgres` is given.
     pub data: PathBuf,
+    /// A PostgreSQL database to keep everything in instead, shared with
+    /// other replicas (`postgres://USER@HOST/DB`) [none]. It needs
+    /// `secret_key`.
+    pub postgres: Option<String>,
+    /// The operator key: secret values at rest are encrypted, and compiled
+    /// artifacts sealed, under keys derived from it [the key kept in the data
+    /// directory, made the first time].
+    pub secret_key: Option<OperatorKey>,
     /// Operator settings by action; they win over settings stored earlier,
     /// and the API cannot change them.
     pub host_file: HostFile,
@@ -61,6 +70,8 @@ impl Default for ServeOptions {
         ServeOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data: "data".into(),
+            secret_key: None,
+            postgres: None,
             host_file: HostFile::default(),
             auth: Auth::Tokens(Tokens::generate()),
             max_upload_bytes: 64 << 20,
@@ -102,12 +113,43 @@ enum Source {
 }
 
 impl Service {
-    /// Opens the data directory and reads what there is to serve (the
-    /// store's records and the components to deploy), without loading any
-    /// of it yet: [`Service::load_in_background`] does that while the
-    /// service already answers.
-    pub async fn start(host: Host, options: ServeOptions) -> anyhow::Result<Arc<Service>> {
-        let store: Arc<dyn Store> = Arc::new(DataDir::open(&options.data)?);
+    /// Opens the store, makes the host that serves from it (its artifacts
+    /// sealed under the key derived from the operator key, whatever
+    /// `config` says) and reads what there is to serve (the store's records
+    /// and the components to deploy), without loading any of it yet:
+    /// [`Service::load_in_background`] does that while the service already
+    /// answers.
+    pub async fn start(config: HostConfig, options: ServeOptions) -> anyhow::Result<Arc<Service>> {
+        let (store, key): (Arc<dyn Store>, OperatorKey) =
+            match (&options.postgres, &options.secret_key) {
+                (Some(url), Some(key)) => (Postgres::connect(url, key).await?, key.clone()),
+                (Some(_), None) => anyhow::bail!(
+                    "the PostgreSQL store needs the operator key (ACTION_HOST_SECRET_KEY or \
+                 --secret-key-file): every replica must be given the same one, and it is never \
+                 stored in the database, which holds the secret values it encrypts"
+                ),
+                (None, key) => {
+                    let key = match key {
+                        Some(key) => key.clone(),
+                        None => DataDir::kept_key(&options.data)?,
+                    };
+                    (Arc::new(DataDir::open(&options.data, &key)?), key)
+                }
+            };
+        Service::start_on(store, &key, config, options).await
+    }
+
+    /// [`Service::start`] on a store opened by the caller, whose records'
+    /// secret values are sealed under `key`: several services on one store
+    /// are replicas that serve each other's changes.
+    pub async fn start_on(
+        store: Arc<dyn Store>,
+        key: &OperatorKey,
+        mut config: HostConfig,
+        options: ServeOptions,
+    ) -> anyhow::Result<Arc<Service>> {
+        config.artifact_key = key.artifact_key();
+        let host = Host::new(config)?;
         let catalog = Arc::new(Catalog::new(
             host,
             Arc::clone(&store),
@@ -120,6 +162,8 @@ impl Service {
                 keep_versions: options.keep_versions,
             },
         ));
+        // Changes another writer stores from now on are served here too.
+        tokio::spawn(Catalog::follow(Arc::downgrade(&catalog)));
         let mut pending = Vec::new();
         for (name, record) in store.records().await? {
             let size = match &record {
@@ -197,10 +241,14 @@ impl Service {
         let compilations = self.catalog.host().compilations();
         let loaded = match pending.source {
             Source::Stored(stored) => match *stored {
-                Ok(record) => self.catalog.restore(&name, record).await,
+                Ok(_) => self.catalog.restore(&name).await,
                 Err(error) => Err(crate::api::error::ApiError::internal(error)),
             },
-            Source::File(bytes) => self.catalog.deploy(&name, bytes, "host").await.map(|_| ()),
+            Source::File(bytes) => self
+                .catalog
+                .deploy(&name, bytes, "host", None)
+                .await
+                .map(|_| ()),
         };
         let compiled = self.catalog.host().compilations() > compilations;
         match loaded {

@@ -6,7 +6,7 @@
 use crate::common;
 use crate::common::server::{DESIGNER, INVOKE, METRICS, OPERATOR};
 
-use action_host::{Host, HostConfig, sha256_hex};
+use action_host::{HostConfig, sha256_hex};
 use action_host_server::{Auth, DataDir, Progress, ServeOptions, Service, Store, Tokens};
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
@@ -28,14 +28,12 @@ fn tokens() -> Tokens {
 
 /// A service on the data directory `dir`, not yet loading what it found.
 async fn service(dir: &Path, options: ServeOptions) -> Arc<Service> {
-    let host = Host::new(HostConfig {
+    let config = HostConfig {
         pool_size: 16,
-        artifact_key: DataDir::open(dir).unwrap().artifact_key().unwrap(),
         ..HostConfig::default()
-    })
-    .unwrap();
+    };
     Service::start(
-        host,
+        config,
         ServeOptions {
             data: dir.to_owned(),
             auth: Auth::Tokens(tokens()),
@@ -60,12 +58,25 @@ struct Answer {
 }
 
 async fn call(service: &Service, method: Method, path: &str, token: &str, body: Body) -> Answer {
-    let request = Request::builder()
+    call_with(service, method, path, token, &[], body).await
+}
+
+async fn call_with(
+    service: &Service,
+    method: Method,
+    path: &str,
+    token: &str,
+    headers: &[(&str, &str)],
+    body: Body,
+) -> Answer {
+    let mut request = Request::builder()
         .method(method)
         .uri(path)
-        .header("authorization", format!("Bearer {token}"))
-        .body(body)
-        .unwrap();
+        .header("authorization", format!("Bearer {token}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(body).unwrap();
     let response = service.router().oneshot(request).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
@@ -425,30 +436,218 @@ async fn only_the_last_versions_are_kept_and_the_others_are_removed() {
 async fn a_change_that_lost_a_race_for_the_record_is_409_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let service = loaded(dir.path(), ServeOptions::default()).await;
-    put(&service, "fixture", "fixture").await;
+    let read = put(&service, "fixture", "fixture").await;
+    let revision = read.body["revision"].as_u64().unwrap();
     // Another writer changes the record behind the catalog's back.
-    let store = DataDir::open(dir.path()).unwrap();
+    let key = DataDir::kept_key(dir.path()).unwrap();
+    let store = DataDir::open(dir.path(), &key).unwrap();
     let mut record = store.record("fixture").await.unwrap().unwrap();
-    let revision = record.revision;
     record.revision += 1;
+    record.settings.config.insert("region".into(), "us".into());
     store
         .swap_record("fixture", Some(revision), Some(record))
         .await
         .unwrap();
 
-    let body = Body::from(json!({"region": "eu"}).to_string());
-    let lost = call(
+    // A change made for the revision read before is refused...
+    let config = || Body::from(json!({"region": "eu"}).to_string());
+    let path = "/v1/actions/fixture/config";
+    let lost = call_with(
         &service,
         Method::PUT,
-        "/v1/actions/fixture/config",
+        path,
         DESIGNER,
-        body,
+        &[("if-match", &format!("\"{revision}\""))],
+        config(),
     )
     .await;
     assert_eq!(lost.status, StatusCode::CONFLICT, "{}", lost.body);
     assert_eq!(lost.body["error"]["code"], "conflict");
-    let shown = get(&service, "/v1/actions/fixture").await;
-    assert_eq!(shown.body["settings"]["config"], json!({}));
+    let message = lost.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("revision {}", revision + 1)),
+        "{message}"
+    );
+    assert_eq!(
+        store
+            .record("fixture")
+            .await
+            .unwrap()
+            .unwrap()
+            .settings
+            .config["region"],
+        "us",
+        "the refused change wrote nothing"
+    );
+    // ...and one made without a precondition builds on what is stored.
+    let bad = call_with(
+        &service,
+        Method::PUT,
+        path,
+        DESIGNER,
+        &[("if-match", "latest")],
+        config(),
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    assert!(
+        bad.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("If-Match")
+    );
+    let made = call(&service, Method::PUT, path, DESIGNER, config()).await;
+    assert_eq!(made.status, StatusCode::OK, "{}", made.body);
+    assert_eq!(made.body["revision"], revision + 2);
+    assert_eq!(made.body["settings"]["config"], json!({"region": "eu"}));
+}
+
+/// Two services on one store, as replicas are on one database.
+async fn replicas(dir: &Path) -> (Arc<Service>, Arc<Service>) {
+    let key = DataDir::kept_key(dir).unwrap();
+    let store: Arc<dyn Store> = Arc::new(DataDir::open(dir, &key).unwrap());
+    let start = || {
+        Service::start_on(
+            Arc::clone(&store),
+            &key,
+            HostConfig {
+                pool_size: 16,
+                ..HostConfig::default()
+            },
+            ServeOptions {
+                data: dir.to_owned(),
+                auth: Auth::Tokens(tokens()),
+                ..ServeOptions::default()
+            },
+        )
+    };
+    let (a, b) = (start().await.unwrap(), start().await.unwrap());
+    a.load_in_background(Progress::quiet()).await;
+    b.load_in_background(Progress::quiet()).await;
+    (a, b)
+}
+
+/// Waits (up to 10 s) until `path` on `service` answers what `done` accepts.
+async fn eventually(service: &Service, path: &str, done: impl Fn(&Answer) -> bool) -> Answer {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let answer = get(service, path).await;
+        if done(&answer) || std::time::Instant::now() > deadline {
+            return answer;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn services_on_one_store_serve_each_other_s_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = replicas(dir.path()).await;
+    let first = put(&a, "greeting", "greeting").await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let seen = eventually(&b, "/v1/actions/greeting", |a| a.status == StatusCode::OK).await;
+    assert_eq!(seen.body["sha256"], first.body["sha256"], "{}", seen.body);
+    let called = post(&b, "/v1/actions/greeting/invoke", INVOKE, greet()).await;
+    assert_eq!(called.status, StatusCode::OK, "{}", called.body);
+
+    let body = Body::from(json!({"tone": "warm"}).to_string());
+    let configured = call(
+        &b,
+        Method::PUT,
+        "/v1/actions/greeting/config",
+        DESIGNER,
+        body,
+    )
+    .await;
+    assert_eq!(configured.status, StatusCode::OK, "{}", configured.body);
+    let seen = eventually(&a, "/v1/actions/greeting", |a| {
+        a.body["settings"]["config"]["tone"] == "warm"
+    })
+    .await;
+    assert_eq!(
+        seen.body["revision"], configured.body["revision"],
+        "{}",
+        seen.body
+    );
+
+    let second = put(&a, "greeting", "fixture").await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.body);
+    eventually(&b, "/v1/actions/greeting", |a| a.body["version"] == 2).await;
+    let back = post(
+        &b,
+        "/v1/actions/greeting/rollback",
+        DESIGNER,
+        json!({"version": 1}),
+    )
+    .await;
+    assert_eq!(back.status, StatusCode::OK, "{}", back.body);
+    let seen = eventually(&a, "/v1/actions/greeting", |a| a.body["version"] == 1).await;
+    assert_eq!(seen.body["sha256"], first.body["sha256"]);
+
+    let gone = call(
+        &a,
+        Method::DELETE,
+        "/v1/actions/greeting",
+        DESIGNER,
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT);
+    let seen = eventually(&b, "/v1/actions/greeting", |a| {
+        a.status == StatusCode::NOT_FOUND
+    })
+    .await;
+    assert_eq!(seen.status, StatusCode::NOT_FOUND, "{}", seen.body);
+}
+
+#[tokio::test]
+async fn of_two_changes_for_one_revision_on_two_services_one_is_409() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = replicas(dir.path()).await;
+    let read = put(&a, "fixture", "fixture").await;
+    let revision = read.body["revision"].to_string();
+    eventually(&b, "/v1/actions/fixture", |a| a.status == StatusCode::OK).await;
+    let path = "/v1/actions/fixture/config";
+    let change = |service, region: &'static str| {
+        let body = Body::from(json!({"region": region}).to_string());
+        let revision = revision.clone();
+        async move {
+            call_with(
+                service,
+                Method::PUT,
+                path,
+                DESIGNER,
+                &[("if-match", &revision)],
+                body,
+            )
+            .await
+        }
+    };
+    let (one, other) = tokio::join!(change(&a, "eu"), change(&b, "us"));
+    let mut statuses = [one.status, other.status];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [StatusCode::OK, StatusCode::CONFLICT],
+        "{} {}",
+        one.body,
+        other.body
+    );
+    let won = if one.status == StatusCode::OK {
+        one
+    } else {
+        other
+    };
+    for service in [&a, &b] {
+        let seen = eventually(service, "/v1/actions/fixture", |a| {
+            a.body["revision"] == won.body["revision"]
+        })
+        .await;
+        assert_eq!(
+            seen.body["settings"]["config"],
+            won.body["settings"]["config"]
+        );
+    }
 }
 
 #[tokio::test]

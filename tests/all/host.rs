@@ -592,8 +592,9 @@ async fn concurrent_calls_each_get_a_fresh_instance() {
 #[tokio::test]
 async fn a_cached_artifact_loads_without_compiling_again() {
     let dir = tempfile::tempdir().unwrap();
-    let data = action_host_server::DataDir::open(dir.path()).unwrap();
-    let key = data.artifact_key().unwrap();
+    let key = action_host_server::DataDir::kept_key(dir.path()).unwrap();
+    let data = action_host_server::DataDir::open(dir.path(), &key).unwrap();
+    let key = key.artifact_key();
     let cache: std::sync::Arc<dyn action_host::ArtifactCache> = std::sync::Arc::new(data);
     let bytes = common::plugin_bytes("greeting");
     let host_with_key = |key: &action_host::ArtifactKey| {
@@ -730,10 +731,11 @@ async fn a_stream_that_describe_keeps_is_not_carried_into_calls() {
     // and say why, also when the compiled component comes from the cache.
     let dir = tempfile::tempdir().unwrap();
     for compiled in [1, 0] {
-        let cache = Arc::new(action_host_server::DataDir::open(dir.path()).unwrap());
+        let key = action_host_server::DataDir::kept_key(dir.path()).unwrap();
+        let cache = Arc::new(action_host_server::DataDir::open(dir.path(), &key).unwrap());
         let host = Host::new(HostConfig {
             pool_size: 8,
-            artifact_key: cache.artifact_key().unwrap(),
+            artifact_key: key.artifact_key(),
             ..HostConfig::default()
         })
         .unwrap();

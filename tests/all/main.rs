@@ -11,4 +11,5 @@ mod host;
 mod https;
 mod languages;
 mod outbound;
+mod replicas;
 mod service;

@@ -14,6 +14,7 @@ use crate::api::AppState;
 use crate::api::auth::{AsDesigner, AsInvoker, AsOperator, AsScraper, Role};
 use crate::api::body::{JsonBody, Upload};
 use crate::api::error::ApiError;
+use crate::api::precondition::IfRevision;
 use crate::api::views::{ActionList, ActionView, Health, VersionList};
 use crate::catalog::{RollbackSettings, VersionRef};
 use crate::config_file::ActionDoc;
@@ -53,10 +54,11 @@ pub(crate) async fn upload(
     AsDesigner(role): AsDesigner,
     State(state): Shared,
     Path(name): Path<String>,
+    IfRevision(expect): IfRevision,
     Upload(bytes): Upload,
 ) -> Result<(StatusCode, Json<ActionView>), ApiError> {
     let by = role.map_or("anonymous", |role| role.name());
-    let (view, created) = state.catalog.deploy(&name, bytes, by).await?;
+    let (view, created) = state.catalog.deploy(&name, bytes, by, expect).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -70,8 +72,9 @@ pub(crate) async fn delete(
     _: AsDesigner,
     State(state): Shared,
     Path(name): Path<String>,
+    IfRevision(expect): IfRevision,
 ) -> Result<StatusCode, ApiError> {
-    state.catalog.delete(&name).await?;
+    state.catalog.delete(&name, expect).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -100,6 +103,7 @@ pub(crate) async fn rollback(
     AsDesigner(role): AsDesigner,
     State(state): Shared,
     Path(name): Path<String>,
+    IfRevision(expect): IfRevision,
     JsonBody(body): JsonBody,
 ) -> Result<Json<ActionView>, ApiError> {
     let usage = "send {\"version\": N} or {\"sha256\": \"...\"}, and optionally \
@@ -122,7 +126,7 @@ pub(crate) async fn rollback(
     };
     state
         .catalog
-        .rollback(&name, to, body.settings)
+        .rollback(&name, to, body.settings, expect)
         .await
         .map(Json)
 }
@@ -132,6 +136,7 @@ pub(crate) async fn grants(
     _: AsOperator,
     State(state): Shared,
     Path(name): Path<String>,
+    IfRevision(expect): IfRevision,
     JsonBody(body): JsonBody,
 ) -> Result<Json<ActionView>, ApiError> {
     let doc: ActionDoc = serde_json::from_value(body)
@@ -143,7 +148,11 @@ pub(crate) async fn grants(
             secret.name
         )));
     }
-    state.catalog.set_settings(&name, |_| doc).await.map(Json)
+    state
+        .catalog
+        .set_settings(&name, expect, |_| doc)
+        .await
+        .map(Json)
 }
 
 /// `PUT /v1/actions/{name}/config`: the designer's part of the settings.
@@ -151,6 +160,7 @@ pub(crate) async fn config(
     _: AsDesigner,
     State(state): Shared,
     Path(name): Path<String>,
+    IfRevision(expect): IfRevision,
     JsonBody(body): JsonBody,
 ) -> Result<Json<ActionView>, ApiError> {
     let config: BTreeMap<String, String> = serde_json::from_value(body).map_err(|e| {
@@ -160,7 +170,7 @@ pub(crate) async fn config(
     })?;
     state
         .catalog
-        .set_settings(&name, |current| ActionDoc { config, ..current })
+        .set_settings(&name, expect, |current| ActionDoc { config, ..current })
         .await
         .map(Json)
 }

@@ -57,6 +57,8 @@ pub enum ApiError {
     Overloaded,
     /// The invocation ran and failed.
     Invocation(InvokeError),
+    /// The store cannot be reached: changes wait until it is back.
+    StoreUnavailable(String),
     /// A fault of the host or its store.
     Internal(String),
 }
@@ -88,6 +90,7 @@ impl ApiError {
             ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed-json"),
             ApiError::Overloaded => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
             ApiError::Invocation(error) => (invocation_status(error.kind), error.kind.as_str()),
+            ApiError::StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store-unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -119,6 +122,10 @@ impl ApiError {
             | ApiError::BadRequest(m)
             | ApiError::MalformedJson(m)
             | ApiError::Internal(m) => m.clone(),
+            ApiError::StoreUnavailable(why) => format!(
+                "changes are refused until the store is back ({why}); what is deployed goes on \
+                 serving"
+            ),
         }
     }
 
@@ -147,6 +154,9 @@ impl ApiError {
         ApiError::Internal(format!("{:#}", error.into()))
     }
 }
+
+/// When to try a change again while the store is unavailable.
+const STORE_RETRY: Duration = Duration::from_secs(5);
 
 /// The status of an invocation that failed, by its kind.
 fn invocation_status(kind: ErrorKind) -> StatusCode {
@@ -181,7 +191,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, _) = self.status_and_code();
         let mut response = (status, axum::Json(self.body())).into_response();
-        if let ApiError::Loading { retry_after, .. } = &self {
+        let retry_after = match &self {
+            ApiError::Loading { retry_after, .. } => Some(*retry_after),
+            ApiError::StoreUnavailable(_) => Some(STORE_RETRY),
+            _ => None,
+        };
+        if let Some(retry_after) = retry_after {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(retry_after.as_secs().max(1)),

@@ -17,6 +17,7 @@ pub(crate) mod actions;
 pub mod auth;
 pub(crate) mod body;
 pub mod error;
+pub(crate) mod precondition;
 pub mod views;
 
 use axum::Router;

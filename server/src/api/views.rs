@@ -17,6 +17,9 @@ pub struct ActionView {
     pub version: u64,
     /// The SHA-256 of the serving component.
     pub sha256: String,
+    /// Counts the changes to the action; send it as `If-Match` to make a
+    /// change only if no other came first.
+    pub revision: u64,
     /// What the action says about itself.
     pub manifest: Arc<Manifest>,
     /// Where its calls start.
@@ -67,8 +70,12 @@ pub struct VersionList {
 #[derive(Debug, Clone, Serialize)]
 pub struct Health {
     /// `starting` while actions are still being restored or deployed at
-    /// start, then `ok`.
+    /// start, `degraded` while the store cannot be reached (what is loaded
+    /// serves; changes are refused), else `ok`.
     pub status: &'static str,
+    /// Why the store is degraded, while it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
     /// The actions still loading, smallest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub loading: Vec<String>,

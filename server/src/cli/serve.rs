@@ -1,8 +1,10 @@
 //! `action-host serve`: the options, the tokens, and the start: listening
 //! at once, the actions loading in the background.
 
-use action_host::{ArtifactKey, Host, HostConfig};
-use action_host_server::{Auth, DataDir, HostFile, Progress, Role, ServeOptions, Service, Tokens};
+use action_host::HostConfig;
+use action_host_server::{
+    Auth, HostFile, OperatorKey, Progress, Role, ServeOptions, Service, Tokens,
+};
 use anyhow::{Context as _, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,9 +20,20 @@ pub(crate) struct ServeArgs {
     /// The address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: std::net::SocketAddr,
-    /// The data directory: uploaded versions, compiled artifacts, settings.
-    #[arg(long, default_value = "data")]
-    data: PathBuf,
+    /// The data directory: uploaded versions, compiled artifacts, settings
+    /// [default: data].
+    #[arg(long, conflicts_with = "store")]
+    data: Option<PathBuf>,
+    /// A PostgreSQL database to keep everything in, shared by replicas,
+    /// instead of a data directory: postgres://USER@HOST/DB (a password, if
+    /// any, is better given as PGPASSWORD than in the URL).
+    #[arg(
+        long,
+        env = "ACTION_HOST_STORE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    store: Option<String>,
     /// Deploys a component at start (repeatable).
     #[arg(long = "deploy", value_name = "NAME=FILE")]
     deploy: Vec<String>,
@@ -48,10 +61,12 @@ pub(crate) struct ServeArgs {
     /// Root certificates (PEM) to trust for outbound HTTPS besides the public ones.
     #[arg(long, value_name = "FILE")]
     tls_roots: Option<PathBuf>,
-    /// The key that seals compiled artifacts, as 64 hex digits; without it, the
-    /// key in the data directory (made the first time).
+    /// The operator key, as 64 hex digits: stored secret values are encrypted
+    /// and compiled artifacts sealed under keys derived from it. Also
+    /// `ACTION_HOST_SECRET_KEY` (the digits themselves); without either, the
+    /// key kept in the data directory (made the first time).
     #[arg(long, value_name = "FILE")]
-    artifact_key_file: Option<PathBuf>,
+    secret_key_file: Option<PathBuf>,
     /// How long compiling one upload may take before the upload is answered
     /// 503 (the compilation goes on and its artifact is kept), in seconds.
     #[arg(long, value_name = "S", default_value_t = 300)]
@@ -131,9 +146,15 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<ExitCode> {
         };
         (Auth::Tokens(tokens), Some(invoke))
     };
+    if let Some(url) = &args.store
+        && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+    {
+        bail!("--store takes a postgres:// URL; a data directory is given with --data");
+    }
     let options = ServeOptions {
         listen: args.listen,
-        data: args.data,
+        data: args.data.unwrap_or_else(|| "data".into()),
+        postgres: args.store,
         host_file,
         auth,
         max_upload_bytes: args.max_upload_mib << 20,
@@ -145,25 +166,21 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<ExitCode> {
         header_timeout: Duration::from_millis(args.header_timeout_ms.max(1)),
         body_timeout: Duration::from_millis(args.body_timeout_ms.max(1)),
         keep_versions: args.keep_versions.max(1),
+        secret_key: secret_key(args.secret_key_file.as_deref())?,
         deploy,
         ..ServeOptions::default()
     };
-    let artifact_key = match &args.artifact_key_file {
-        Some(file) => read_artifact_key(file)?,
-        None => DataDir::open(&options.data)?.artifact_key()?,
-    };
-    let host = Host::new(HostConfig {
+    let config = HostConfig {
         // Room for every permitted call plus loads running beside them.
         pool_size: u32::try_from(args.max_concurrency + 32).unwrap_or(u32::MAX),
         tls_roots_pem: read_roots(args.tls_roots.as_deref())?,
-        artifact_key,
         ..HostConfig::default()
-    })?;
+    };
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;
     let address = listener.local_addr()?;
-    let service = Service::start(host, options).await?;
+    let service = Service::start(config, options).await?;
     tracing::info!("listening on http://{address}");
     if !service.host().resets_by_page_scan() {
         tracing::warn!(
@@ -280,20 +297,23 @@ fn tokens_from_env() -> Result<Tokens> {
     Ok(tokens)
 }
 
-/// A key of 32 bytes written as 64 hex digits (surrounding space ignored).
-fn read_artifact_key(file: &Path) -> Result<ArtifactKey> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let text = text.trim();
-    let hex = |at: usize| u8::from_str_radix(text.get(at..at + 2)?, 16).ok();
-    let bytes: Option<Vec<u8>> = (0..32).map(|i| hex(2 * i)).collect();
-    match bytes {
-        Some(bytes) if text.len() == 64 => {
-            Ok(ArtifactKey::from_bytes(bytes.try_into().expect("32 bytes")))
+const SECRET_KEY: &str = "ACTION_HOST_SECRET_KEY";
+
+/// The operator key from `--secret-key-file` or `ACTION_HOST_SECRET_KEY`,
+/// if either is given (not both: which one wins would be a guess).
+fn secret_key(file: Option<&Path>) -> Result<Option<OperatorKey>> {
+    let from_env = std::env::var(SECRET_KEY)
+        .ok()
+        .filter(|k| !k.trim().is_empty());
+    match (file, from_env) {
+        (Some(_), Some(_)) => {
+            bail!("give the key with --secret-key-file or {SECRET_KEY}, not both")
         }
-        _ => bail!(
-            "{} must hold 64 hex digits (32 bytes), such as the output of `openssl rand -hex 32`",
-            file.display()
-        ),
+        (Some(file), None) => Ok(Some(OperatorKey::read_file(file)?)),
+        (None, Some(hex)) => match OperatorKey::from_hex(&hex) {
+            Ok(key) => Ok(Some(key)),
+            Err(why) => bail!("{SECRET_KEY}: {why}"),
+        },
+        (None, None) => Ok(None),
     }
 }

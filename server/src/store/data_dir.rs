@@ -7,8 +7,8 @@
 //!   versions/<sha256>.wasm           the component as uploaded
 //!   artifacts/<engine key>.cwasm     compiled for one engine configuration, sealed
 //!   artifacts/<engine key>.note      why it was compiled without a snapshot, sealed
-//!   actions/<name>.json              the action's record
-//!   artifact.key                     the key that seals the artifacts
+//!   actions/<name>.json              the action's record, secret values encrypted
+//!   secret.key                       the operator key, when none is given (0600)
 //! ```
 //!
 //! Every file is written to a temporary name, fsynced, and renamed into place,
@@ -19,9 +19,12 @@
 //! One service owns a data directory: records are compared and set under a
 //! lock of this process, not of the file system.
 //!
-//! The directory holds secrets (in settings) and native code the host loads
-//! (artifacts), so it is private: its folders are made (and kept) 0700, files
-//! 0600.
+//! The directory holds native code the host loads (artifacts) and settings
+//! whose secret values are encrypted (`at_rest.rs`) but whose grants and
+//! config are not, so it is private: its folders are made (and kept) 0700,
+//! files 0600. A key file kept here protects the values only from a copy
+//! made without it; an operator who gives the key from elsewhere
+//! (`ACTION_HOST_SECRET_KEY`) keeps them from any copy of the directory.
 
 use anyhow::{Context as _, Result};
 use std::fs::{self, File};
@@ -35,30 +38,31 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
-use super::{ActionRecord, Change, Store, StoreError};
+use super::at_rest::RecordCodec;
+use super::{ActionRecord, Change, Store, StoreError, StoreResult};
+use crate::keys::OperatorKey;
 
 /// A data directory.
 #[derive(Debug, Clone)]
 pub struct DataDir {
     root: PathBuf,
+    codec: RecordCodec,
     /// Held while a record is compared and set, and while versions are pruned.
     records: Arc<Mutex<()>>,
     changes: broadcast::Sender<Change>,
 }
 
 impl DataDir {
-    /// Opens (creating if needed) the data directory at `root`: makes its
-    /// folders private and removes temporary files a crash left. `root`
-    /// itself is made 0700 when it is created here; one that exists is left
-    /// as it is (it may be a folder the operator shares), since everything
-    /// in it is private on its own.
-    pub fn open(root: impl Into<PathBuf>) -> Result<DataDir> {
+    /// Opens (creating if needed) the data directory at `root`, whose
+    /// records' secret values are sealed under `key`: makes its folders
+    /// private, removes temporary files a crash left, and seals the values
+    /// an earlier version stored in the clear. `root` itself is made 0700
+    /// when it is created here; one that exists is left as it is (it may be
+    /// a folder the operator shares), since everything in it is private on
+    /// its own.
+    pub fn open(root: impl Into<PathBuf>, key: &OperatorKey) -> Result<DataDir> {
         let root = root.into();
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&root)
-            .with_context(|| format!("cannot create {}", root.display()))?;
+        create_root(&root)?;
         for dir in ["versions", "artifacts", "actions"].map(|d| root.join(d)) {
             match fs::DirBuilder::new().mode(0o700).create(&dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
@@ -73,37 +77,60 @@ impl DataDir {
             remove_temporary_files(&dir)?;
         }
         remove_temporary_files(&root)?;
-        Ok(DataDir {
+        // Sealed by a key of its own before artifacts were sealed by one
+        // derived from the operator key: no longer read.
+        let _ = fs::remove_file(root.join("artifact.key"));
+        let data = DataDir {
             root,
+            codec: RecordCodec::new(key),
             records: Arc::default(),
             changes: broadcast::channel(1024).0,
-        })
+        };
+        data.seal_values_in_the_clear()?;
+        Ok(data)
     }
 
-    /// The key that seals this directory's artifacts, made (0600) the first
-    /// time. Give it to the host that caches here
-    /// ([`HostConfig::artifact_key`](action_host::HostConfig::artifact_key)).
-    pub fn artifact_key(&self) -> Result<action_host::ArtifactKey> {
-        let path = self.root.join("artifact.key");
-        match fs::read(&path) {
-            Ok(bytes) => {
-                let bytes: [u8; 32] = bytes.try_into().map_err(|bytes: Vec<u8>| {
-                    anyhow::anyhow!(
-                        "{} holds {} bytes, not the 32 of a key: remove it to make a new one \
-                         (the artifacts are then compiled again)",
-                        path.display(),
-                        bytes.len()
-                    )
-                })?;
-                Ok(action_host::ArtifactKey::from_bytes(bytes))
-            }
+    /// The operator key kept in the data directory at `root`, made (0600)
+    /// the first time: for a service given no key of its own.
+    pub fn kept_key(root: &Path) -> Result<OperatorKey> {
+        create_root(root)?;
+        let path = root.join("secret.key");
+        match fs::read_to_string(&path) {
+            Ok(text) => OperatorKey::from_hex(&text).map_err(|why| {
+                anyhow::anyhow!(
+                    "{}: {why}; it seals the stored secret values, so it cannot simply be \
+                     replaced",
+                    path.display()
+                )
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = action_host::ArtifactKey::random();
-                write_atomically(&path, key.as_bytes())?;
+                let key = OperatorKey::generate();
+                write_atomically(&path, key.to_hex().as_bytes())?;
                 Ok(key)
             }
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
+    }
+
+    /// Writes again, sealed, every record that holds a secret value in the
+    /// clear; a record that cannot be read is left for the service to report.
+    fn seal_values_in_the_clear(&self) -> Result<()> {
+        for entry in fs::read_dir(self.root.join("actions"))? {
+            let path = entry?.path();
+            let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
+                continue;
+            };
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let Ok(stored) = fs::read(&path) else {
+                continue;
+            };
+            if let Ok((record, true)) = self.codec.decode(name, &stored) {
+                self.set_action(name, &record)?;
+            }
+        }
+        Ok(())
     }
 
     /// Stores a component by its SHA-256 (a no-op when it is already there).
@@ -123,8 +150,8 @@ impl DataDir {
 
     /// Points the action `name` at a record, replacing the pointer atomically.
     fn set_action(&self, name: &str, record: &ActionRecord) -> Result<()> {
-        let json = serde_json::to_vec_pretty(record)?;
-        write_atomically(&self.action_path(name), &json)
+        let stored = self.codec.encode(name, record)?;
+        write_atomically(&self.action_path(name), &stored)
     }
 
     /// The record of the action `name`, if it has one.
@@ -132,9 +159,11 @@ impl DataDir {
         let path = self.action_path(name);
         match fs::read(&path) {
             Ok(bytes) => {
-                Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
-                    format!("{} is not a valid record", path.display())
-                })?))
+                let (record, _) = self
+                    .codec
+                    .decode(name, &bytes)
+                    .with_context(|| format!("{} is not a valid record", path.display()))?;
+                Ok(Some(record))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
@@ -204,17 +233,17 @@ impl ArtifactCache for DataDir {
 
 #[async_trait::async_trait]
 impl Store for DataDir {
-    async fn put_version(&self, sha256: &str, bytes: bytes::Bytes) -> Result<()> {
+    async fn put_version(&self, sha256: &str, bytes: bytes::Bytes) -> StoreResult<()> {
         let (data, sha256) = (self.clone(), sha256.to_owned());
-        blocking(move || data.write_version(&sha256, &bytes)).await
+        Ok(blocking(move || data.write_version(&sha256, &bytes)).await?)
     }
 
-    async fn version(&self, sha256: &str) -> Result<Vec<u8>> {
+    async fn version(&self, sha256: &str) -> StoreResult<Vec<u8>> {
         let (data, sha256) = (self.clone(), sha256.to_owned());
-        blocking(move || data.read_version(&sha256)).await
+        Ok(blocking(move || data.read_version(&sha256)).await?)
     }
 
-    async fn version_len(&self, sha256: &str) -> Result<u64> {
+    async fn version_len(&self, sha256: &str) -> StoreResult<u64> {
         let path = self.version_path(sha256);
         let metadata = tokio::fs::metadata(&path)
             .await
@@ -222,7 +251,7 @@ impl Store for DataDir {
         Ok(metadata.len())
     }
 
-    async fn prune_versions(&self, sha256s: Vec<String>) -> Result<()> {
+    async fn prune_versions(&self, sha256s: Vec<String>) -> StoreResult<()> {
         let data = self.clone();
         blocking(move || {
             let _records = data.records.lock().unwrap_or_else(|p| p.into_inner());
@@ -245,17 +274,18 @@ impl Store for DataDir {
             }
             sync_dir(&data.root.join("versions"))
         })
-        .await
+        .await?;
+        Ok(())
     }
 
-    async fn record(&self, name: &str) -> Result<Option<ActionRecord>> {
+    async fn record(&self, name: &str) -> StoreResult<Option<ActionRecord>> {
         let (data, name) = (self.clone(), name.to_owned());
-        blocking(move || data.action(&name)).await
+        Ok(blocking(move || data.action(&name)).await?)
     }
 
-    async fn records(&self) -> Result<Vec<(String, Result<ActionRecord>)>> {
+    async fn records(&self) -> StoreResult<Vec<(String, Result<ActionRecord>)>> {
         let data = self.clone();
-        blocking(move || data.actions()).await
+        Ok(blocking(move || data.actions()).await?)
     }
 
     async fn swap_record(
@@ -263,7 +293,7 @@ impl Store for DataDir {
         name: &str,
         expected: Option<u64>,
         new: Option<ActionRecord>,
-    ) -> Result<(), StoreError> {
+    ) -> StoreResult<()> {
         let (data, owned) = (self.clone(), name.to_owned());
         let revision = new.as_ref().map(|r| r.revision);
         let swapped = tokio::task::spawn_blocking(move || {
@@ -309,6 +339,15 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .context("the store's I/O thread failed")?
+}
+
+/// Creates the data directory's root (0700) if it is not there.
+fn create_root(root: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(root)
+        .with_context(|| format!("cannot create {}", root.display()))
 }
 
 /// Removes the temporary files of writes that did not finish.
@@ -368,10 +407,15 @@ fn sync_dir(dir: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// One key for every test: the directories are reopened with it.
+    fn test_key() -> OperatorKey {
+        OperatorKey::from_hex(&"5a".repeat(32)).unwrap()
+    }
+
     #[test]
     fn records_and_versions_survive_reopening() {
         let tmp = tempfile::tempdir().unwrap();
-        let data = DataDir::open(tmp.path()).unwrap();
+        let data = DataDir::open(tmp.path(), &test_key()).unwrap();
         data.write_version("abc", b"component").unwrap();
         let record = ActionRecord {
             revision: 1,
@@ -386,7 +430,7 @@ mod tests {
         data.put(&key, CacheEntry::Artifact, b"artifact");
         data.put(&key, CacheEntry::SnapshotNote, b"why");
 
-        let again = DataDir::open(tmp.path()).unwrap();
+        let again = DataDir::open(tmp.path(), &test_key()).unwrap();
         assert_eq!(again.read_version("abc").unwrap(), b"component");
         assert_eq!(again.action("greeting").unwrap().unwrap().version, 3);
         assert_eq!(again.get(&key, CacheEntry::Artifact).unwrap(), b"artifact");
@@ -415,7 +459,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
         let made = tmp.path().join("made/here");
-        DataDir::open(&made).unwrap();
+        DataDir::open(&made, &test_key()).unwrap();
         assert_eq!(mode(&made), 0o700);
         // An existing root is the operator's; what is inside is tightened.
         let root = tmp.path().join("data");
@@ -423,31 +467,29 @@ mod tests {
         fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
         fs::create_dir(root.join("versions")).unwrap();
         fs::set_permissions(root.join("versions"), fs::Permissions::from_mode(0o755)).unwrap();
-        let data = DataDir::open(&root).unwrap();
+        let data = DataDir::open(&root, &test_key()).unwrap();
         data.write_version("abc", b"component").unwrap();
-        data.artifact_key().unwrap();
+        DataDir::kept_key(&root).unwrap();
         assert_eq!(mode(&root), 0o755);
         for dir in ["versions", "artifacts", "actions"] {
             assert_eq!(mode(&root.join(dir)), 0o700, "{dir}");
         }
         assert_eq!(mode(&root.join("versions/abc.wasm")), 0o600);
-        assert_eq!(mode(&root.join("artifact.key")), 0o600);
+        assert_eq!(mode(&root.join("secret.key")), 0o600);
         // The key is made once and then kept.
-        let key = data.artifact_key().unwrap();
         assert_eq!(
-            DataDir::open(&root)
-                .unwrap()
-                .artifact_key()
-                .unwrap()
-                .as_bytes(),
-            key.as_bytes()
+            DataDir::kept_key(&root).unwrap(),
+            DataDir::kept_key(&root).unwrap()
         );
+        fs::write(root.join("secret.key"), "short").unwrap();
+        let why = DataDir::kept_key(&root).unwrap_err().to_string();
+        assert!(why.contains("64 hex digits"), "{why}");
     }
 
     #[test]
     fn a_failed_write_leaves_no_temporary_file_and_what_a_crash_left_is_swept() {
         let tmp = tempfile::tempdir().unwrap();
-        let data = DataDir::open(tmp.path()).unwrap();
+        let data = DataDir::open(tmp.path(), &test_key()).unwrap();
         // A directory where the file should go: the rename fails.
         fs::create_dir(tmp.path().join("versions/abc.wasm")).unwrap();
         fs::write(tmp.path().join("versions/abc.wasm/x"), b"x").unwrap();
@@ -462,14 +504,14 @@ mod tests {
         // What a crash leaves is removed when the directory is opened again.
         fs::write(tmp.path().join("actions/.greeting.json.1.0.tmp"), b"{").unwrap();
         drop(data);
-        DataDir::open(tmp.path()).unwrap();
+        DataDir::open(tmp.path(), &test_key()).unwrap();
         assert!(names("actions").is_empty());
     }
 
     #[test]
     fn no_temporary_file_is_left_behind() {
         let tmp = tempfile::tempdir().unwrap();
-        let data = DataDir::open(tmp.path()).unwrap();
+        let data = DataDir::open(tmp.path(), &test_key()).unwrap();
         data.write_version("abc", b"x").unwrap();
         let names: Vec<_> = fs::read_dir(tmp.path().join("versions"))
             .unwrap()
@@ -499,7 +541,7 @@ mod tests {
     #[tokio::test]
     async fn a_record_changes_only_from_the_revision_its_writer_read_and_the_feed_says_so() {
         let tmp = tempfile::tempdir().unwrap();
-        let data = DataDir::open(tmp.path()).unwrap();
+        let data = DataDir::open(tmp.path(), &test_key()).unwrap();
         let mut feed = data.changes();
         data.swap_record("a", None, Some(record(1, "x")))
             .await
@@ -531,7 +573,7 @@ mod tests {
     #[tokio::test]
     async fn versions_are_written_once_and_pruned_only_when_no_record_keeps_them() {
         let tmp = tempfile::tempdir().unwrap();
-        let data = DataDir::open(tmp.path()).unwrap();
+        let data = DataDir::open(tmp.path(), &test_key()).unwrap();
         data.put_version("x", "first".into()).await.unwrap();
         data.put_version("x", "second".into()).await.unwrap();
         assert_eq!(data.version("x").await.unwrap(), b"first");
@@ -545,5 +587,37 @@ mod tests {
             .unwrap();
         assert!(data.version("x").await.is_ok(), "kept by a's record");
         assert!(data.version("y").await.is_err());
+    }
+
+    #[test]
+    fn secret_values_are_sealed_on_disk_and_clear_text_from_before_is_sealed_at_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut record = record(1, "x");
+        record.settings.secrets.push(crate::SecretDoc {
+            name: "crm_token".into(),
+            value: Some("s3cr3t".into()),
+            value_env: None,
+            allow: vec!["https://crm.example.com".into()],
+            headers: None,
+        });
+        let data = DataDir::open(tmp.path(), &test_key()).unwrap();
+        data.set_action("crm", &record).unwrap();
+        let on_disk = fs::read_to_string(tmp.path().join("actions/crm.json")).unwrap();
+        assert!(!on_disk.contains("s3cr3t"), "{on_disk}");
+        assert_eq!(data.action("crm").unwrap().unwrap(), record);
+        // Another key does not open it, and says why.
+        let other = DataDir::open(tmp.path(), &OperatorKey::generate()).unwrap();
+        let why = format!("{:#}", other.action("crm").unwrap_err());
+        assert!(why.contains("another operator key"), "{why}");
+        // A record an earlier version wrote in the clear is sealed at open.
+        fs::write(
+            tmp.path().join("actions/old.json"),
+            serde_json::to_vec(&record).unwrap(),
+        )
+        .unwrap();
+        let data = DataDir::open(tmp.path(), &test_key()).unwrap();
+        let on_disk = fs::read_to_string(tmp.path().join("actions/old.json")).unwrap();
+        assert!(!on_disk.contains("s3cr3t"), "{on_disk}");
+        assert_eq!(data.action("old").unwrap().unwrap(), record);
     }
 }

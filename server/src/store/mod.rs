@@ -3,12 +3,17 @@
 //! changed only by compare-and-set on a revision number, the compiled
 //! artifacts by engine key, and a feed of changes.
 //!
-//! [`DataDir`] is the embedded implementation; the catalog (`catalog.rs`)
-//! is the only writer and knows nothing of where the store keeps things.
+//! [`DataDir`] is the embedded implementation, for one service; [`Postgres`]
+//! is shared by replicas. The catalog (`catalog.rs`) is the only writer and
+//! knows nothing of where the store keeps things; secret values are
+//! encrypted at rest in both (`at_rest.rs`).
 
+mod at_rest;
 mod data_dir;
+mod postgres;
 
 pub use data_dir::DataDir;
+pub use postgres::Postgres;
 
 use action_host::ArtifactCache;
 use serde::{Deserialize, Serialize};
@@ -94,33 +99,40 @@ pub enum StoreError {
         /// The revision the store holds.
         found: Option<u64>,
     },
+    /// The store cannot be reached now (its database is down or
+    /// unreachable); what serves goes on serving.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
     /// The store could not be read or written.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
+
+/// What a store method gives.
+pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Where the service keeps versions, records and artifacts.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores a component under its SHA-256; a version already stored is
     /// left as it is (versions are written once).
-    async fn put_version(&self, sha256: &str, bytes: bytes::Bytes) -> anyhow::Result<()>;
+    async fn put_version(&self, sha256: &str, bytes: bytes::Bytes) -> StoreResult<()>;
 
     /// The component stored under `sha256`.
-    async fn version(&self, sha256: &str) -> anyhow::Result<Vec<u8>>;
+    async fn version(&self, sha256: &str) -> StoreResult<Vec<u8>>;
 
     /// The size in bytes of the component stored under `sha256`.
-    async fn version_len(&self, sha256: &str) -> anyhow::Result<u64>;
+    async fn version_len(&self, sha256: &str) -> StoreResult<u64>;
 
     /// Removes the versions among `sha256s` that no record keeps.
-    async fn prune_versions(&self, sha256s: Vec<String>) -> anyhow::Result<()>;
+    async fn prune_versions(&self, sha256s: Vec<String>) -> StoreResult<()>;
 
     /// The record of the action `name`, if it has one.
-    async fn record(&self, name: &str) -> anyhow::Result<Option<ActionRecord>>;
+    async fn record(&self, name: &str) -> StoreResult<Option<ActionRecord>>;
 
     /// Every action's record (or why it cannot be read), sorted by name: one
     /// damaged record does not hide the others.
-    async fn records(&self) -> anyhow::Result<Vec<(String, anyhow::Result<ActionRecord>)>>;
+    async fn records(&self) -> StoreResult<Vec<(String, anyhow::Result<ActionRecord>)>>;
 
     /// Replaces the record of `name` (or removes it, with `None`) if its
     /// revision is still `expected` (`None`: it has no record). A new record
@@ -130,11 +142,16 @@ pub trait Store: Send + Sync + 'static {
         name: &str,
         expected: Option<u64>,
         new: Option<ActionRecord>,
-    ) -> Result<(), StoreError>;
+    ) -> StoreResult<()>;
 
     /// Where compiled components are kept, sealed by the host.
     fn artifacts(&self) -> Arc<dyn ArtifactCache>;
 
     /// Every change to a record from now on, in order.
     fn changes(&self) -> tokio::sync::broadcast::Receiver<Change>;
+
+    /// Why the store is degraded (cannot be reached now), if it is.
+    fn degraded(&self) -> Option<String> {
+        None
+    }
 }

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod mock;
 pub mod padded;
+pub mod postgres;
 pub mod server;
 
 use std::path::{Path, PathBuf};
@@ -37,4 +38,18 @@ pub fn plugin(name: &str) -> PathBuf {
 /// The bytes of the built plugin `name`.
 pub fn plugin_bytes(name: &str) -> Vec<u8> {
     std::fs::read(plugin(name)).expect("read the plugin")
+}
+
+/// `component` with an empty custom section named `name` appended: the
+/// same behaviour under another SHA-256, a new version for the tests.
+pub fn with_custom_section(component: &[u8], name: &str) -> Vec<u8> {
+    assert!(
+        name.len() < 0x80,
+        "a short name: its length is one LEB128 byte"
+    );
+    let mut out = component.to_vec();
+    // Section id 0 (custom), the payload's size, then the name.
+    out.extend([0, name.len() as u8 + 1, name.len() as u8]);
+    out.extend_from_slice(name.as_bytes());
+    out
 }

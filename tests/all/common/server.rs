@@ -70,6 +70,40 @@ impl Server {
         Server::listening(command, data, extra)
     }
 
+    /// Starts a replica on the PostgreSQL database `store` with the operator
+    /// key `key` (hex), and waits until it has loaded what it found.
+    pub fn start_replica(store: &str, key: &str, extra: &[&str]) -> Server {
+        let server = Server::start_replica_loading(store, key, extra);
+        server.wait_until_loaded();
+        server
+    }
+
+    /// [`Server::start_replica`], returning as soon as it listens.
+    pub fn start_replica_loading(store: &str, key: &str, extra: &[&str]) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_action-host"));
+        for variable in TOKEN_VARIABLES {
+            command.env_remove(variable);
+        }
+        command.envs([
+            ("ACTION_HOST_OPERATOR_TOKEN", OPERATOR),
+            ("ACTION_HOST_DESIGNER_TOKEN", DESIGNER),
+            ("ACTION_HOST_INVOKE_TOKEN", INVOKE),
+            ("ACTION_HOST_METRICS_TOKEN", METRICS),
+            ("ACTION_HOST_SECRET_KEY", key),
+        ]);
+        let args: Vec<&str> = ["--store", store]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        Server::listening(command, Path::new(""), &args)
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Starts the service with no token set, so it generates them all.
     pub fn start_without_tokens(data: &Path) -> Server {
         Server::start_with_env(data, &[], &[])
@@ -82,9 +116,15 @@ impl Server {
     }
 
     fn listening(mut command: Command, data: &Path, extra: &[&str]) -> Server {
+        command.args(["serve", "--listen", "127.0.0.1:0"]);
+        // A replica keeps its state in PostgreSQL, not in a data directory.
+        if !extra.contains(&"--store") {
+            // Nor from what the environment running the tests may say.
+            command.env_remove("ACTION_HOST_STORE");
+            command.env_remove("ACTION_HOST_SECRET_KEY");
+            command.arg("--data").arg(data);
+        }
         let mut child = command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
