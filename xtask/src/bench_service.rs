@@ -8,10 +8,10 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-const TOKEN: &str = "bench-invoke-token";
-const CONNECTIONS: &str = "32";
-const SECONDS: &str = "10s";
-const ROUNDS: usize = 3;
+pub(crate) const TOKEN: &str = "bench-invoke-token";
+pub(crate) const CONNECTIONS: &str = "32";
+pub(crate) const SECONDS: &str = "10s";
+pub(crate) const ROUNDS: usize = 3;
 
 pub(crate) fn run(root: &Path) -> Result<()> {
     crate::plugins()?;
@@ -51,16 +51,7 @@ pub(crate) fn run(root: &Path) -> Result<()> {
         Command::new(root.join("target/production/examples/native_webhook")).arg("127.0.0.1:0"),
     )?;
 
-    let script = root.join("target/bench-invoke.lua");
-    std::fs::write(
-        &script,
-        format!(
-            "wrk.method = \"POST\"\n\
-             wrk.body = '{{\"input\":{{\"first_name\":\"Ada Lovelace\",\"is_member\":true,\"membership_tier\":\"gold\"}},\"context\":{{\"timezone\":\"Europe/London\"}}}}'\n\
-             wrk.headers[\"Content-Type\"] = \"application/json\"\n\
-             wrk.headers[\"Authorization\"] = \"Bearer {TOKEN}\"\n"
-        ),
-    )?;
+    let script = invoke_script(root)?;
     let url = |server: &Server| format!("{}/v1/actions/greeting/invoke", server.base);
     // Warm both up, then alternate measured rounds so drift hurts both alike.
     wrk(&script, &url(&service), "2s")?;
@@ -91,19 +82,34 @@ pub(crate) fn run(root: &Path) -> Result<()> {
     Ok(())
 }
 
-#[derive(Clone, Copy)]
-struct Figures {
-    per_second: f64,
-    p50_ms: f64,
-    p99_ms: f64,
+/// The wrk script that calls the greeting as the benchmarks do.
+pub(crate) fn invoke_script(root: &Path) -> Result<std::path::PathBuf> {
+    let script = root.join("target/bench-invoke.lua");
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\n\
+             wrk.body = '{{\"input\":{{\"first_name\":\"Ada Lovelace\",\"is_member\":true,\"membership_tier\":\"gold\"}},\"context\":{{\"timezone\":\"Europe/London\"}}}}'\n\
+             wrk.headers[\"Content-Type\"] = \"application/json\"\n\
+             wrk.headers[\"Authorization\"] = \"Bearer {TOKEN}\"\n"
+        ),
+    )?;
+    Ok(script)
 }
 
-fn median(mut rounds: Vec<Figures>) -> Figures {
+#[derive(Clone, Copy)]
+pub(crate) struct Figures {
+    pub(crate) per_second: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+}
+
+pub(crate) fn median(mut rounds: Vec<Figures>) -> Figures {
     rounds.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));
     rounds[rounds.len() / 2]
 }
 
-fn wrk(script: &Path, url: &str, duration: &str) -> Result<Figures> {
+pub(crate) fn wrk(script: &Path, url: &str, duration: &str) -> Result<Figures> {
     let out = Command::new("wrk")
         .args(["-t1", "-c", CONNECTIONS, "-d", duration, "--latency", "-s"])
         .arg(script)
@@ -144,7 +150,7 @@ fn parse_value(value: &str) -> Option<f64> {
     number.parse::<f64>().ok().map(|n| n * scale)
 }
 
-fn ensure_wrk() -> Result<()> {
+pub(crate) fn ensure_wrk() -> Result<()> {
     if Command::new("wrk").arg("--version").output().is_ok() {
         return Ok(());
     }
@@ -154,13 +160,13 @@ fn ensure_wrk() -> Result<()> {
 }
 
 /// A server process, stopped when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
 }
 
 impl Server {
-    fn start(command: &mut Command) -> Result<Server> {
+    pub(crate) fn start(command: &mut Command) -> Result<Server> {
         let mut child = command
             .env("ACTION_HOST_OPERATOR_TOKEN", "bench-operator-token")
             .env("ACTION_HOST_DESIGNER_TOKEN", "bench-designer-token")
@@ -177,7 +183,11 @@ impl Server {
                 Some(Ok(line)) => {
                     // The service's log line has a timestamp and level first.
                     if let Some((_, rest)) = line.split_once("listening on ") {
-                        break rest.split_whitespace().next().unwrap_or_default().to_owned();
+                        break rest
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned();
                     }
                 }
                 _ => bail!("a server exited before it listened"),

@@ -4,7 +4,8 @@
 use anyhow::{Context as _, Result, bail};
 use std::process::Command;
 const USAGE: &str =
-    "usage: cargo xtask <demo | test | plugins | bench | bench-languages | bench-service>
+    "usage: cargo xtask <demo | test | plugins | bench | bench-languages | bench-service |
+                    bench-request | bench-replicas>
 
   demo     build the example actions from source and serve them on 127.0.0.1:8080
   test     build the plugins, then run every test, the example and the lints
@@ -14,7 +15,12 @@ const USAGE: &str =
   bench-languages
            the greeting written in Rust, JavaScript and Python, fresh instance per call
   bench-service
-           the service over HTTP with wrk, beside a native hyper webhook server";
+           the service over HTTP with wrk, beside a native hyper webhook server
+  bench-request
+           where the time of one HTTP call goes: each layer of the service alone
+  bench-replicas
+           two replicas on one PostgreSQL: how fast a change reaches the other,
+           and their throughput against a service on a data directory";
 
 fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
@@ -23,12 +29,15 @@ fn main() -> Result<()> {
         "demo" => demo(),
         "test" => test(),
         "bench-service" => bench_service::run(&root()),
+        "bench-replicas" => bench_replicas::run(&root()),
         "bench-languages" => bench("action-host-server", "languages"),
+        "bench-request" => bench("action-host-server", "request"),
         "bench" => bench("action-host", "invoke"),
         _ => bail!("{USAGE}"),
     }
 }
 
+mod bench_replicas;
 mod bench_service;
 
 use xtask::root;
@@ -105,6 +114,11 @@ fn demo() -> Result<()> {
 
 fn test() -> Result<()> {
     plugins()?;
+    // The PostgreSQL store's tests need a server: a named or local one, or a
+    // throwaway cluster they start with the server package's programs.
+    if xtask::postgres::existing_server().is_none() {
+        xtask::postgres::ensure_installed()?;
+    }
     cargo(&["test", "--release", "--workspace"])?;
     cargo(&[
         "run",
