@@ -62,10 +62,10 @@ async fn measure(root: &Path) -> anyhow::Result<()> {
             data: data.path().to_owned(),
             auth: Auth::Tokens(
                 Tokens::new(
-                    "bench-operator".into(),
-                    "bench-designer".into(),
+                    "bench-request-operator-token".into(),
+                    "bench-request-designer-token".into(),
                     TOKEN.into(),
-                    "bench-metrics".into(),
+                    "bench-request-metrics-token".into(),
                 )
                 .map_err(anyhow::Error::msg)?,
             ),

@@ -33,7 +33,7 @@ impl OperatorKey {
     pub fn from_hex(text: &str) -> Result<OperatorKey, String> {
         let text = text.trim();
         let digit = |at: usize| u8::from_str_radix(text.get(at..at + 2)?, 16).ok();
-        match (0..32).map(digit).collect::<Option<Vec<u8>>>() {
+        match (0..32).map(|i| digit(2 * i)).collect::<Option<Vec<u8>>>() {
             Some(bytes) if text.len() == 64 => Ok(OperatorKey(bytes.try_into().expect("32 bytes"))),
             _ => Err(format!(
                 "a key is 64 hex digits (32 bytes), such as the output of `openssl rand -hex 32`; \

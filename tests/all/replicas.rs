@@ -4,13 +4,13 @@
 
 use crate::common;
 use crate::common::postgres::Database;
-use crate::common::server::{DESIGNER, INVOKE, OPERATOR, Server};
+use crate::common::server::{DESIGNER, INVOKE, METRICS, OPERATOR, Server};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 /// The operator key every replica of a test is given.
-const KEY: &str = "4f70657261746f72206b657920666f7220746865207265706c6963612074657374";
+const KEY: &str = "7265706c6963612074657374206f70657261746f72206b65792c203332206279";
 
 fn greet() -> Value {
     json!({"input": {"first_name": "Ada"}, "context": {"timezone": "Europe/London"}})
@@ -357,7 +357,7 @@ async fn a_replica_refuses_to_start_without_the_operator_key_and_says_why() {
         .env("ACTION_HOST_OPERATOR_TOKEN", OPERATOR)
         .env("ACTION_HOST_DESIGNER_TOKEN", DESIGNER)
         .env("ACTION_HOST_INVOKE_TOKEN", INVOKE)
-        .env("ACTION_HOST_METRICS_TOKEN", "m")
+        .env("ACTION_HOST_METRICS_TOKEN", METRICS)
         .output()
         .unwrap();
     assert!(!output.status.success());
@@ -372,6 +372,10 @@ async fn a_replica_refuses_to_start_without_the_operator_key_and_says_why() {
             "postgres://nobody@127.0.0.1:1/none",
         ])
         .env("ACTION_HOST_SECRET_KEY", KEY)
+        .env("ACTION_HOST_OPERATOR_TOKEN", OPERATOR)
+        .env("ACTION_HOST_DESIGNER_TOKEN", DESIGNER)
+        .env("ACTION_HOST_INVOKE_TOKEN", INVOKE)
+        .env("ACTION_HOST_METRICS_TOKEN", METRICS)
         .output()
         .unwrap();
     assert!(!wrong.status.success());

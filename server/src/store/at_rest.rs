@@ -142,18 +142,26 @@ fn secrets_mut(record: &mut Json) -> impl Iterator<Item = &mut serde_json::Map<S
         .filter_map(Json::as_object_mut)
 }
 
-/// What a sealed value is bound to: the action's name and the secret's.
+/// What a sealed value is bound to: the action's name, the secret's, and
+/// the secret's destinations and headers.
 fn associated_data(action: &str, secret: &serde_json::Map<String, Json>) -> Vec<u8> {
-    let secret = secret
-        .get("name")
-        .and_then(Json::as_str)
-        .unwrap_or_default();
-    // Lengths first, so that no split of the two names reads as another.
-    let mut aad = Vec::with_capacity(16 + action.len() + secret.len());
-    aad.extend_from_slice(&(action.len() as u64).to_le_bytes());
-    aad.extend_from_slice(action.as_bytes());
-    aad.extend_from_slice(&(secret.len() as u64).to_le_bytes());
-    aad.extend_from_slice(secret.as_bytes());
+    let field = |name: &str| match secret.get(name) {
+        Some(Json::String(text)) => text.clone(),
+        // serde_json writes a value's JSON the same way every time.
+        Some(value) => value.to_string(),
+        None => String::new(),
+    };
+    let mut aad = Vec::new();
+    for part in [
+        action.to_owned(),
+        field("name"),
+        field("allow"),
+        field("headers"),
+    ] {
+        // Lengths first, so that no split of the parts reads as another.
+        aad.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        aad.extend_from_slice(part.as_bytes());
+    }
     aad
 }
 
@@ -234,7 +242,10 @@ mod tests {
         let redirected = String::from_utf8(stored)
             .unwrap()
             .replace("https://api.example.com", "https://evil.example");
-        let why = format!("{:#}", codec.decode("crm", redirected.as_bytes()).unwrap_err());
+        let why = format!(
+            "{:#}",
+            codec.decode("crm", redirected.as_bytes()).unwrap_err()
+        );
         assert!(why.contains("crm_token"), "{why}");
     }
 

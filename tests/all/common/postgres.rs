@@ -101,7 +101,10 @@ fn query(url: &str, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
             let messages = client
                 .simple_query(&sql)
                 .await
-                .map_err(|e| format!("{sql}: {e}"))?;
+                .map_err(|e| match e.as_db_error() {
+                    Some(db) => format!("{sql}: {}", db.message()),
+                    None => format!("{sql}: {e}"),
+                })?;
             Ok(messages
                 .into_iter()
                 .filter_map(|message| match message {
