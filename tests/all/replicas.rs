@@ -4,7 +4,7 @@
 
 use crate::common;
 use crate::common::postgres::Database;
-use crate::common::server::{DESIGNER, INVOKE, METRICS, OPERATOR, Server};
+use crate::common::server::{DESIGNER, INVOKE, OPERATOR, Server};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -351,19 +351,15 @@ async fn the_database_holds_no_secret_value_in_the_clear() {
 #[tokio::test]
 async fn a_replica_refuses_to_start_without_the_operator_key_and_says_why() {
     let db = Database::new();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_action-host"))
+    let output = Server::command()
         .args(["serve", "--listen", "127.0.0.1:0", "--store", &db.url])
         .env_remove("ACTION_HOST_SECRET_KEY")
-        .env("ACTION_HOST_OPERATOR_TOKEN", OPERATOR)
-        .env("ACTION_HOST_DESIGNER_TOKEN", DESIGNER)
-        .env("ACTION_HOST_INVOKE_TOKEN", INVOKE)
-        .env("ACTION_HOST_METRICS_TOKEN", METRICS)
         .output()
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("ACTION_HOST_SECRET_KEY"), "{stderr}");
-    let wrong = std::process::Command::new(env!("CARGO_BIN_EXE_action-host"))
+    let wrong = Server::command()
         .args([
             "serve",
             "--listen",
@@ -372,10 +368,6 @@ async fn a_replica_refuses_to_start_without_the_operator_key_and_says_why() {
             "postgres://nobody@127.0.0.1:1/none",
         ])
         .env("ACTION_HOST_SECRET_KEY", KEY)
-        .env("ACTION_HOST_OPERATOR_TOKEN", OPERATOR)
-        .env("ACTION_HOST_DESIGNER_TOKEN", DESIGNER)
-        .env("ACTION_HOST_INVOKE_TOKEN", INVOKE)
-        .env("ACTION_HOST_METRICS_TOKEN", METRICS)
         .output()
         .unwrap();
     assert!(!wrong.status.success());

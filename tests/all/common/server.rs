@@ -57,6 +57,12 @@ impl Server {
     /// Starts the service with the test tokens and returns as soon as it
     /// listens, while the actions it found may still be loading.
     pub fn start_loading(data: &Path, extra: &[&str]) -> Server {
+        Server::listening(Server::command(), data, extra)
+    }
+
+    /// The `action-host` binary with the test tokens and no other token
+    /// variable, for a test to add to.
+    pub fn command() -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_action-host"));
         for variable in TOKEN_VARIABLES {
             command.env_remove(variable);
@@ -67,7 +73,7 @@ impl Server {
             ("ACTION_HOST_INVOKE_TOKEN", INVOKE),
             ("ACTION_HOST_METRICS_TOKEN", METRICS),
         ]);
-        Server::listening(command, data, extra)
+        command
     }
 
     /// Starts a replica on the PostgreSQL database `store` with the operator
@@ -80,17 +86,8 @@ impl Server {
 
     /// [`Server::start_replica`], returning as soon as it listens.
     pub fn start_replica_loading(store: &str, key: &str, extra: &[&str]) -> Server {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_action-host"));
-        for variable in TOKEN_VARIABLES {
-            command.env_remove(variable);
-        }
-        command.envs([
-            ("ACTION_HOST_OPERATOR_TOKEN", OPERATOR),
-            ("ACTION_HOST_DESIGNER_TOKEN", DESIGNER),
-            ("ACTION_HOST_INVOKE_TOKEN", INVOKE),
-            ("ACTION_HOST_METRICS_TOKEN", METRICS),
-            ("ACTION_HOST_SECRET_KEY", key),
-        ]);
+        let mut command = Server::command();
+        command.env("ACTION_HOST_SECRET_KEY", key);
         let args: Vec<&str> = ["--store", store]
             .into_iter()
             .chain(extra.iter().copied())
