@@ -276,19 +276,20 @@ async fn a_replica_killed_during_an_upload_leaves_the_database_consistent() {
     assert_eq!(status, StatusCode::CREATED);
     shown(&b, "greeting", |s, _| s == StatusCode::OK).await;
 
-    // The upload is in flight (the body sent, compiling) when the replica dies.
+    // The upload is in flight (the body sent, compiling: a large JavaScript
+    // component takes seconds) when the replica dies.
     let upload = {
         let url = a.url("/v1/actions/greeting");
         tokio::spawn(async move {
             common::api::client()
                 .put(url)
                 .bearer_auth(OPERATOR)
-                .body(common::plugin_bytes("fixture"))
+                .body(common::plugin_bytes("weather-js"))
                 .send()
                 .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     a.kill();
     assert!(
         upload.await.unwrap().is_err(),
