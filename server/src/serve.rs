@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower::ServiceExt as _;
+use tracing::Instrument as _;
 
 use crate::api::auth::{Auth, Tokens};
 use crate::api::{self, AppState};
@@ -232,10 +233,16 @@ impl Service {
         progress.finish();
     }
 
+    /// Loads one action, its log lines in a span of its own. (A span entered
+    /// with a guard across an `.await` would stay entered on the thread while
+    /// other tasks run there, and their lines would nest in it.)
     async fn load_one(&self, pending: Pending, progress: &Progress) {
+        let span = tracing::info_span!(parent: None, "load", action = %pending.name);
+        self.load_in_span(pending, progress).instrument(span).await;
+    }
+
+    async fn load_in_span(&self, pending: Pending, progress: &Progress) {
         let name = pending.name;
-        let span = tracing::info_span!("load", action = %name);
-        let _entered = span.enter();
         progress.started(&name, pending.size);
         let started = Instant::now();
         let compilations = self.catalog.host().compilations();

@@ -662,3 +662,49 @@ fn the_service_logs_json_lines_when_asked() {
     assert_eq!(line["level"], "INFO");
     assert!(line["timestamp"].is_string());
 }
+
+/// Each action's load lines are in a span of that action alone, however the
+/// loads interleave: an operator filters the log by action.
+#[test]
+fn each_load_logs_in_its_own_span() {
+    use common::server::Server;
+    let dir = tempfile::tempdir().unwrap();
+    let greeting = format!("greeting={}", common::plugin("greeting").display());
+    let fixture = format!("fixture={}", common::plugin("fixture").display());
+    let order = format!("order-lookup={}", common::plugin("order_lookup").display());
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--log-format",
+            "json",
+            "--deploy",
+            &greeting,
+            "--deploy",
+            &fixture,
+            "--deploy",
+            &order,
+        ],
+    );
+    let stderr = server.stderr();
+    let mut ready = 0;
+    for line in stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+    {
+        let message = line["fields"]["message"]
+            .as_str()
+            .or(line["message"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let Some((name, _)) = message.split_once(" ready in ") else {
+            continue;
+        };
+        ready += 1;
+        assert_eq!(
+            line["spans"],
+            json!([{"name": "load", "action": name}]),
+            "{line}"
+        );
+    }
+    assert_eq!(ready, 3, "{stderr}");
+}
