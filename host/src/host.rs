@@ -6,6 +6,7 @@ use serde_json::{Map, Value as Json};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 use wasmtime::PoolingAllocationConfig;
 use wasmtime::component::{HasSelf, Linker};
 
@@ -83,7 +84,21 @@ impl Prepared {
         context: CallContext,
         input: &Map<String, Json>,
     ) -> Result<Invocation, InvokeError> {
-        invoke::run(&self.0, invocation_id, context, input).await
+        invoke::run(&self.0, invocation_id, context, input, None).await
+    }
+
+    /// Like [`Prepared::invoke_as`], with the deadline at most `cap`: for a
+    /// caller that waits less than the action's own deadline (a platform's
+    /// webhook timeout), so that the call ends as `timeout` while the caller
+    /// still listens. The action sees the shorter deadline in its context.
+    pub async fn invoke_within(
+        &self,
+        invocation_id: String,
+        context: CallContext,
+        input: &Map<String, Json>,
+        cap: Duration,
+    ) -> Result<Invocation, InvokeError> {
+        invoke::run(&self.0, invocation_id, context, input, Some(cap)).await
     }
 }
 

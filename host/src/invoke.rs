@@ -13,6 +13,7 @@ use crate::fault;
 use crate::log::{Level, LogLine, LogSink};
 use crate::plugin::Plugin;
 use crate::sandbox;
+use crate::settings::Limits;
 use crate::value;
 
 /// The result of an invocation that ran to an outcome.
@@ -58,13 +59,20 @@ pub(crate) async fn run(
     invocation_id: String,
     call: CallContext,
     input: &Map<String, Json>,
+    deadline_cap: Option<Duration>,
 ) -> Result<Invocation, InvokeError> {
     let started = Instant::now();
     // Checked before anything is instantiated: a bad call costs no instance.
     let attributes = value::input_attributes(&plugin.manifest, input)
         .map_err(|message| InvokeError::new(ErrorKind::InvalidInput, message))?;
 
-    let limits = &plugin.limits;
+    let limits = &Limits {
+        deadline: deadline_cap.map_or(plugin.limits.deadline, |cap| {
+            cap.min(plugin.limits.deadline)
+                .max(Duration::from_millis(1))
+        }),
+        ..plugin.limits
+    };
     let log = LogSink::new(limits.log_bytes);
     let (ctx, unknown_zone) = context::build(
         call,

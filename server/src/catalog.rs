@@ -136,6 +136,18 @@ impl Catalog {
         context: CallContext,
         input: &Map<String, Json>,
     ) -> Result<Invocation, ApiError> {
+        self.invoke_within(name, context, input, None).await
+    }
+
+    /// Like [`Catalog::invoke`], with the action's deadline at most
+    /// `deadline_cap`: for a platform that waits no longer than that.
+    pub async fn invoke_within(
+        &self,
+        name: &str,
+        context: CallContext,
+        input: &Map<String, Json>,
+        deadline_cap: Option<Duration>,
+    ) -> Result<Invocation, ApiError> {
         let serving = self.serving(name).ok_or_else(|| self.missing(name))?;
         let _permits = self.admit(name, &serving)?;
         let started = Instant::now();
@@ -143,7 +155,7 @@ impl Catalog {
         let span = tracing::info_span!("invoke", action = %name, invocation_id = %id);
         let result = serving
             .action
-            .invoke_as(id, context, input)
+            .invoke_within(id, context, input, deadline_cap.unwrap_or(Duration::MAX))
             .instrument(span.clone())
             .await;
         let label = match &result {
