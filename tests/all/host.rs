@@ -907,3 +907,45 @@ async fn the_memory_limit_holds_over_the_sum_of_an_instances_memories() {
         "{err}"
     );
 }
+
+/// A caller that waits less than the action's deadline cuts it: the call
+/// ends at the cap and the action sees the cap in its context; a cap above
+/// the action's own deadline changes nothing.
+#[tokio::test]
+async fn a_deadline_cap_cuts_the_call_short_and_never_lengthens_it() {
+    let host = Host::new(HostConfig {
+        pool_size: 8,
+        ..HostConfig::default()
+    })
+    .unwrap();
+    let settings = ActionSettings {
+        limits: Some(Limits {
+            deadline: Duration::from_secs(2),
+            ..Limits::default()
+        }),
+        ..ActionSettings::default()
+    };
+    let prepared = host
+        .prepare("fixture", &common::plugin_bytes("fixture"), settings, None)
+        .await
+        .unwrap();
+    let call = |behave: &str, cap: Duration| {
+        let prepared = prepared.clone();
+        let input = object(json!({ "behave": behave }));
+        async move {
+            prepared
+                .invoke_within("id".into(), CallContext::default(), &input, cap)
+                .await
+        }
+    };
+    let context = call("context", Duration::from_millis(250)).await.unwrap();
+    assert_eq!(context.attributes["deadline_ms"], 250);
+    let context = call("context", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(context.attributes["deadline_ms"], 2000);
+
+    let started = Instant::now();
+    let err = call("loop", Duration::from_millis(250)).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Timeout);
+    assert!(err.message.contains("250 ms"), "{}", err.message);
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
