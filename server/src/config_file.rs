@@ -8,6 +8,8 @@ use std::time::Duration;
 use action_host::Grant;
 use action_host::{ActionSettings, HttpLimits, Limits, Secret};
 
+use crate::webhooks::WebhookSettings;
+
 /// A parsed host configuration: settings by action name.
 #[derive(Debug, Clone, Default)]
 pub struct HostFile {
@@ -15,6 +17,8 @@ pub struct HostFile {
     pub actions: BTreeMap<String, ActionSettings>,
     /// The same, as written (for storing and showing).
     pub docs: BTreeMap<String, ActionDoc>,
+    /// How the webhook adapters map each platform's names and fields.
+    pub webhooks: WebhookSettings,
 }
 
 #[derive(Deserialize)]
@@ -22,6 +26,8 @@ pub struct HostFile {
 struct RawFile {
     #[serde(default)]
     actions: BTreeMap<String, ActionDoc>,
+    #[serde(default)]
+    webhooks: WebhookSettings,
 }
 
 /// One action's operator settings as written: in the host file (TOML), in
@@ -89,7 +95,13 @@ impl HostFile {
                 .map_err(|why| format!("action `{name}`: {why}"))?;
             actions.insert(name, settings);
         }
-        Ok(HostFile { actions, docs })
+        raw.webhooks.rasa.check("rasa")?;
+        raw.webhooks.dialogflow_cx.check("dialogflow-cx")?;
+        Ok(HostFile {
+            actions,
+            docs,
+            webhooks: raw.webhooks,
+        })
     }
 }
 
@@ -218,6 +230,33 @@ mod tests {
         assert_eq!(settings.limits.unwrap().deadline, Duration::from_secs(2));
         assert_eq!(settings.http.max_requests, 2);
         assert_eq!(settings.http.max_response_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn webhook_settings_parse_and_are_checked() {
+        let file = HostFile::parse(
+            r#"
+            [webhooks.rasa]
+            actions = { action_check_order = "order-lookup" }
+            timezone_attribute = "user_timezone"
+
+            [webhooks.dialogflow-cx]
+            success_attribute = ""
+            timeout_ms = 10000
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            file.webhooks.rasa.action("action_check_order"),
+            "order-lookup"
+        );
+        assert_eq!(file.webhooks.rasa.timezone_attribute(), "user_timezone");
+        assert_eq!(file.webhooks.dialogflow_cx.success_attribute(), None);
+        assert_eq!(file.webhooks.dialogflow_cx.timeout_ms, Some(10000));
+        let err = HostFile::parse("[webhooks.rasa]\ntimeout = 1").unwrap_err();
+        assert!(err.contains("unknown field `timeout`"), "{err}");
+        let err = HostFile::parse("[webhooks.dialogflow-cx]\ntimeout_ms = 0").unwrap_err();
+        assert!(err.contains("webhooks.dialogflow-cx: timeout_ms"), "{err}");
     }
 
     #[test]

@@ -27,7 +27,7 @@ mod metrics;
 mod progress;
 mod serve;
 mod store;
-mod webhooks;
+pub mod webhooks;
 
 pub use api::auth::{Auth, Role, Tokens};
 pub use api::error::ApiError;
@@ -42,3 +42,4 @@ pub use serve::{ServeOptions, Service, serve};
 pub use store::{
     ActionRecord, Change, DataDir, Postgres, Store, StoreError, StoreResult, VersionEntry,
 };
+pub use webhooks::{PlatformSettings, WebhookSettings};

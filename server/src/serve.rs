@@ -196,6 +196,7 @@ impl Service {
             auth: options.auth.clone(),
             max_upload_bytes: options.max_upload_bytes,
             body_timeout: options.body_timeout,
+            webhooks: options.host_file.webhooks.clone(),
         });
         Ok(Arc::new(Service {
             router: api::router(state),

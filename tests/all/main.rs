@@ -1,7 +1,7 @@
 //! Every end-to-end test of the repository, in one binary so that it links once:
 //! the library with real components (`host`, `outbound`, `https`), the CLI
-//! (`cli`), the service over HTTP (`service`), and the examples in every
-//! language (`languages`).
+//! (`cli`), the service over HTTP (`service`), the platforms' webhooks
+//! (`webhooks`), and the examples in every language (`languages`).
 
 mod common;
 
@@ -13,3 +13,4 @@ mod languages;
 mod outbound;
 mod replicas;
 mod service;
+mod webhooks;

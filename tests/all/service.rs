@@ -557,7 +557,7 @@ async fn each_error_has_its_status_and_names_the_problem() {
          Content-Length: {}\r\n\r\n",
         2 << 20
     );
-    let answer = raw_exchange(&server, head.as_bytes()).await;
+    let answer = server.raw_exchange(head.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("too-large"), "{answer}");
 
@@ -1246,19 +1246,4 @@ async fn a_slow_compilation_holds_up_no_other_change() {
     assert!(took < Duration::from_secs(4), "the upload took {took:?}");
     let (status, _) = operator_get(&server, "/v1/actions/slow-js").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-}
-
-/// Writes `bytes` to the service on a fresh connection and reads what it
-/// answers within 10 s.
-async fn raw_exchange(server: &Server, bytes: &[u8]) -> String {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let address = server.base.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    stream.write_all(bytes).await.unwrap();
-    let mut answer = vec![0u8; 4096];
-    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
-        .await
-        .expect("an answer within 10 s")
-        .unwrap();
-    String::from_utf8_lossy(&answer[..read]).into_owned()
 }

@@ -150,6 +150,9 @@ fn random_token() -> String {
     )
 }
 
+/// The header a webhook may carry the token in, besides `Authorization`.
+pub(crate) const TOKEN_HEADER: &str = "x-action-host-token";
+
 /// Who may use each kind of route.
 pub(crate) const OPERATOR: &[Role] = &[Role::Operator];
 pub(crate) const DESIGNER: &[Role] = &[Role::Operator, Role::Designer];
@@ -164,14 +167,68 @@ impl Auth {
         headers: &HeaderMap,
         allowed: &[Role],
     ) -> Result<Option<Role>, ApiError> {
-        let Auth::Tokens(tokens) = self else {
-            return Ok(None);
-        };
         let presented = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .ok_or_else(|| ApiError::Unauthorized("send `Authorization: Bearer <token>`".into()))?;
+            .and_then(|value| value.strip_prefix("Bearer "));
+        self.admit(presented, allowed, "send `Authorization: Bearer <token>`")
+    }
+
+    /// Like [`Auth::check`], for a webhook: the token may also come the
+    /// ways a platform can send it: in the header [`TOKEN_HEADER`] (for a
+    /// platform whose `Authorization` carries its own identity token, as
+    /// Dialogflow CX's service agent does), as basic auth's password (any
+    /// user name) or, where `query_token` is allowed, as the query parameter
+    /// `token`. The query is read here and nowhere else: it is never logged.
+    pub(crate) fn check_webhook(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        query_token: bool,
+        allowed: &[Role],
+    ) -> Result<Option<Role>, ApiError> {
+        let authorization = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok());
+        let basic = authorization
+            .and_then(|value| value.strip_prefix("Basic "))
+            .and_then(basic_password);
+        let bearer = authorization.and_then(|value| value.strip_prefix("Bearer "));
+        let from_query = query.filter(|_| query_token).and_then(|query| {
+            url::form_urlencoded::parse(query.as_bytes())
+                .find(|(key, _)| key == "token")
+                .map(|(_, value)| value.into_owned())
+        });
+        let custom = headers
+            .get(TOKEN_HEADER)
+            .and_then(|value| value.to_str().ok());
+        let presented = custom
+            .or(bearer)
+            .map(str::to_owned)
+            .or(basic)
+            .or(from_query);
+        let how = if query_token {
+            "send the invoke token as `Authorization: Bearer <token>`, in `X-Action-Host-Token`, \
+             as the basic auth password, or as the query parameter `token`"
+        } else {
+            "send the invoke token as `Authorization: Bearer <token>`, in `X-Action-Host-Token` \
+             or as the basic auth password"
+        };
+        self.admit(presented.as_deref(), allowed, how)
+    }
+
+    /// The role of the token `presented`, if it is one of `allowed`; `how`
+    /// says how to send one when none came.
+    fn admit(
+        &self,
+        presented: Option<&str>,
+        allowed: &[Role],
+        how: &str,
+    ) -> Result<Option<Role>, ApiError> {
+        let Auth::Tokens(tokens) = self else {
+            return Ok(None);
+        };
+        let presented = presented.ok_or_else(|| ApiError::Unauthorized(how.into()))?;
         let role = tokens
             .role_of(presented)
             .ok_or_else(|| ApiError::Unauthorized("unknown token".into()))?;
@@ -185,6 +242,17 @@ impl Auth {
             role.name()
         )))
     }
+}
+
+/// The password of a basic auth credential (`base64(user:password)`).
+fn basic_password(encoded: &str) -> Option<String> {
+    use base64::Engine as _;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.split_once(':')
+        .map(|(_, password)| password.to_owned())
 }
 
 /// Declares an extractor that admits the roles `$roles`, holding the role
@@ -229,3 +297,95 @@ role_extractor!(
     AsScraper,
     METRICS
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn tokens() -> Auth {
+        Auth::Tokens(
+            Tokens::new(
+                "operator-token-0123".into(),
+                "designer-token-0123".into(),
+                "invoke-token-012345".into(),
+                "metrics-token-01234".into(),
+            )
+            .unwrap(),
+        )
+    }
+
+    fn with(name: &'static str, value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(name, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn a_webhook_token_comes_as_each_platform_sends_it() {
+        let auth = tokens();
+        let invoke = Ok(Some(Role::Invoke));
+        let basic = |credential: &str| {
+            use base64::Engine as _;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(credential);
+            with("authorization", &format!("Basic {encoded}"))
+        };
+        let check = |headers: &HeaderMap, query: Option<&str>, in_query: bool| {
+            auth.check_webhook(headers, query, in_query, INVOKE)
+                .map_err(|e| e.message())
+        };
+        assert_eq!(
+            check(
+                &with("authorization", "Bearer invoke-token-012345"),
+                None,
+                false
+            ),
+            invoke
+        );
+        assert_eq!(
+            check(&with(TOKEN_HEADER, "invoke-token-012345"), None, false),
+            invoke
+        );
+        assert_eq!(
+            check(&basic("rasa:invoke-token-012345"), None, false),
+            invoke
+        );
+        assert_eq!(
+            check(
+                &HeaderMap::new(),
+                Some("a=1&token=invoke-token-012345"),
+                true
+            ),
+            invoke
+        );
+        // The custom header wins over an identity token in `Authorization`.
+        let mut both = with("authorization", "Bearer eyJ.google.token");
+        both.insert(
+            TOKEN_HEADER,
+            HeaderValue::from_static("invoke-token-012345"),
+        );
+        assert_eq!(check(&both, None, false), invoke);
+
+        // A query token only where the platform can send nothing else.
+        let none = check(&HeaderMap::new(), Some("token=invoke-token-012345"), false);
+        assert!(none.unwrap_err().contains("X-Action-Host-Token"));
+        assert_eq!(
+            check(&basic("invoke-token-012345"), None, false).unwrap_err(),
+            "send the invoke token as `Authorization: Bearer <token>`, in `X-Action-Host-Token` \
+             or as the basic auth password"
+        );
+        assert_eq!(
+            check(&with("authorization", "Basic not*base64"), None, false).unwrap_err(),
+            check(&HeaderMap::new(), None, false).unwrap_err()
+        );
+        assert_eq!(
+            check(&basic("rasa:invoke-token-01234"), None, false).unwrap_err(),
+            "unknown token"
+        );
+        // The API's own routes take the bearer header only.
+        assert!(
+            auth.check(&with(TOKEN_HEADER, "invoke-token-012345"), INVOKE)
+                .is_err()
+        );
+    }
+}

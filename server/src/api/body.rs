@@ -4,6 +4,7 @@
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request};
+use axum::http::HeaderMap;
 use http_body_util::{BodyExt, Limited};
 use serde_json::Value as Json;
 use std::sync::Arc;
@@ -26,7 +27,7 @@ impl FromRequest<Arc<AppState>> for Upload {
 
     async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
         let cap = state.max_upload_bytes;
-        refuse_declared_over(&request, cap)?;
+        refuse_declared_over(request.headers(), cap)?;
         read(request.into_body(), cap, state.body_timeout)
             .await
             .map(Upload)
@@ -37,7 +38,7 @@ impl FromRequest<Arc<AppState>> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
-        refuse_declared_over(&request, MAX_JSON_BYTES)?;
+        refuse_declared_over(request.headers(), MAX_JSON_BYTES)?;
         let bytes = read(request.into_body(), MAX_JSON_BYTES, state.body_timeout).await?;
         parse_json(&bytes).map(JsonBody)
     }
@@ -45,9 +46,8 @@ impl FromRequest<Arc<AppState>> for JsonBody {
 
 /// Refuses a body whose declared length is over `cap` before reading any
 /// of it: the client learns at once, and no byte of it is held.
-pub(crate) fn refuse_declared_over(request: &Request, cap: usize) -> Result<(), ApiError> {
-    let declared = request
-        .headers()
+pub(crate) fn refuse_declared_over(headers: &HeaderMap, cap: usize) -> Result<(), ApiError> {
+    let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());

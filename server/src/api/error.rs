@@ -137,6 +137,15 @@ impl ApiError {
         }
     }
 
+    /// When to ask again, for the errors that pass.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::Loading { retry_after, .. } => Some(*retry_after),
+            ApiError::StoreUnavailable(_) => Some(STORE_RETRY),
+            _ => None,
+        }
+    }
+
     /// The error as the API's body.
     pub fn body(&self) -> ErrorBody {
         let (_, code) = self.status_and_code();
@@ -191,12 +200,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, _) = self.status_and_code();
         let mut response = (status, axum::Json(self.body())).into_response();
-        let retry_after = match &self {
-            ApiError::Loading { retry_after, .. } => Some(*retry_after),
-            ApiError::StoreUnavailable(_) => Some(STORE_RETRY),
-            _ => None,
-        };
-        if let Some(retry_after) = retry_after {
+        if let Some(retry_after) = self.retry_after() {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(retry_after.as_secs().max(1)),

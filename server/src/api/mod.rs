@@ -42,6 +42,8 @@ pub struct AppState {
     pub max_upload_bytes: usize,
     /// How long a client may take to send a request's body.
     pub body_timeout: Duration,
+    /// How the webhook adapters map each platform's names and fields.
+    pub webhooks: crate::webhooks::WebhookSettings,
 }
 
 /// The header that names a request in the service's log and its answer.

@@ -1,8 +1,11 @@
 //! `action-host run`: one call of one component, printed as JSON.
 
-use action_host::{ActionSettings, CallContext, Grant, Host, HostConfig, Limits, Secret};
-use action_host_server::HostFile;
+use action_host::{CallContext, Grant, Host, HostConfig, Limits, LogLine, Secret};
+use action_host_server::webhooks::{self, Call, Platform};
+use action_host_server::{ApiError, HostFile};
 use anyhow::{Context as _, Result};
+use axum::http::StatusCode;
+use serde_json::Value as Json;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -19,6 +22,14 @@ pub(crate) struct RunArgs {
     /// The conversation's context, as a JSON object (user_id, timezone, ...).
     #[arg(long, default_value = "{}")]
     context: String,
+    /// A Rasa action server request (JSON, as Rasa sends it): the input and
+    /// context are read from it, and what Rasa would receive is printed.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["input", "context", "dialogflow_cx"])]
+    rasa: Option<PathBuf>,
+    /// A Dialogflow CX `WebhookRequest` (JSON): the input and context are read
+    /// from it, and what CX would receive is printed.
+    #[arg(long = "dialogflow-cx", value_name = "FILE", conflicts_with_all = ["input", "context"])]
+    dialogflow_cx: Option<PathBuf>,
     /// An operator setting the action reads through `config` (repeatable).
     #[arg(long = "config", value_name = "KEY=VALUE")]
     config: Vec<String>,
@@ -60,20 +71,48 @@ pub(crate) struct RunArgs {
 }
 
 pub(crate) async fn run(args: RunArgs) -> Result<ExitCode> {
-    let input = json_object("--input", &args.input)?;
-    let context = CallContext::from_json(&parse_json("--context", &args.context)?)
-        .map_err(anyhow::Error::msg)?;
     let name = args.name.clone().unwrap_or_else(|| name_from(&args.file));
-    let mut settings = match &args.host_config {
+    let mut file = match &args.host_config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            let mut file = HostFile::parse(&text).map_err(|why| {
+            HostFile::parse(&text).map_err(|why| {
                 anyhow::anyhow!("invalid host configuration {}: {why}", path.display())
-            })?;
-            file.actions.remove(&name).unwrap_or_default()
+            })?
         }
-        None => ActionSettings::default(),
+        None => HostFile::default(),
+    };
+    let mut settings = file.actions.remove(&name).unwrap_or_default();
+    let platform = match (&args.rasa, &args.dialogflow_cx) {
+        (Some(request), _) => Some((Platform::Rasa, parse_json_file(request)?)),
+        (_, Some(request)) => Some((Platform::DialogflowCx, parse_json_file(request)?)),
+        _ => None,
+    };
+    let adapter = platform
+        .as_ref()
+        .map(|(platform, request)| (webhooks::adapter(*platform, &file.webhooks), request));
+    let call = match &adapter {
+        Some((adapter, request)) => match adapter.decode(Some(&name), request) {
+            Ok(call) => {
+                if call.action != name {
+                    eprintln!(
+                        "note: the request names the action `{}`; running {} as it",
+                        call.action,
+                        args.file.display()
+                    );
+                }
+                call
+            }
+            Err(error) => {
+                return print_platform_answer(adapter.encode_error(Some(*request), &error));
+            }
+        },
+        None => Call {
+            action: name.clone(),
+            context: CallContext::from_json(&parse_json("--context", &args.context)?)
+                .map_err(anyhow::Error::msg)?,
+            input: json_object("--input", &args.input)?,
+        },
     };
     settings.config.extend(key_values(&args.config)?);
     for grant in &args.allow {
@@ -122,10 +161,16 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode> {
         secret.headers.push(header.to_owned());
     }
     let defaults = settings.limits.unwrap_or_default();
+    // The platform waits no longer than its timeout, nor does the action.
+    let cap = adapter
+        .as_ref()
+        .and_then(|(adapter, _)| adapter.deadline_cap())
+        .unwrap_or(Duration::MAX);
     let limits = Limits {
         deadline: args
             .timeout_ms
-            .map_or(defaults.deadline, Duration::from_millis),
+            .map_or(defaults.deadline, Duration::from_millis)
+            .min(cap),
         memory_bytes: args
             .memory_mib
             .map_or(defaults.memory_bytes, |mib| mib << 20),
@@ -148,19 +193,55 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode> {
     })?;
     settings.limits = Some(limits);
     host.load_with(&name, &bytes, settings).await?;
-    match host.invoke(&name, context, &input).await {
+    let result = host.invoke(&name, call.context.clone(), &call.input).await;
+    if let Some((adapter, request)) = &adapter {
+        let answer = match result {
+            Ok(done) => {
+                print_logs(&done.logs);
+                adapter.encode(&call, done)
+            }
+            Err(error) => {
+                print_logs(&error.logs);
+                adapter.encode_error(Some(*request), &ApiError::Invocation(error))
+            }
+        };
+        return print_platform_answer(answer);
+    }
+    match result {
         Ok(invocation) => {
             println!("{}", serde_json::to_string_pretty(&invocation)?);
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => {
-            for line in &error.logs {
-                eprintln!("[{:?} {:?}] {}", line.source, line.level, line.message);
-            }
+            print_logs(&error.logs);
             eprintln!("error: {error}");
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+fn print_logs(logs: &[LogLine]) {
+    for line in logs {
+        eprintln!("[{:?} {:?}] {}", line.source, line.level, line.message);
+    }
+}
+
+/// Prints the body the platform would receive, and its status when it is
+/// not a success; the exit code says which.
+fn print_platform_answer((status, body): (StatusCode, Json)) -> Result<ExitCode> {
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    if status.is_success() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: the platform would receive HTTP {status}");
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn parse_json_file(file: &Path) -> Result<Json> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", file.display()))
 }
 
 /// Reads `NAME=WHAT@GRANT` (for `flag`), with the secret's value found from

@@ -5,16 +5,15 @@
 
 use action_host::Invocation;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::post;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
 use super::{Adapter, Call};
 use crate::api::AppState;
-use crate::api::auth::INVOKE;
-use crate::api::body::{self, MAX_JSON_BYTES};
 use crate::api::error::ApiError;
 
 /// The OpenDialog adapter.
@@ -24,27 +23,22 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new().route("/webhooks/opendialog/{name}", post(handle))
 }
 
-/// Every failure, the token's included, answers in OpenDialog's error form.
 async fn handle(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     request: axum::body::Body,
-) -> (StatusCode, axum::Json<Value>) {
-    let adapter = OpenDialog;
-    let answered = async {
-        state.auth.check(&headers, INVOKE)?;
-        let bytes = body::read(request, MAX_JSON_BYTES, state.body_timeout).await?;
-        let call = adapter.decode(Some(&name), &body::parse_json(&bytes)?)?;
-        let done = state
-            .catalog
-            .invoke(&call.action, call.context.clone(), &call.input)
-            .await?;
-        Ok::<_, ApiError>(adapter.encode(&call, done))
-    }
-    .await;
-    let (status, body) = answered.unwrap_or_else(|error| adapter.encode_error(&error));
-    (status, axum::Json(body))
+) -> Response {
+    super::answer(
+        &OpenDialog,
+        &state,
+        Some(&name),
+        &headers,
+        query.as_deref(),
+        request,
+    )
+    .await
 }
 
 impl Adapter for OpenDialog {
@@ -77,7 +71,7 @@ impl Adapter for OpenDialog {
         (StatusCode::OK, body)
     }
 
-    fn encode_error(&self, error: &ApiError) -> (StatusCode, Value) {
+    fn encode_error(&self, _request: Option<&Value>, error: &ApiError) -> (StatusCode, Value) {
         let (status, _) = error.status_and_code();
         (
             status,

@@ -187,6 +187,21 @@ impl Server {
         answer
     }
 
+    /// Writes `bytes` to a new connection and reads the first answer (up to
+    /// 4 KiB): for requests no HTTP client would send.
+    pub async fn raw_exchange(&self, bytes: &[u8]) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let address = self.base.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        stream.write_all(bytes).await.unwrap();
+        let mut answer = vec![0u8; 4096];
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        String::from_utf8_lossy(&answer[..read]).into_owned()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
