@@ -43,13 +43,7 @@ async fn handle(
 
 impl Adapter for OpenDialog {
     fn decode(&self, path_name: Option<&str>, body: &Value) -> Result<Call, ApiError> {
-        let input = body
-            .pointer("/input_data/attributes")
-            .and_then(Value::as_object)
-            .cloned()
-            .ok_or_else(|| {
-                ApiError::InvalidInput("expected {\"input_data\": {\"attributes\": {...}}}".into())
-            })?;
+        let input = super::object_at(body, "/input_data/attributes")?.clone();
         Ok(Call {
             action: path_name.unwrap_or_default().to_owned(),
             context: Default::default(),
