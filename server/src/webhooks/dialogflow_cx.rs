@@ -10,17 +10,15 @@
 
 use action_host::{CallContext, Invocation};
 use axum::Router;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::http::StatusCode;
 use axum::routing::post;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    Adapter, Call, MESSAGE_INTENT, MESSAGE_TEXT, PlatformSettings, object_at, optional_object,
-    text_at, without_nulls,
+    Adapter, Call, MESSAGE_INTENT, MESSAGE_TEXT, Platform, PlatformSettings, object_at,
+    optional_object, text_at, without_nulls,
 };
 use crate::api::AppState;
 use crate::api::error::ApiError;
@@ -44,37 +42,18 @@ impl<'a> DialogflowCx<'a> {
 
 pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/webhooks/dialogflow-cx", post(by_tag))
-        .route("/webhooks/dialogflow-cx/{name}", post(by_name))
-}
-
-async fn by_tag(
-    State(state): State<Arc<AppState>>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    request: axum::body::Body,
-) -> Response {
-    let adapter = DialogflowCx::new(&state.webhooks.dialogflow_cx);
-    super::answer(&adapter, &state, None, &headers, query.as_deref(), request).await
-}
-
-async fn by_name(
-    State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    request: axum::body::Body,
-) -> Response {
-    let adapter = DialogflowCx::new(&state.webhooks.dialogflow_cx);
-    super::answer(
-        &adapter,
-        &state,
-        Some(&name),
-        &headers,
-        query.as_deref(),
-        request,
-    )
-    .await
+        .route(
+            "/webhooks/dialogflow-cx",
+            post(|state, query, headers, body| {
+                super::unnamed(Platform::DialogflowCx, state, query, headers, body)
+            }),
+        )
+        .route(
+            "/webhooks/dialogflow-cx/{name}",
+            post(|state, name, query, headers, body| {
+                super::named(Platform::DialogflowCx, state, name, query, headers, body)
+            }),
+        )
 }
 
 impl Adapter for DialogflowCx<'_> {

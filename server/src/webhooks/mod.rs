@@ -11,6 +11,7 @@ mod settings;
 
 use action_host::{CallContext, Invocation};
 use axum::Router;
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
@@ -85,9 +86,42 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .merge(dialogflow_cx::routes())
 }
 
+/// A webhook route whose path names the action.
+async fn named(
+    platform: Platform,
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    request: axum::body::Body,
+) -> Response {
+    let adapter = adapter(platform, &state.webhooks);
+    answer(
+        &*adapter,
+        &state,
+        Some(&name),
+        &headers,
+        query.as_deref(),
+        request,
+    )
+    .await
+}
+
+/// A webhook route whose request names the action.
+async fn unnamed(
+    platform: Platform,
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    request: axum::body::Body,
+) -> Response {
+    let adapter = adapter(platform, &state.webhooks);
+    answer(&*adapter, &state, None, &headers, query.as_deref(), request).await
+}
+
 /// A webhook request answered by `adapter`: the token, the body, the call.
 /// Every failure, the token's included, answers in the platform's form.
-pub(crate) async fn answer(
+async fn answer(
     adapter: &dyn Adapter,
     state: &AppState,
     path_name: Option<&str>,

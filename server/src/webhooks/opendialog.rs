@@ -5,14 +5,12 @@
 
 use action_host::Invocation;
 use axum::Router;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::http::StatusCode;
 use axum::routing::post;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-use super::{Adapter, Call};
+use super::{Adapter, Call, Platform};
 use crate::api::AppState;
 use crate::api::error::ApiError;
 
@@ -20,25 +18,12 @@ use crate::api::error::ApiError;
 pub(crate) struct OpenDialog;
 
 pub(super) fn routes() -> Router<Arc<AppState>> {
-    Router::new().route("/webhooks/opendialog/{name}", post(handle))
-}
-
-async fn handle(
-    State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    request: axum::body::Body,
-) -> Response {
-    super::answer(
-        &OpenDialog,
-        &state,
-        Some(&name),
-        &headers,
-        query.as_deref(),
-        request,
+    Router::new().route(
+        "/webhooks/opendialog/{name}",
+        post(|state, name, query, headers, body| {
+            super::named(Platform::OpenDialog, state, name, query, headers, body)
+        }),
     )
-    .await
 }
 
 impl Adapter for OpenDialog {

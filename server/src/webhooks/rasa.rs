@@ -12,16 +12,14 @@
 
 use action_host::{CallContext, ErrorKind, Invocation};
 use axum::Router;
-use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::http::StatusCode;
 use axum::routing::post;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
 use super::{
-    Adapter, Call, MESSAGE_INTENT, MESSAGE_TEXT, PlatformSettings, object_at, optional_object,
-    text_at, without_nulls,
+    Adapter, Call, MESSAGE_INTENT, MESSAGE_TEXT, Platform, PlatformSettings, object_at,
+    optional_object, text_at, without_nulls,
 };
 use crate::api::AppState;
 use crate::api::error::ApiError;
@@ -41,19 +39,11 @@ impl<'a> Rasa<'a> {
 }
 
 pub(super) fn routes() -> Router<Arc<AppState>> {
+    let handle =
+        |state, query, headers, body| super::unnamed(Platform::Rasa, state, query, headers, body);
     Router::new()
         .route("/webhooks/rasa", post(handle))
         .route("/webhooks/rasa/webhook", post(handle))
-}
-
-async fn handle(
-    State(state): State<Arc<AppState>>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    request: axum::body::Body,
-) -> Response {
-    let adapter = Rasa::new(&state.webhooks.rasa);
-    super::answer(&adapter, &state, None, &headers, query.as_deref(), request).await
 }
 
 impl Adapter for Rasa<'_> {
