@@ -102,12 +102,17 @@ async fn measure(root: &Path) -> anyhow::Result<()> {
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    let log = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-        .with_writer(std::io::sink)
-        .with_ansi(false)
-        .with_target(false)
-        .finish();
+    let log = {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        tracing_subscriber::registry()
+            .with(action_host_server::logging::filter(None).0)
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::sink)
+                    .with_ansi(false)
+                    .with_target(false),
+            )
+    };
     let log = tracing::Dispatch::new(log);
 
     let layers = [
@@ -181,7 +186,7 @@ async fn measure(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn call_router(router: &axum::Router, body: &str) -> anyhow::Result<()> {
+async fn call_router(router: &action_host_server::Api, body: &str) -> anyhow::Result<()> {
     let request = axum::http::Request::post("/v1/actions/greeting/invoke")
         .header("authorization", format!("Bearer {TOKEN}"))
         .header("content-type", "application/json")

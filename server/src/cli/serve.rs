@@ -93,17 +93,31 @@ pub(crate) enum LogFormat {
 }
 
 /// Sends the service's log lines to stderr, filtered by `RUST_LOG` (default
-/// `info`), as text or JSON.
+/// `info`), as text or JSON. A `RUST_LOG` that is not a filter is reported and
+/// the default used, so a typo does not keep the service from starting.
 fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::fmt;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let spec = std::env::var("RUST_LOG").ok();
+    let (filter, refused) = action_host_server::logging::filter(spec.as_deref());
+    let lines = fmt::layer()
         .with_writer(action_host_server::LogWriter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.with_target(false).init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+    let lines = match format {
+        LogFormat::Text => lines.with_target(false).boxed(),
+        LogFormat::Json => lines.json().flatten_event(true).boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(lines)
+        .init();
+    if let Some(why) = refused {
+        tracing::warn!(
+            "{why}; logging at {}",
+            action_host_server::logging::DEFAULT_FILTER
+        );
     }
 }
 
