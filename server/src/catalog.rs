@@ -152,12 +152,30 @@ impl Catalog {
         let _permits = self.admit(name, &serving)?;
         let started = Instant::now();
         let id = action_host::new_invocation_id();
-        let span = tracing::info_span!("invoke", action = %name, invocation_id = %id);
-        let result = serving
-            .action
-            .invoke_within(id, context, input, deadline_cap.unwrap_or(Duration::MAX))
-            .instrument(span.clone())
-            .await;
+        // The call's log lines name the action and the invocation: in the
+        // request's span when there is one (an HTTP request), else in a span
+        // of their own (an embedder calling the catalog directly).
+        let current = tracing::Span::current();
+        let (span, own_span) = if crate::api::CALL_FIELDS
+            .iter()
+            .all(|field| current.has_field(*field))
+        {
+            current.record("action", tracing::field::display(name));
+            current.record("invocation_id", tracing::field::display(&id));
+            (current, false)
+        } else {
+            let span = tracing::info_span!("invoke", action = %name, invocation_id = %id);
+            (span, true)
+        };
+        let call =
+            serving
+                .action
+                .invoke_within(id, context, input, deadline_cap.unwrap_or(Duration::MAX));
+        let result = if own_span {
+            call.instrument(span.clone()).await
+        } else {
+            call.await
+        };
         let label = match &result {
             Ok(done) if done.success => "success",
             Ok(_) => "failure",

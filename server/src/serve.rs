@@ -3,7 +3,6 @@
 //! and the accept loop with its graceful shutdown.
 
 use action_host::{Host, HostConfig};
-use axum::Router;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -93,7 +92,7 @@ impl Default for ServeOptions {
 /// The running service: the catalog and the router over it.
 pub struct Service {
     catalog: Arc<Catalog>,
-    router: Router,
+    router: crate::api::Api,
     options: ServeOptions,
     /// What is left to load at start, smallest first.
     pending: std::sync::Mutex<Vec<Pending>>,
@@ -291,7 +290,7 @@ impl Service {
 
     /// The HTTP API, for serving or for calling in-process
     /// (`tower::ServiceExt::oneshot`).
-    pub fn router(&self) -> Router {
+    pub fn router(&self) -> crate::api::Api {
         self.router.clone()
     }
 }

@@ -201,6 +201,87 @@ async fn unknown_routes_and_methods_answer_in_json_with_a_request_id() {
     }
 }
 
+/// The log lines a call writes, as the service writes them (JSON, through
+/// the service's filter for `spec`), while `run` runs on this thread.
+async fn log_of<F: std::future::Future>(spec: &str, run: F) -> (F::Output, Vec<Value>) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    #[derive(Clone, Default)]
+    struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let (filter, refused) = action_host_server::logging::filter(Some(spec));
+    assert_eq!(refused, None);
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::registry().with(filter).with(
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(move || writer.clone()),
+    );
+    let output = {
+        let _log = tracing::dispatcher::set_default(&tracing::Dispatch::new(subscriber));
+        run.await
+    };
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let lines = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (output, lines)
+}
+
+/// A call's log lines are in its request's one span, which names the request
+/// id (as the answer's `x-request-id` does), the action and the invocation:
+/// an operator goes from an answer to its lines.
+#[tokio::test]
+async fn a_call_logs_in_its_request_span_with_the_action_and_the_invocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = loaded(dir.path(), ServeOptions::default()).await;
+    assert_eq!(
+        put(&service, "greeting", "greeting").await.status,
+        StatusCode::CREATED
+    );
+    let (answer, lines) = log_of(
+        "debug",
+        post(&service, "/v1/actions/greeting/invoke", INVOKE, greet()),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let request_id = answer.headers["x-request-id"].to_str().unwrap();
+    let done = lines
+        .iter()
+        .find(|line| line["fields"]["took_us"].is_u64())
+        .unwrap_or_else(|| panic!("no line says how long the call took: {lines:?}"));
+    assert_eq!(done["fields"]["result"], "success");
+    assert_eq!(
+        done["spans"],
+        json!([{
+            "name": "request",
+            "method": "POST",
+            "path": "/v1/actions/greeting/invoke",
+            "request_id": request_id,
+            "action": "greeting",
+            "invocation_id": answer.body["invocation_id"],
+        }]),
+        "{done}"
+    );
+    // At the default level a successful call writes nothing.
+    let (answer, lines) = log_of(
+        "info",
+        post(&service, "/v1/actions/greeting/invoke", INVOKE, greet()),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(lines, Vec::<Value>::new());
+}
+
 #[tokio::test]
 async fn versions_are_kept_and_a_rollback_serves_an_earlier_one_without_compiling() {
     let dir = tempfile::tempdir().unwrap();

@@ -182,23 +182,25 @@ pub(crate) async fn invoke(
     Path(name): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Invocation>, ApiError> {
-    let (context, input) = invoke_body(&body)?;
+    let (context, input) = invoke_body(body)?;
     state.catalog.invoke(&name, context, &input).await.map(Json)
 }
 
 /// Reads `{"input": {...}, "context": {...}}`, naming what is wrong.
-fn invoke_body(body: &Value) -> Result<(CallContext, Map<String, Value>), ApiError> {
-    let object = body
-        .as_object()
-        .ok_or_else(|| ApiError::InvalidInput("the body must be a JSON object".into()))?;
+fn invoke_body(body: Value) -> Result<(CallContext, Map<String, Value>), ApiError> {
+    let Value::Object(mut object) = body else {
+        return Err(ApiError::InvalidInput(
+            "the body must be a JSON object".into(),
+        ));
+    };
     if let Some(unknown) = object.keys().find(|k| *k != "input" && *k != "context") {
         return Err(ApiError::InvalidInput(format!(
             "unknown field `{unknown}`: send {{\"input\": {{...}}, \"context\": {{...}}}}"
         )));
     }
-    let input = match object.get("input") {
+    let input = match object.remove("input") {
         None => Map::new(),
-        Some(Value::Object(input)) => input.clone(),
+        Some(Value::Object(input)) => input,
         Some(_) => {
             return Err(ApiError::InvalidInput(
                 "`input` must be a JSON object of attributes".into(),

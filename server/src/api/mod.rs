@@ -25,8 +25,12 @@ use axum::http::{HeaderName, Method, Request};
 use axum::routing::{get, post, put};
 use std::sync::Arc;
 use std::time::Duration;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower::ServiceBuilder;
+use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestId, PropagateRequestIdLayer, SetRequestId, SetRequestIdLayer,
+};
+use tower_http::trace::{MakeSpan, Trace, TraceLayer};
 
 use crate::catalog::Catalog;
 use auth::Auth;
@@ -49,9 +53,27 @@ pub struct AppState {
 /// The header that names a request in the service's log and its answer.
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The service's routes, with request ids and a tracing span per request.
-pub fn router(state: Arc<AppState>) -> Router {
-    let trace = TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+/// The API as it serves: the routes inside the request-id and tracing
+/// layers. The layers wrap the router once, not each route (as
+/// `Router::layer` would), so a request passes through them once, without a
+/// boxed copy of every layer per route.
+pub type Api = SetRequestId<
+    Trace<PropagateRequestId<Router>, SharedClassifier<ServerErrorsAsFailures>, RequestSpan>,
+    MakeRequestUuid,
+>;
+
+/// The span of one request: its method, path and id, and, once the catalog
+/// runs an action for it, the action's name and the invocation id
+/// ([`CALL_FIELDS`]). One span per request, not one per layer, because under
+/// load each span costs the log subscriber work on every poll.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestSpan;
+
+/// The fields of [`RequestSpan`] that the catalog fills in.
+pub const CALL_FIELDS: [&str; 2] = ["action", "invocation_id"];
+
+impl<B> MakeSpan<B> for RequestSpan {
+    fn make_span(&mut self, request: &Request<B>) -> tracing::Span {
         let id = request
             .headers()
             .get(&REQUEST_ID)
@@ -62,9 +84,15 @@ pub fn router(state: Arc<AppState>) -> Router {
             method = %request.method(),
             path = %request.uri().path(),
             request_id = %id,
+            action = tracing::field::Empty,
+            invocation_id = tracing::field::Empty,
         )
-    });
-    Router::new()
+    }
+}
+
+/// The service's routes, with request ids and a tracing span per request.
+pub fn router(state: Arc<AppState>) -> Api {
+    let routes = Router::new()
         .route("/healthz", get(actions::health))
         .route("/metrics", get(actions::metrics))
         .route("/v1/actions", get(actions::list))
@@ -84,8 +112,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(|method: Method| async move {
             ApiError::MethodNotAllowed(method.to_string())
         })
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(trace)
+        .with_state(state);
+    ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .with_state(state)
+        .layer(TraceLayer::new_for_http().make_span_with(RequestSpan))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .service(routes)
 }
