@@ -9,20 +9,26 @@ use crate::bindings::types::{Context, PartOfDay};
 
 /// What the caller knows about the conversation. In JSON the fields are
 /// snake_case; every field is optional and unknown fields are refused.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallContext {
     /// The conversation this call belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub conversation_id: Option<String>,
     /// The user in the conversation.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
     /// The platform's scenario (flow) name.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub scenario: Option<String>,
     /// The intent that triggered the call.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub intent: Option<String>,
     /// The user's locale, as a BCP 47 tag.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub locale: Option<String>,
     /// The user's IANA time zone; UTC when absent or unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
 }
 

@@ -38,7 +38,7 @@ pub enum LoadError {
 /// What kind of failure an invocation ended in. The first five are the
 /// contract's `action-error` cases; the host reports its own refusals and the
 /// action's faults with the same kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ErrorKind {
     /// The input or context is wrong (found by the host or by the action).

@@ -15,7 +15,7 @@ use crate::cache::ArtifactCache;
 use crate::context::CallContext;
 use crate::engine::{self, EpochTicker};
 use crate::error::{ErrorKind, InvokeError, LoadError};
-use crate::invoke::{self, Invocation};
+use crate::invoke::{self, CallOptions, CallTrace, Invocation};
 use crate::load::Loader;
 use crate::manifest::Manifest;
 use crate::outbound::{Network, OutboundCounters};
@@ -84,7 +84,15 @@ impl Prepared {
         context: CallContext,
         input: &Map<String, Json>,
     ) -> Result<Invocation, InvokeError> {
-        invoke::run(&self.0, invocation_id, context, input, None).await
+        invoke::run(
+            &self.0,
+            invocation_id,
+            context,
+            input,
+            CallOptions::default(),
+        )
+        .await
+        .0
     }
 
     /// Like [`Prepared::invoke_as`], with the deadline at most `cap`: for a
@@ -98,7 +106,26 @@ impl Prepared {
         input: &Map<String, Json>,
         cap: Duration,
     ) -> Result<Invocation, InvokeError> {
-        invoke::run(&self.0, invocation_id, context, input, Some(cap)).await
+        let options = CallOptions {
+            deadline_cap: Some(cap),
+            ..CallOptions::default()
+        };
+        invoke::run(&self.0, invocation_id, context, input, options)
+            .await
+            .0
+    }
+
+    /// Runs the action once as `options` say (a deadline cap, a clock, a
+    /// tape to record or replay its outbound requests), and tells what the
+    /// call did besides its result: for a record of it, or a replay.
+    pub async fn call(
+        &self,
+        invocation_id: String,
+        context: CallContext,
+        input: &Map<String, Json>,
+        options: CallOptions,
+    ) -> (Result<Invocation, InvokeError>, CallTrace) {
+        invoke::run(&self.0, invocation_id, context, input, options).await
     }
 }
 

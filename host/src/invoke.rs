@@ -14,6 +14,7 @@ use crate::log::{Level, LogLine, LogSink};
 use crate::plugin::Plugin;
 use crate::sandbox;
 use crate::settings::Limits;
+use crate::tape::{Deck, Exchange, Tape};
 use crate::value;
 
 /// The result of an invocation that ran to an outcome.
@@ -53,13 +54,56 @@ const ITEM_OVERHEAD: usize = 16;
 /// The most bytes of an `action-error`'s message the host keeps.
 const ERROR_MESSAGE_CAP: usize = 4 << 10;
 
+/// How to run one call, besides its context and input.
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    /// The deadline at most this: for a caller that waits less than the
+    /// action's own deadline (a platform's webhook timeout).
+    pub deadline_cap: Option<Duration>,
+    /// The clock the action reads in its context (`now-ms`) instead of the
+    /// host's: a replay's, to rerun a call as it was.
+    pub now_ms: Option<i64>,
+    /// What the call keeps of its outbound requests, or answers them from.
+    pub tape: Tape,
+}
+
+/// What a call did besides its result, for a record of it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallTrace {
+    /// The clock the action read in its context, in milliseconds since the
+    /// Unix epoch.
+    pub now_ms: i64,
+    /// Its outbound requests in order, when the call kept them
+    /// ([`Tape::Record`] or [`Tape::Replay`]).
+    pub exchanges: Vec<Exchange>,
+    /// The most bytes its memories held.
+    pub memory_peak_bytes: u64,
+}
+
 /// Runs `plugin` once.
 pub(crate) async fn run(
     plugin: &Plugin,
     invocation_id: String,
     call: CallContext,
     input: &Map<String, Json>,
-    deadline_cap: Option<Duration>,
+    options: CallOptions,
+) -> (Result<Invocation, InvokeError>, CallTrace) {
+    let now_ms = options.now_ms.unwrap_or_else(now_ms);
+    let mut trace = CallTrace {
+        now_ms,
+        ..CallTrace::default()
+    };
+    let result = run_traced(plugin, invocation_id, call, input, options, &mut trace).await;
+    (result, trace)
+}
+
+async fn run_traced(
+    plugin: &Plugin,
+    invocation_id: String,
+    call: CallContext,
+    input: &Map<String, Json>,
+    options: CallOptions,
+    trace: &mut CallTrace,
 ) -> Result<Invocation, InvokeError> {
     let started = Instant::now();
     // Checked before anything is instantiated: a bad call costs no instance.
@@ -67,19 +111,20 @@ pub(crate) async fn run(
         .map_err(|message| InvokeError::new(ErrorKind::InvalidInput, message))?;
 
     let limits = &Limits {
-        deadline: deadline_cap.map_or(plugin.limits.deadline, |cap| {
+        deadline: options.deadline_cap.map_or(plugin.limits.deadline, |cap| {
             cap.min(plugin.limits.deadline)
                 .max(Duration::from_millis(1))
         }),
         ..plugin.limits
     };
     let log = LogSink::new(limits.log_bytes);
+    let deck = Arc::new(Deck::new(options.tape));
     let (ctx, unknown_zone) = context::build(
         call,
         HostFacts {
             invocation_id: invocation_id.clone(),
             action: &plugin.name,
-            now_ms: now_ms(),
+            now_ms: trace.now_ms,
             deadline_ms: u32::try_from(limits.deadline.as_millis()).unwrap_or(u32::MAX),
         },
     );
@@ -99,6 +144,7 @@ pub(crate) async fn run(
         Arc::clone(&plugin.config),
         Arc::clone(&plugin.outbound),
         log.clone(),
+        Arc::clone(&deck),
     );
     // The epoch callback stops guest code at the deadline; this timeout also
     // stops a call that is waiting in a host import.
@@ -136,7 +182,9 @@ pub(crate) async fn run(
                 )
             }),
     };
+    trace.memory_peak_bytes = store.data().memory.peak() as u64;
     drop(store);
+    trace.exchanges = deck.take();
     let logs = log.finish();
     match result {
         Ok((success, attributes, messages)) => Ok(Invocation {

@@ -377,6 +377,7 @@ pub(crate) async fn describe(
         Arc::clone(config),
         Arc::clone(outbound),
         log.clone(),
+        Arc::default(),
     );
     let described = tokio::time::timeout(limits.deadline, async {
         let plugin = pre.instantiate_async(&mut store).await?;

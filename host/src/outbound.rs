@@ -13,6 +13,7 @@ use crate::redact::{redacted, redactions};
 use crate::resolve::{GuardedResolver, Refused, Resolver};
 use crate::settings::{HttpLimits, Secret};
 use crate::ssrf;
+use crate::tape::{Deck, Exchange, RecordedBody};
 
 /// Why a request got no response; mapped onto `http-error` and wasi:http's
 /// `error-code`. Never carries a secret's value.
@@ -295,20 +296,32 @@ impl Admitted {
     }
 }
 
-/// One invocation's way out: the action's [`Outbound`], its request budget
-/// and its deadline.
+/// One invocation's way out: the action's [`Outbound`], its request budget,
+/// its deadline, and its tape (what a record keeps, or a replay answers).
 pub(crate) struct Gate {
     outbound: Arc<Outbound>,
     sent: AtomicU32,
     deadline: Instant,
+    deck: Arc<Deck>,
+}
+
+/// A request as a record keeps it, read before the gate fills in secrets:
+/// a secret is still its `{{secret:NAME}}` placeholder.
+pub(crate) struct Seen {
+    method: String,
+    url: String,
+    headers: Vec<(String, String)>,
+    pub(crate) body: RecordedBody,
+    started: Instant,
 }
 
 impl Gate {
-    pub(crate) fn new(outbound: Arc<Outbound>, deadline: Instant) -> Gate {
+    pub(crate) fn new(outbound: Arc<Outbound>, deadline: Instant, deck: Arc<Deck>) -> Gate {
         Gate {
             outbound,
             sent: AtomicU32::new(0),
             deadline,
+            deck,
         }
     }
 
@@ -316,6 +329,56 @@ impl Gate {
         &self.outbound
     }
 
+    pub(crate) fn deck(&self) -> &Arc<Deck> {
+        &self.deck
+    }
+
+    /// What the tape keeps of `request`, when the call keeps or replays one.
+    pub(crate) fn seen(&self, request: &Request) -> Option<Seen> {
+        self.deck.recording().then(|| Seen {
+            method: request.method.trim().to_ascii_uppercase(),
+            // The gate's reading of the URL, so that a replay matches the
+            // request however the action spelled it.
+            url: Destination::parse(&request.method, &request.url)
+                .map_or_else(|_| request.url.clone(), |d| d.url.to_string()),
+            headers: request.headers.clone(),
+            body: RecordedBody::of(&request.body),
+            started: Instant::now(),
+        })
+    }
+}
+
+impl Deck {
+    /// Sends an admitted request, or, in a replay, answers it from the record.
+    pub(crate) async fn send(
+        &self,
+        outbound: &Outbound,
+        seen: Option<&Seen>,
+        admitted: Admitted,
+    ) -> Result<Response, OutboundError> {
+        if let Some(seen) = seen
+            && let Some(answer) = self.replayed(&seen.method, &seen.url)
+        {
+            return answer;
+        }
+        outbound.send(admitted).await
+    }
+
+    /// Keeps what came of a request the tape saw.
+    pub(crate) fn kept(&self, seen: Option<Seen>, result: &Result<Response, OutboundError>) {
+        let Some(seen) = seen else { return };
+        self.keep(|| Exchange {
+            duration_ms: crate::tape::millis(seen.started.elapsed()),
+            method: seen.method,
+            url: seen.url,
+            request_headers: seen.headers,
+            request_body: seen.body,
+            outcome: crate::tape::outcome_of(result),
+        });
+    }
+}
+
+impl Gate {
     /// The one decision for every request: is it well formed, granted, within
     /// the budget and the body cap, and are its secrets bound to where it goes?
     pub(crate) fn admit(&self, request: Request) -> Result<Admitted, OutboundError> {

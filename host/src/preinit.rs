@@ -99,6 +99,7 @@ pub(crate) async fn snapshot_after_describe(
         Arc::default(),
         outbound,
         LogSink::new(limits.log_bytes),
+        Arc::default(),
     );
     let described = tokio::time::timeout(limits.deadline, async {
         let instance = pre.instance_pre().instantiate_async(&mut store).await?;

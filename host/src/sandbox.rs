@@ -13,6 +13,7 @@ use crate::log::{LogLine, LogSink};
 use crate::outbound::Outbound;
 use crate::settings::Limits;
 use crate::state::State;
+use crate::tape::Deck;
 
 /// What one call from the guest into the host (its arguments) may carry, and
 /// what the host lifts of `run`'s result: wasmtime's hostcall fuel. Lifting
@@ -29,12 +30,13 @@ pub(crate) fn new_store(
     config: Arc<BTreeMap<String, String>>,
     outbound: Arc<Outbound>,
     log: LogSink,
+    deck: Arc<Deck>,
 ) -> Store<State> {
     let deadline = Instant::now() + limits.deadline;
     let outbound_body_cap = outbound.body_cap();
     let mut store = Store::new(
         engine,
-        State::new(log, config, limits.memory_bytes, deadline, outbound),
+        State::new(log, config, limits.memory_bytes, deadline, outbound, deck),
     );
     store.limiter(|state| &mut state.memory);
     store.set_hostcall_fuel(HOSTCALL_FUEL.max(outbound_body_cap.saturating_add(1 << 20)));

@@ -16,6 +16,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use crate::bindings::webhook::action::{config, http, log as wit_log, types};
 use crate::log::{Level, LogSink, Source};
 use crate::outbound::{Gate, Outbound, OutboundError, Request};
+use crate::tape::{Deck, RecordedBody};
 use std::future::Future;
 
 /// The most host resources (streams, pollables, HTTP fields, requests and
@@ -61,6 +62,7 @@ impl State {
         memory_bytes: usize,
         deadline: Instant,
         outbound: Arc<Outbound>,
+        deck: Arc<Deck>,
     ) -> State {
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
@@ -75,7 +77,7 @@ impl State {
                 exceeded: false,
             },
             gate: HttpHooks {
-                gate: Gate::new(outbound, deadline),
+                gate: Gate::new(outbound, deadline, deck),
                 log: log.clone(),
             },
             log,
@@ -187,6 +189,12 @@ impl MemoryLimiter {
     pub(crate) fn limit(&self) -> usize {
         self.limit
     }
+
+    /// The most bytes the instance's memories held: they never shrink, so
+    /// what they hold now.
+    pub(crate) fn peak(&self) -> usize {
+        self.used
+    }
 }
 
 impl ResourceLimiter for MemoryLimiter {
@@ -265,12 +273,16 @@ impl http::Host for State {
                 .map(|ms| std::time::Duration::from_millis(ms.into())),
         };
         // Refusals and failures are values the action branches on, never traps.
-        let outbound = Arc::clone(self.gate.gate.outbound());
-        let sent = match self.gate.gate.admit(request) {
-            Ok(admitted) => outbound.send(admitted).await,
+        let gate = &self.gate.gate;
+        let outbound = Arc::clone(gate.outbound());
+        let deck = Arc::clone(gate.deck());
+        let seen = gate.seen(&request);
+        let sent = match gate.admit(request) {
+            Ok(admitted) => deck.send(&outbound, seen.as_ref(), admitted).await,
             Err(error) => Err(error),
         };
         outbound.record(&sent);
+        deck.kept(seen, &sent);
         let response = sent.map_err(|error| match noted(&self.log, error) {
             OutboundError::Denied(why) => http::HttpError::Denied(why),
             OutboundError::Timeout => http::HttpError::Timeout,
@@ -350,30 +362,37 @@ impl wasmtime_wasi_http::WasiHttpHooks for HttpHooks {
             body: Bytes::new(),
             timeout: options.and_then(|o| o.first_byte_timeout),
         };
+        let mut seen = self.gate.seen(&request);
         let admitted = self.gate.admit(request);
         let outbound = Arc::clone(self.gate.outbound());
+        let deck = Arc::clone(self.gate.deck());
         let log = self.log.clone();
         Box::new(async move {
-            let fail = |error: OutboundError| {
-                outbound.record(&Err(error.clone()));
-                to_error_code(noted(&log, error))
-            };
-            let mut admitted = admitted.map_err(fail)?;
-            let cap = outbound.body_cap();
-            let body = http_body_util::Limited::new(body, cap)
-                .collect()
-                .await
-                .map_err(|_| {
-                    fail(OutboundError::InvalidRequest(format!(
-                        "the request body is over the cap of {cap} bytes"
-                    )))
-                })?;
-            admitted.set_body(body.to_bytes());
-            let response = outbound.send(admitted).await;
-            if response.is_ok() {
-                outbound.record(&response);
+            let sent = async {
+                let mut admitted = admitted?;
+                let cap = outbound.body_cap();
+                let body = http_body_util::Limited::new(body, cap)
+                    .collect()
+                    .await
+                    .map_err(|_| {
+                        OutboundError::InvalidRequest(format!(
+                            "the request body is over the cap of {cap} bytes"
+                        ))
+                    })?
+                    .to_bytes();
+                if let Some(seen) = &mut seen {
+                    seen.body = RecordedBody::of(&body);
+                }
+                admitted.set_body(body);
+                deck.send(&outbound, seen.as_ref(), admitted).await
             }
-            let response = response.map_err(fail)?;
+            .await;
+            outbound.record(&sent);
+            deck.kept(seen, &sent);
+            let response = match sent {
+                Ok(response) => response,
+                Err(error) => return Err(to_error_code(noted(&log, error))),
+            };
             let mut builder = ::http::Response::builder().status(response.status);
             for (name, value) in &response.headers {
                 builder = builder.header(name, value);
@@ -426,6 +445,7 @@ mod tests {
             1 << 20,
             Instant::now(),
             Arc::new(outbound),
+            Arc::default(),
         );
         assert!(state.wasi.is_none());
         let first: *const WasiCtx = state.ctx().ctx;

@@ -8,7 +8,7 @@
 //! revision, and only then served: a failure at any step leaves what serves
 //! as it was. Changes are serialized by one lock; invocations never take it.
 
-use action_host::{CallContext, Host, Invocation, Prepared, sha256_hex};
+use action_host::{CallContext, CallOptions, Host, Invocation, Prepared, Tape, sha256_hex};
 use bytes::Bytes;
 use serde_json::{Map, Value as Json};
 use std::collections::{BTreeMap, HashMap};
@@ -21,6 +21,7 @@ use crate::api::error::ApiError;
 use crate::api::views::{ActionList, ActionView, Health, VersionList, VersionView};
 use crate::config_file::{ActionDoc, HostFile};
 use crate::metrics::Metrics;
+use crate::records::{InvocationRecord, RecordQuery, Recorder, Retention};
 use crate::store::{ActionRecord, Store, StoreError, VersionEntry};
 
 /// The bounds the catalog keeps.
@@ -37,6 +38,8 @@ pub struct Bounds {
     pub max_parallel_compiles: usize,
     /// How many uploaded versions of each action are kept.
     pub keep_versions: usize,
+    /// How long invocation records are kept.
+    pub record_retention: Retention,
 }
 
 /// Which settings a rollback serves with.
@@ -86,6 +89,8 @@ pub struct Catalog {
     serving: RwLock<HashMap<String, Arc<Serving>>>,
     startup: Mutex<Startup>,
     metrics: Metrics,
+    /// Takes the records of calls to the store, off their path.
+    recorder: Recorder,
     total: Arc<Semaphore>,
     compiles: Arc<Semaphore>,
     /// Held by every change, so that reading the record, writing it and
@@ -103,6 +108,7 @@ impl Catalog {
             feed: Mutex::new(Some(store.changes())),
             total: Arc::new(Semaphore::new(bounds.max_concurrency)),
             compiles: Arc::new(Semaphore::new(bounds.max_parallel_compiles.max(1))),
+            recorder: Recorder::start(Arc::clone(&store), bounds.record_retention),
             host,
             store,
             host_file,
@@ -126,7 +132,27 @@ impl Catalog {
 
     /// The service's metrics in the Prometheus text format.
     pub fn render_metrics(&self) -> String {
-        self.metrics.render(&self.host)
+        use std::fmt::Write as _;
+        use std::sync::atomic::Ordering;
+        let mut out = self.metrics.render(&self.host);
+        let counts = self.recorder.counts();
+        out.push_str(
+            "# HELP action_host_invocation_records_total Invocation records by what became of \
+             them: written to the store, dropped because the queue was full, or failed to \
+             write.\n# TYPE action_host_invocation_records_total counter\n",
+        );
+        for (outcome, count) in [
+            ("written", &counts.written),
+            ("dropped", &counts.dropped),
+            ("failed", &counts.failed),
+        ] {
+            let _ = writeln!(
+                out,
+                "action_host_invocation_records_total{{outcome=\"{outcome}\"}} {}",
+                count.load(Ordering::Relaxed)
+            );
+        }
+        out
     }
 
     /// Runs the action `name` once, within the admission bounds.
@@ -136,20 +162,25 @@ impl Catalog {
         context: CallContext,
         input: &Map<String, Json>,
     ) -> Result<Invocation, ApiError> {
-        self.invoke_within(name, context, input, None).await
+        self.invoke_within(name, context, input, None, "api").await
     }
 
     /// Like [`Catalog::invoke`], with the action's deadline at most
-    /// `deadline_cap`: for a platform that waits no longer than that.
+    /// `deadline_cap` (for a platform that waits no longer than that), from
+    /// `source` (`api`, a webhook's platform), as its record will say.
     pub async fn invoke_within(
         &self,
         name: &str,
         context: CallContext,
         input: &Map<String, Json>,
         deadline_cap: Option<Duration>,
+        source: &'static str,
     ) -> Result<Invocation, ApiError> {
         let serving = self.serving(name).ok_or_else(|| self.missing(name))?;
         let _permits = self.admit(name, &serving)?;
+        let recording = serving.record.settings.recording.unwrap_or_default();
+        let kept_context = recording.may_record().then(|| context.clone());
+        let started_at_ms = now_ms();
         let started = Instant::now();
         let id = action_host::new_invocation_id();
         // The call's log lines name the action and the invocation: in the
@@ -167,11 +198,17 @@ impl Catalog {
             let span = tracing::info_span!("invoke", action = %name, invocation_id = %id);
             (span, true)
         };
-        let call =
-            serving
-                .action
-                .invoke_within(id, context, input, deadline_cap.unwrap_or(Duration::MAX));
-        let result = if own_span {
+        let options = CallOptions {
+            deadline_cap,
+            now_ms: None,
+            tape: if kept_context.is_some() {
+                Tape::Record
+            } else {
+                Tape::Off
+            },
+        };
+        let call = serving.action.call(id.clone(), context, input, options);
+        let (result, trace) = if own_span {
             call.instrument(span.clone()).await
         } else {
             call.await
@@ -184,7 +221,75 @@ impl Catalog {
         let took = started.elapsed();
         self.metrics.invocation(name, label, took);
         span.in_scope(|| tracing::debug!(result = label, took_us = took.as_micros() as u64));
+        if let Some(context) = kept_context
+            && recording.keeps(&result)
+        {
+            let (result_label, outcome, error, logs) = InvocationRecord::result_fields(&result);
+            self.recorder.offer(InvocationRecord {
+                id,
+                action: name.to_owned(),
+                version: serving.record.version,
+                sha256: serving.record.sha256.clone(),
+                source: source.to_owned(),
+                at_ms: started_at_ms,
+                now_ms: trace.now_ms,
+                context,
+                input: input.clone(),
+                result: result_label,
+                outcome,
+                error,
+                logs,
+                exchanges: trace.exchanges,
+                duration_ms: took.as_nanos() as f64 / 1e6,
+                memory_peak_bytes: trace.memory_peak_bytes,
+            });
+        }
         result.map_err(ApiError::from)
+    }
+
+    /// The records of `name`'s calls that `query` selects, newest first;
+    /// an action deleted since keeps its records until they expire.
+    pub async fn invocations(
+        &self,
+        name: &str,
+        query: &RecordQuery,
+    ) -> Result<Vec<InvocationRecord>, ApiError> {
+        if self.serving(name).is_none()
+            && self
+                .store
+                .record(name)
+                .await
+                .map_err(store_error)?
+                .is_none()
+        {
+            let kept = self
+                .store
+                .invocations(name, query)
+                .await
+                .map_err(store_error)?;
+            if kept.is_empty() && query.after.is_none() {
+                return Err(self.missing(name));
+            }
+            return Ok(kept);
+        }
+        self.store
+            .invocations(name, query)
+            .await
+            .map_err(store_error)
+    }
+
+    /// The record of the invocation `id`.
+    pub async fn invocation(&self, id: &str) -> Result<InvocationRecord, ApiError> {
+        self.store
+            .invocation(id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| ApiError::UnknownInvocation(id.to_owned()))
+    }
+
+    /// What became of the records of calls so far.
+    pub fn record_counts(&self) -> &crate::records::RecordCounts {
+        self.recorder.counts()
     }
 
     /// The action `name` as the API shows it.
@@ -843,7 +948,7 @@ fn trim_versions(versions: &mut Vec<VersionEntry>, keep: usize) -> Vec<String> {
     versions.drain(..excess).map(|v| v.sha256).collect()
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 

@@ -47,6 +47,9 @@ pub struct ActionDoc {
     /// Limits; the host's defaults for what is left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsDoc>,
+    /// Which calls leave an invocation record; failures when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<crate::records::Recording>,
 }
 
 /// A secret as written: its value inline or the environment variable holding it.

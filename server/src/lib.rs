@@ -26,6 +26,7 @@ mod listener;
 pub mod logging;
 mod metrics;
 mod progress;
+pub mod records;
 mod serve;
 mod store;
 pub mod webhooks;

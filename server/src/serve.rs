@@ -61,6 +61,8 @@ pub struct ServeOptions {
     pub max_parallel_compiles: usize,
     /// How many uploaded versions of each action are kept [20].
     pub keep_versions: usize,
+    /// How long invocation records are kept [1000 per action, 7 days].
+    pub record_retention: crate::records::Retention,
     /// Components to deploy at start, as (name, file).
     pub deploy: Vec<(String, PathBuf)>,
 }
@@ -84,6 +86,7 @@ impl Default for ServeOptions {
             compile_timeout: Duration::from_secs(300),
             max_parallel_compiles: 2,
             keep_versions: 20,
+            record_retention: crate::records::Retention::default(),
             deploy: Vec::new(),
         }
     }
@@ -160,6 +163,7 @@ impl Service {
                 compile_timeout: options.compile_timeout,
                 max_parallel_compiles: options.max_parallel_compiles,
                 keep_versions: options.keep_versions,
+                record_retention: options.record_retention,
             },
         ));
         // Changes another writer stores from now on are served here too.

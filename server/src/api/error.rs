@@ -31,6 +31,8 @@ pub enum ApiError {
     },
     /// The action has no such version.
     UnknownVersion(String),
+    /// No invocation record is kept under the id.
+    UnknownInvocation(String),
     /// The upload is not a valid action.
     InvalidAction(LoadError),
     /// The settings are not valid.
@@ -63,6 +65,11 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// At most 64 characters of `text` that a client sent, for a message.
+fn action_host_clip(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
 impl ApiError {
     /// The status and code of each kind: the one place they are decided.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
@@ -74,6 +81,7 @@ impl ApiError {
             ApiError::UnknownAction(_) => (StatusCode::NOT_FOUND, "unknown-action"),
             ApiError::Loading { .. } => (StatusCode::SERVICE_UNAVAILABLE, "loading"),
             ApiError::UnknownVersion(_) => (StatusCode::NOT_FOUND, "unknown-version"),
+            ApiError::UnknownInvocation(_) => (StatusCode::NOT_FOUND, "unknown-invocation"),
             ApiError::InvalidAction(LoadError::Host(_)) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
@@ -101,6 +109,11 @@ impl ApiError {
             ApiError::NoRoute => "no such route".into(),
             ApiError::MethodNotAllowed(method) => format!("{method} is not allowed here"),
             ApiError::UnknownAction(name) => format!("no action is deployed as `{name}`"),
+            ApiError::UnknownInvocation(id) => format!(
+                "no record is kept of the invocation `{}` (it was not recorded, or is past \
+                 the retention bound)",
+                action_host_clip(id)
+            ),
             ApiError::Loading { name, retry_after } => format!(
                 "the action `{name}` is still loading after the start; retry in {} s",
                 retry_after.as_secs()

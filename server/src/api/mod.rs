@@ -10,6 +10,7 @@
 //! | `GET /metrics` | operator, metrics |
 //! | `GET /v1/actions`, `GET /v1/actions/{name}`, `GET .../versions` | operator, designer |
 //! | `PUT /v1/actions/{name}`, `DELETE ...`, `PUT .../config`, `POST .../rollback` | operator, designer |
+//! | `PUT .../recording`, `GET .../invocations`, `GET /v1/invocations/{id}` | operator, designer |
 //! | `PUT /v1/actions/{name}/grants` | operator |
 //! | `POST /v1/actions/{name}/invoke`, `POST /webhooks/...` | operator, designer, invoke |
 
@@ -17,6 +18,7 @@ pub(crate) mod actions;
 pub mod auth;
 pub(crate) mod body;
 pub mod error;
+pub mod invocations;
 pub(crate) mod precondition;
 pub mod views;
 
@@ -107,6 +109,9 @@ pub fn router(state: Arc<AppState>) -> Api {
         .route("/v1/actions/{name}/grants", put(actions::grants))
         .route("/v1/actions/{name}/config", put(actions::config))
         .route("/v1/actions/{name}/invoke", post(actions::invoke))
+        .route("/v1/actions/{name}/recording", put(invocations::recording))
+        .route("/v1/actions/{name}/invocations", get(invocations::list))
+        .route("/v1/invocations/{id}", get(invocations::show))
         .merge(crate::webhooks::routes())
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|method: Method| async move {

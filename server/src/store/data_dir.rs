@@ -8,6 +8,7 @@
 //!   artifacts/<engine key>.cwasm     compiled for one engine configuration, sealed
 //!   artifacts/<engine key>.note      why it was compiled without a snapshot, sealed
 //!   actions/<name>.json              the action's record, secret values encrypted
+//!   invocations/<name>/<at>-<id>.json  an invocation record (`at` in ms, 16 digits)
 //!   secret.key                       the operator key, when none is given (0600)
 //! ```
 //!
@@ -41,6 +42,7 @@ use tokio::sync::broadcast;
 use super::at_rest::RecordCodec;
 use super::{ActionRecord, Change, Store, StoreError, StoreResult};
 use crate::keys::OperatorKey;
+use crate::records::{InvocationRecord, RecordQuery, Retention};
 
 /// A data directory.
 #[derive(Debug, Clone)]
@@ -63,7 +65,7 @@ impl DataDir {
     pub fn open(root: impl Into<PathBuf>, key: &OperatorKey) -> Result<DataDir> {
         let root = root.into();
         create_root(&root)?;
-        for dir in ["versions", "artifacts", "actions"].map(|d| root.join(d)) {
+        for dir in ["versions", "artifacts", "actions", "invocations"].map(|d| root.join(d)) {
             match fs::DirBuilder::new().mode(0o700).create(&dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
                     return Err(e).with_context(|| format!("cannot create {}", dir.display()));
@@ -323,6 +325,35 @@ impl Store for DataDir {
         Ok(())
     }
 
+    async fn put_invocations(&self, records: Vec<InvocationRecord>) -> StoreResult<()> {
+        let data = self.clone();
+        Ok(blocking(move || records.iter().try_for_each(|r| data.write_invocation(r))).await?)
+    }
+
+    async fn invocations(
+        &self,
+        action: &str,
+        query: &RecordQuery,
+    ) -> StoreResult<Vec<InvocationRecord>> {
+        let (data, action, query) = (self.clone(), action.to_owned(), query.clone());
+        Ok(blocking(move || data.read_invocations(&action, &query)).await?)
+    }
+
+    async fn invocation(&self, id: &str) -> StoreResult<Option<InvocationRecord>> {
+        let (data, id) = (self.clone(), id.to_owned());
+        Ok(blocking(move || data.find_invocation(&id)).await?)
+    }
+
+    async fn prune_invocations(
+        &self,
+        action: &str,
+        retention: &Retention,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let (data, action, retention) = (self.clone(), action.to_owned(), *retention);
+        Ok(blocking(move || data.remove_old_invocations(&action, &retention, now_ms)).await?)
+    }
+
     fn artifacts(&self) -> Arc<dyn ArtifactCache> {
         Arc::new(self.clone())
     }
@@ -363,6 +394,157 @@ fn remove_temporary_files(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Invocation records: one file each, under a folder per action, named so
+/// that names sort as the records do (by start, then id). A record is
+/// written whole and renamed into place but not fsynced: a crash may lose the
+/// last records, which are a log, and a file a crash left damaged is skipped.
+impl DataDir {
+    fn invocations_of(&self, action: &str) -> PathBuf {
+        self.root.join("invocations").join(action)
+    }
+
+    fn write_invocation(&self, record: &InvocationRecord) -> Result<()> {
+        if !is_invocation_id(&record.id) {
+            anyhow::bail!("`{}` is not an invocation id", record.id);
+        }
+        let dir = self.invocations_of(&record.action);
+        match fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(e).with_context(|| format!("cannot create {}", dir.display()));
+            }
+            _ => {}
+        }
+        let path = dir.join(format!("{:016}-{}.json", record.at_ms.max(0), record.id));
+        if path.exists() {
+            return Ok(());
+        }
+        let tmp = dir.join(format!(".{}.tmp", record.id));
+        let written = (|| {
+            let mut file = File::options()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .with_context(|| format!("cannot create {}", tmp.display()))?;
+            file.write_all(&serde_json::to_vec(record)?)
+                .with_context(|| format!("cannot write {}", tmp.display()))?;
+            fs::rename(&tmp, &path)
+                .with_context(|| format!("cannot move {} into place", path.display()))
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written
+    }
+
+    /// The record files of `action`, newest first, as (cursor, path).
+    fn invocation_files(&self, action: &str) -> Result<Vec<(String, PathBuf)>> {
+        let dir = self.invocations_of(action);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+        };
+        let mut files: Vec<(i64, String, PathBuf)> = entries
+            .filter_map(|entry| entry.ok())
+            .filter_map(|entry| {
+                let name = entry.file_name().into_string().ok()?;
+                let (at, id) = name.strip_suffix(".json")?.split_once('-')?;
+                Some((at.parse().ok()?, id.to_owned(), entry.path()))
+            })
+            .collect();
+        files.sort_by(|a, b| (b.0, &b.1).cmp(&(a.0, &a.1)));
+        Ok(files
+            .into_iter()
+            .map(|(at, id, path)| (format!("{at}-{id}"), path))
+            .collect())
+    }
+
+    fn read_invocations(&self, action: &str, query: &RecordQuery) -> Result<Vec<InvocationRecord>> {
+        let files = self.invocation_files(action)?;
+        let start = match &query.after {
+            Some(after) => files
+                .iter()
+                .position(|(cursor, _)| cursor == after)
+                .map_or(files.len(), |i| i + 1),
+            None => 0,
+        };
+        let mut records = Vec::new();
+        for (_, path) in &files[start..] {
+            if records.len() >= query.limit {
+                break;
+            }
+            let Some(record) = read_record_file(path) else {
+                continue;
+            };
+            if query.result.as_deref().is_none_or(|r| record.matches(r)) {
+                records.push(record);
+            }
+        }
+        Ok(records)
+    }
+
+    fn find_invocation(&self, id: &str) -> Result<Option<InvocationRecord>> {
+        if !is_invocation_id(id) {
+            return Ok(None);
+        }
+        let suffix = format!("-{id}.json");
+        let root = self.root.join("invocations");
+        for action in
+            fs::read_dir(&root).with_context(|| format!("cannot read {}", root.display()))?
+        {
+            let Ok(action) = action else { continue };
+            let Ok(files) = fs::read_dir(action.path()) else {
+                continue;
+            };
+            for file in files.filter_map(|f| f.ok()) {
+                if file.file_name().to_string_lossy().ends_with(&suffix) {
+                    return Ok(read_record_file(&file.path()));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn remove_old_invocations(
+        &self,
+        action: &str,
+        retention: &Retention,
+        now_ms: i64,
+    ) -> Result<()> {
+        let cutoff =
+            now_ms.saturating_sub(i64::try_from(retention.max_age.as_millis()).unwrap_or(i64::MAX));
+        for (index, (cursor, path)) in self.invocation_files(action)?.into_iter().enumerate() {
+            let at: i64 = cursor
+                .split_once('-')
+                .and_then(|(at, _)| at.parse().ok())
+                .unwrap_or(0);
+            if index >= retention.per_action || at < cutoff {
+                match fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(e).with_context(|| format!("cannot remove {}", path.display()));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `id` has the shape of an invocation id (a UUID): so that no id
+/// read from a request names a path.
+fn is_invocation_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+}
+
+/// The record in `path`, or `None` when a crash left it damaged.
+fn read_record_file(path: &Path) -> Option<InvocationRecord> {
+    let bytes = fs::read(path).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// Writes `bytes` to `path` (mode 0600) so that readers see the old file or

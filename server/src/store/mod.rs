@@ -1,7 +1,8 @@
 //! What the service keeps: every uploaded version by SHA-256 (written once),
 //! a record per action (what serves, its settings, its version history),
 //! changed only by compare-and-set on a revision number, the compiled
-//! artifacts by engine key, and a feed of changes.
+//! artifacts by engine key, a feed of changes, and invocation records
+//! (written once, removed by a retention bound).
 //!
 //! [`DataDir`] is the embedded implementation, for one service; [`Postgres`]
 //! is shared by replicas. The catalog (`catalog.rs`) is the only writer and
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use crate::config_file::ActionDoc;
+use crate::records::{InvocationRecord, RecordQuery, Retention};
 
 /// One action's record: the version serving, its settings and history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,6 +144,28 @@ pub trait Store: Send + Sync + 'static {
         name: &str,
         expected: Option<u64>,
         new: Option<ActionRecord>,
+    ) -> StoreResult<()>;
+
+    /// Keeps invocation records (written once; one already kept is left).
+    async fn put_invocations(&self, records: Vec<InvocationRecord>) -> StoreResult<()>;
+
+    /// The records of `action` that `query` selects, newest first.
+    async fn invocations(
+        &self,
+        action: &str,
+        query: &RecordQuery,
+    ) -> StoreResult<Vec<InvocationRecord>>;
+
+    /// The record of the invocation `id`, if one is kept.
+    async fn invocation(&self, id: &str) -> StoreResult<Option<InvocationRecord>>;
+
+    /// Removes the records of `action` that `retention` no longer keeps at
+    /// `now_ms`.
+    async fn prune_invocations(
+        &self,
+        action: &str,
+        retention: &Retention,
+        now_ms: i64,
     ) -> StoreResult<()>;
 
     /// Where compiled components are kept, sealed by the host.

@@ -32,6 +32,7 @@ use tokio_postgres::NoTls;
 use super::at_rest::RecordCodec;
 use super::{ActionRecord, Change, Store, StoreError, StoreResult};
 use crate::keys::OperatorKey;
+use crate::records::{InvocationRecord, RecordQuery, Retention};
 
 /// The channel changes are announced on.
 const CHANNEL: &str = "action_host_changes";
@@ -46,7 +47,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The schema, one step per version: step `i` takes version `i` to `i + 1`.
 /// A step is never changed once released; a change is a new step.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE action_host_versions (
         sha256 text PRIMARY KEY,
         bytes bytea NOT NULL,
@@ -69,7 +71,19 @@ const MIGRATIONS: &[&str] = &["
         stored_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (engine_key, entry)
     );
-"];
+",
+    "
+    CREATE TABLE action_host_invocations (
+        id text PRIMARY KEY,
+        action text NOT NULL,
+        at_ms bigint NOT NULL,
+        result text NOT NULL,
+        record jsonb NOT NULL
+    );
+    CREATE INDEX action_host_invocations_by_action
+        ON action_host_invocations (action, at_ms DESC, id DESC);
+",
+];
 
 /// A PostgreSQL database as the store.
 pub struct Postgres {
@@ -379,6 +393,96 @@ impl Store for Postgres {
         .await
         .map_err(|e| self.fail(e))?;
         tx.commit().await.map_err(|e| self.fail(e))?;
+        Ok(())
+    }
+
+    async fn put_invocations(&self, records: Vec<InvocationRecord>) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.fail(e))?;
+        for record in &records {
+            let body = serde_json::to_value(record).map_err(anyhow::Error::from)?;
+            tx.execute(
+                "INSERT INTO action_host_invocations (id, action, at_ms, result, record) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+                &[
+                    &record.id,
+                    &record.action,
+                    &record.at_ms,
+                    &record.result,
+                    &body,
+                ],
+            )
+            .await
+            .map_err(|e| self.fail(e))?;
+        }
+        tx.commit().await.map_err(|e| self.fail(e))
+    }
+
+    async fn invocations(
+        &self,
+        action: &str,
+        query: &RecordQuery,
+    ) -> StoreResult<Vec<InvocationRecord>> {
+        let client = self.client().await?;
+        // The cursor is `<at_ms>-<id>`; one that does not parse starts at the top.
+        let (after_at, after_id) = query
+            .after
+            .as_deref()
+            .and_then(|c| c.split_once('-'))
+            .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id.to_owned())))
+            .unwrap_or((i64::MAX, String::new()));
+        let result = query.result.as_deref().unwrap_or("");
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                "SELECT record FROM action_host_invocations \
+                 WHERE action = $1 AND (at_ms, id) < ($2, $3) \
+                   AND CASE $4 WHEN '' THEN true \
+                               WHEN 'error' THEN result NOT IN ('success', 'failure') \
+                               WHEN 'not-success' THEN result <> 'success' \
+                               ELSE result = $4 END \
+                 ORDER BY at_ms DESC, id DESC LIMIT $5",
+                &[&action, &after_at, &after_id, &result, &limit],
+            )
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| serde_json::from_value(row.get(0)).ok())
+            .collect())
+    }
+
+    async fn invocation(&self, id: &str) -> StoreResult<Option<InvocationRecord>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT record FROM action_host_invocations WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(row.and_then(|row| serde_json::from_value(row.get(0)).ok()))
+    }
+
+    async fn prune_invocations(
+        &self,
+        action: &str,
+        retention: &Retention,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let client = self.client().await?;
+        let cutoff =
+            now_ms.saturating_sub(i64::try_from(retention.max_age.as_millis()).unwrap_or(i64::MAX));
+        let keep = i64::try_from(retention.per_action).unwrap_or(i64::MAX);
+        client
+            .execute(
+                "DELETE FROM action_host_invocations WHERE action = $1 AND (at_ms < $2 OR id IN \
+                 (SELECT id FROM action_host_invocations WHERE action = $1 \
+                  ORDER BY at_ms DESC, id DESC OFFSET $3))",
+                &[&action, &cutoff, &keep],
+            )
+            .await
+            .map_err(|e| self.fail(e))?;
         Ok(())
     }
 

@@ -57,6 +57,10 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
 }
 
 impl Adapter for DialogflowCx<'_> {
+    fn source(&self) -> &'static str {
+        "dialogflow-cx"
+    }
+
     fn decode(&self, path_name: Option<&str>, body: &Value) -> Result<Call, ApiError> {
         let action = match path_name {
             Some(name) => name.to_owned(),

@@ -47,6 +47,8 @@ pub trait Adapter: Send + Sync {
     /// The answer to a call that failed, in the platform's error form;
     /// `request` is the body, when it was JSON.
     fn encode_error(&self, request: Option<&Value>, error: &ApiError) -> (StatusCode, Value);
+    /// The platform's name, as an invocation record gives its source.
+    fn source(&self) -> &'static str;
     /// The longest deadline a call may have: the platform waits no longer.
     fn deadline_cap(&self) -> Option<Duration> {
         None
@@ -145,6 +147,7 @@ async fn answer(
                 call.context.clone(),
                 &call.input,
                 adapter.deadline_cap(),
+                adapter.source(),
             )
             .await?;
         Ok(adapter.encode(&call, done))

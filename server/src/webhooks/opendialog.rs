@@ -27,6 +27,10 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
 }
 
 impl Adapter for OpenDialog {
+    fn source(&self) -> &'static str {
+        "opendialog"
+    }
+
     fn decode(&self, path_name: Option<&str>, body: &Value) -> Result<Call, ApiError> {
         let input = super::object_at(body, "/input_data/attributes")?.clone();
         Ok(Call {

@@ -47,6 +47,10 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
 }
 
 impl Adapter for Rasa<'_> {
+    fn source(&self) -> &'static str {
+        "rasa"
+    }
+
     fn decode(&self, _path_name: Option<&str>, body: &Value) -> Result<Call, ApiError> {
         let name = match body.get("next_action") {
             Some(Value::String(name)) if !name.is_empty() => name,

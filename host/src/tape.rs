@@ -1,0 +1,332 @@
+//! What a call leaves for a record of it, and what a replay of that record
+//! takes back: each outbound request with its answer, in order.
+//!
+//! A recording call keeps every request the action made, refused or sent,
+//! as the gate saw it. A replayed call passes the gate as any other (the
+//! grants are the current ones), but its admitted requests are answered from
+//! the record, in order, instead of the network: a request that is not the
+//! record's next one is denied with a message saying so, because answering
+//! it with another request's response would make the replay lie.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::outbound::{OutboundError, Response};
+
+/// The most bytes of each request and response body a record keeps.
+pub const BODY_CAP: usize = 64 << 10;
+
+/// One outbound request and what came of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Exchange {
+    /// The request's method.
+    pub method: String,
+    /// The request's URL, as the gate read it.
+    pub url: String,
+    /// The request's headers, a secret's value shown as `[redacted]`.
+    pub request_headers: Vec<(String, String)>,
+    /// The request's body.
+    pub request_body: RecordedBody,
+    /// The response, or why there was none.
+    pub outcome: ExchangeOutcome,
+    /// From the request leaving the gate to the response read whole, in
+    /// milliseconds.
+    pub duration_ms: f64,
+}
+
+/// What came of one outbound request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ExchangeOutcome {
+    /// A response, read whole.
+    Response {
+        /// The HTTP status.
+        status: u16,
+        /// The response's headers, secrets redacted.
+        headers: Vec<(String, String)>,
+        /// The response's body, secrets redacted.
+        body: RecordedBody,
+    },
+    /// No response: the gate refused the request or the network failed.
+    Error {
+        /// The `http-error` case: `denied`, `timeout`, `too-large`,
+        /// `invalid-request`, `transport` or `budget-exhausted`.
+        kind: String,
+        /// What went wrong, when there is more to say than the kind.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+}
+
+/// A body as a record keeps it: text when it is UTF-8, else base64, cut at
+/// [`BODY_CAP`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RecordedBody {
+    /// The body as text, when it is UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// The body in base64, when it is not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base64: Option<String>,
+    /// The body's whole length in bytes.
+    pub bytes: usize,
+    /// Whether the record keeps only the first [`BODY_CAP`] bytes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+impl RecordedBody {
+    /// `bytes` as a record keeps them.
+    pub fn of(bytes: &[u8]) -> RecordedBody {
+        let kept = &bytes[..bytes.len().min(BODY_CAP)];
+        // A cut may split a character: keep the valid part as text.
+        let (text, base64) = match std::str::from_utf8(kept) {
+            Ok(text) => (Some(text.to_owned()), None),
+            Err(error) if kept.len() < bytes.len() && error.error_len().is_none() => {
+                let valid = &kept[..error.valid_up_to()];
+                (Some(String::from_utf8_lossy(valid).into_owned()), None)
+            }
+            Err(_) => (
+                None,
+                Some(base64::engine::general_purpose::STANDARD.encode(kept)),
+            ),
+        };
+        RecordedBody {
+            text,
+            base64,
+            bytes: bytes.len(),
+            truncated: kept.len() < bytes.len(),
+        }
+    }
+
+    /// The kept bytes.
+    pub fn kept(&self) -> Vec<u8> {
+        match (&self.text, &self.base64) {
+            (Some(text), _) => text.as_bytes().to_vec(),
+            (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .unwrap_or_default(),
+            (None, None) => Vec::new(),
+        }
+    }
+}
+
+/// What a call does with its outbound requests besides sending them.
+#[derive(Debug, Clone, Default)]
+pub enum Tape {
+    /// Sends them and keeps nothing: every call that is not recorded.
+    #[default]
+    Off,
+    /// Sends them and keeps each exchange.
+    Record,
+    /// Answers them from these exchanges, in order, instead of sending them.
+    Replay(Vec<Exchange>),
+}
+
+/// One call's tape, as the gate uses it.
+#[derive(Default)]
+pub(crate) struct Deck {
+    recording: bool,
+    kept: Mutex<Vec<Exchange>>,
+    script: Option<Mutex<VecDeque<Exchange>>>,
+}
+
+impl Deck {
+    pub(crate) fn new(tape: Tape) -> Deck {
+        let (recording, script) = match tape {
+            Tape::Off => (false, None),
+            Tape::Record => (true, None),
+            Tape::Replay(exchanges) => (true, Some(Mutex::new(exchanges.into()))),
+        };
+        Deck {
+            recording,
+            kept: Mutex::default(),
+            script,
+        }
+    }
+
+    /// Whether exchanges are kept.
+    pub(crate) fn recording(&self) -> bool {
+        self.recording
+    }
+
+    /// Keeps an exchange, when recording.
+    pub(crate) fn keep(&self, exchange: impl FnOnce() -> Exchange) {
+        if self.recording {
+            self.kept
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(exchange());
+        }
+    }
+
+    /// When replaying, the recorded answer to `method url`: the record's next
+    /// exchange if it is that request, else a denial that says what the
+    /// record has instead.
+    pub(crate) fn replayed(
+        &self,
+        method: &str,
+        url: &str,
+    ) -> Option<Result<Response, OutboundError>> {
+        let script = self.script.as_ref()?;
+        let mut script = script.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(next) = script.front() else {
+            return Some(Err(OutboundError::Denied(format!(
+                "replay: the record has no request {method} {} (it made no more requests)",
+                crate::log::clip(url)
+            ))));
+        };
+        if !next.method.eq_ignore_ascii_case(method) || next.url != url {
+            return Some(Err(OutboundError::Denied(format!(
+                "replay: the record has no request {method} {} here (its next was {} {})",
+                crate::log::clip(url),
+                next.method,
+                crate::log::clip(&next.url)
+            ))));
+        }
+        let next = script.pop_front()?;
+        Some(match next.outcome {
+            ExchangeOutcome::Response {
+                status,
+                headers,
+                body,
+            } => Ok(Response {
+                status,
+                headers,
+                body: body.kept().into(),
+            }),
+            ExchangeOutcome::Error { kind, message } => Err(error_of(&kind, message)),
+        })
+    }
+
+    /// The exchanges kept.
+    pub(crate) fn take(&self) -> Vec<Exchange> {
+        std::mem::take(&mut *self.kept.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// An error as a record names it.
+pub(crate) fn outcome_of_error(error: &OutboundError) -> ExchangeOutcome {
+    let (kind, message) = match error {
+        OutboundError::Denied(why) => ("denied", Some(why.clone())),
+        OutboundError::Timeout => ("timeout", None),
+        OutboundError::TooLarge => ("too-large", None),
+        OutboundError::InvalidRequest(why) => ("invalid-request", Some(why.clone())),
+        OutboundError::Transport(why) => ("transport", Some(why.clone())),
+        OutboundError::BudgetExhausted => ("budget-exhausted", None),
+    };
+    ExchangeOutcome::Error {
+        kind: kind.to_owned(),
+        message,
+    }
+}
+
+/// The error a record names, for a replay to give back.
+fn error_of(kind: &str, message: Option<String>) -> OutboundError {
+    let message = message.unwrap_or_default();
+    match kind {
+        "timeout" => OutboundError::Timeout,
+        "too-large" => OutboundError::TooLarge,
+        "invalid-request" => OutboundError::InvalidRequest(message),
+        "budget-exhausted" => OutboundError::BudgetExhausted,
+        "denied" => OutboundError::Denied(message),
+        _ => OutboundError::Transport(message),
+    }
+}
+
+/// `result` as a record keeps it.
+pub(crate) fn outcome_of(result: &Result<Response, OutboundError>) -> ExchangeOutcome {
+    match result {
+        Ok(response) => ExchangeOutcome::Response {
+            status: response.status,
+            headers: response.headers.clone(),
+            body: RecordedBody::of(&response.body),
+        },
+        Err(error) => outcome_of_error(error),
+    }
+}
+
+/// Milliseconds of `took`, as records write durations.
+pub(crate) fn millis(took: Duration) -> f64 {
+    took.as_nanos() as f64 / 1e6
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_text_or_base64_and_cut_at_the_cap() {
+        let text = RecordedBody::of(b"{\"ok\":true}");
+        assert_eq!(text.text.as_deref(), Some("{\"ok\":true}"));
+        assert_eq!((text.bytes, text.truncated), (11, false));
+        let binary = RecordedBody::of(&[0xff, 0x00, 0x10]);
+        assert_eq!(binary.text, None);
+        assert_eq!(binary.kept(), vec![0xff, 0x00, 0x10]);
+        let mut long = "é".repeat(BODY_CAP).into_bytes();
+        long.push(b'!');
+        let cut = RecordedBody::of(&long);
+        assert!(cut.truncated);
+        assert_eq!(cut.bytes, long.len());
+        // Cut inside a character: the text keeps the whole characters before it.
+        assert_eq!(cut.text.as_ref().unwrap().len(), BODY_CAP);
+    }
+
+    fn exchange(method: &str, url: &str, status: u16) -> Exchange {
+        Exchange {
+            method: method.into(),
+            url: url.into(),
+            request_headers: Vec::new(),
+            request_body: RecordedBody::default(),
+            outcome: ExchangeOutcome::Response {
+                status,
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: RecordedBody::of(b"{}"),
+            },
+            duration_ms: 1.0,
+        }
+    }
+
+    #[test]
+    fn a_replay_answers_in_order_and_denies_what_the_record_lacks() {
+        let deck = Deck::new(Tape::Replay(vec![
+            exchange("GET", "https://api.example.com/a", 200),
+            exchange("POST", "https://api.example.com/b", 201),
+        ]));
+        let first = deck.replayed("GET", "https://api.example.com/a").unwrap();
+        assert_eq!(first.unwrap().status, 200);
+        let Err(OutboundError::Denied(why)) =
+            deck.replayed("GET", "https://api.example.com/c").unwrap()
+        else {
+            panic!("a request not in the record was answered");
+        };
+        assert!(
+            why.contains("its next was POST https://api.example.com/b"),
+            "{why}"
+        );
+        assert_eq!(
+            deck.replayed("post", "https://api.example.com/b")
+                .unwrap()
+                .unwrap()
+                .status,
+            201
+        );
+        let Err(OutboundError::Denied(why)) =
+            deck.replayed("GET", "https://api.example.com/a").unwrap()
+        else {
+            panic!("a request past the record's end was answered");
+        };
+        assert!(why.contains("made no more requests"), "{why}");
+    }
+
+    #[test]
+    fn an_unrecorded_call_keeps_nothing() {
+        let deck = Deck::new(Tape::Off);
+        assert!(deck.replayed("GET", "https://api.example.com/a").is_none());
+        deck.keep(|| exchange("GET", "https://api.example.com/a", 200));
+        assert!(deck.take().is_empty());
+    }
+}

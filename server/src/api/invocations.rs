@@ -1,0 +1,104 @@
+//! The routes of invocation records: which calls an action records, the
+//! list of its records, and one record whole.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+use crate::api::AppState;
+use crate::api::auth::AsDesigner;
+use crate::api::body::JsonBody;
+use crate::api::error::ApiError;
+use crate::api::precondition::IfRevision;
+use crate::api::views::ActionView;
+use crate::config_file::ActionDoc;
+use crate::records::{InvocationRecord, RecordQuery, RecordSummary, Recording};
+
+type Shared = State<Arc<AppState>>;
+
+/// The most records one page lists.
+const MAX_PAGE: usize = 200;
+
+/// `PUT /v1/actions/{name}/recording` with `{"mode": "all", "sample": 0.1}`.
+pub(crate) async fn recording(
+    _: AsDesigner,
+    State(state): Shared,
+    Path(name): Path<String>,
+    IfRevision(expect): IfRevision,
+    JsonBody(body): JsonBody,
+) -> Result<Json<ActionView>, ApiError> {
+    let recording: Recording = serde_json::from_value(body).map_err(|e| {
+        ApiError::InvalidSettings(format!(
+            "invalid recording: {e}; send {{\"mode\": \"off\" | \"failures\" | \"all\", \
+             \"sample\": 0 to 1}}"
+        ))
+    })?;
+    state
+        .catalog
+        .set_settings(&name, expect, |current| ActionDoc {
+            recording: Some(recording),
+            ..current
+        })
+        .await
+        .map(Json)
+}
+
+/// The query of `GET /v1/actions/{name}/invocations`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    /// `success`, `failure`, `error`, `not-success` or an error kind.
+    result: Option<String>,
+    /// The `next` of the page before.
+    after: Option<String>,
+    /// How many, at most [50, at most 200].
+    limit: Option<usize>,
+}
+
+/// One page of an action's records, newest first.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InvocationPage {
+    /// The records, as summaries.
+    pub invocations: Vec<RecordSummary>,
+    /// Where the next page starts (`?after=`), when there may be one.
+    pub next: Option<String>,
+}
+
+/// `GET /v1/actions/{name}/invocations?result=&after=&limit=`.
+pub(crate) async fn list(
+    _: AsDesigner,
+    State(state): Shared,
+    Path(name): Path<String>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<InvocationPage>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let limit = query.limit.unwrap_or(50).clamp(1, MAX_PAGE);
+    let records = state
+        .catalog
+        .invocations(
+            &name,
+            &RecordQuery {
+                result: query.result,
+                after: query.after,
+                limit,
+            },
+        )
+        .await?;
+    let next = (records.len() == limit)
+        .then(|| records.last().map(InvocationRecord::cursor))
+        .flatten();
+    Ok(Json(InvocationPage {
+        invocations: records.iter().map(InvocationRecord::summary).collect(),
+        next,
+    }))
+}
+
+/// `GET /v1/invocations/{id}`: one record whole.
+pub(crate) async fn show(
+    _: AsDesigner,
+    State(state): Shared,
+    Path(id): Path<String>,
+) -> Result<Json<InvocationRecord>, ApiError> {
+    state.catalog.invocation(&id).await.map(Json)
+}

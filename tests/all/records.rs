@@ -1,0 +1,517 @@
+//! Invocation records: which calls leave one, what it holds (the outbound
+//! exchanges with secrets redacted), the API that lists and shows them, the
+//! bound on the queue, and both stores' retention.
+
+use crate::common;
+use crate::common::mock::Mock;
+use crate::common::server::{DESIGNER, INVOKE, METRICS, OPERATOR};
+
+use action_host::{CallContext, HostConfig};
+use action_host_server::records::{InvocationRecord, RecordQuery, Recorder, Retention};
+use action_host_server::{Auth, DataDir, Postgres, Progress, ServeOptions, Service, Store, Tokens};
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt as _;
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt as _;
+
+const SECRET: &str = "sk-records-test-7f3a9c";
+
+async fn service(dir: &std::path::Path) -> Arc<Service> {
+    let service = Service::start(
+        HostConfig {
+            pool_size: 16,
+            ..HostConfig::default()
+        },
+        ServeOptions {
+            data: dir.to_owned(),
+            auth: Auth::Tokens(
+                Tokens::new(
+                    OPERATOR.into(),
+                    DESIGNER.into(),
+                    INVOKE.into(),
+                    METRICS.into(),
+                )
+                .unwrap(),
+            ),
+            ..ServeOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    service.load_in_background(Progress::quiet()).await;
+    service
+}
+
+async fn call(
+    service: &Service,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Body,
+) -> (StatusCode, Value) {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {token}"))
+        .body(body)
+        .unwrap();
+    let response = service.router().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+async fn send(
+    service: &Service,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    call(service, method, path, token, Body::from(body.to_string())).await
+}
+
+async fn invoke(service: &Service, input: Value) -> (StatusCode, Value) {
+    let body = json!({"input": input, "context": {"user_id": "u-7", "timezone": "Europe/Paris"}});
+    send(
+        service,
+        Method::POST,
+        "/v1/actions/fixture/invoke",
+        INVOKE,
+        body,
+    )
+    .await
+}
+
+/// The fixture, granted the mock and a secret it may send there.
+async fn fixture_with_grants(service: &Service, mock: &Mock) {
+    let bytes = common::plugin_bytes("fixture");
+    let (status, body) = call(
+        service,
+        Method::PUT,
+        "/v1/actions/fixture",
+        DESIGNER,
+        Body::from(bytes),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let grant = format!("GET http://127.0.0.1:{}/echo-json", mock.port);
+    let settings = json!({
+        "grants": [grant],
+        "secrets": [{"name": "api", "value": SECRET, "allow": [grant]}],
+    });
+    let (status, body) = send(
+        service,
+        Method::PUT,
+        "/v1/actions/fixture/grants",
+        OPERATOR,
+        settings,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// The list of the fixture's records once it holds `n` (records are written
+/// off the call's path, so they arrive a moment later).
+async fn listed(service: &Service, query: &str, n: usize) -> Value {
+    let path = format!("/v1/actions/fixture/invocations{query}");
+    for _ in 0..200 {
+        let (status, body) = call(service, Method::GET, &path, DESIGNER, Body::empty()).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        if body["invocations"].as_array().unwrap().len() >= n {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("fewer than {n} records listed at {path}");
+}
+
+#[tokio::test]
+async fn failures_are_recorded_by_default_with_their_context_input_and_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = Mock::start().await;
+    let service = service(dir.path()).await;
+    fixture_with_grants(&service, &mock).await;
+
+    let (status, ok) = invoke(&service, json!({"behave": "echo", "n": 1})).await;
+    assert_eq!(status, StatusCode::OK, "{ok}");
+    let (status, failed) = invoke(&service, json!({"behave": "fail"})).await;
+    assert_eq!(status, StatusCode::OK, "{failed}");
+    let (status, refused) = invoke(&service, json!({"behave": "reject"})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+
+    let all = listed(&service, "", 2).await;
+    let ids: Vec<&str> = all["invocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "a success was recorded: {all}");
+    assert!(!ids.contains(&ok["invocation_id"].as_str().unwrap()));
+    assert!(ids.contains(&failed["invocation_id"].as_str().unwrap()));
+
+    let failures = listed(&service, "?result=failure", 1).await;
+    assert_eq!(failures["invocations"].as_array().unwrap().len(), 1);
+    assert_eq!(failures["invocations"][0]["result"], "failure");
+    let errors = listed(&service, "?result=error", 1).await;
+    assert_eq!(errors["invocations"][0]["result"], "invalid-input");
+    assert_eq!(errors["invocations"][0]["error"], "label must not be empty");
+
+    let path = format!(
+        "/v1/invocations/{}",
+        failed["invocation_id"].as_str().unwrap()
+    );
+    let (status, record) = call(&service, Method::GET, &path, DESIGNER, Body::empty()).await;
+    assert_eq!(status, StatusCode::OK, "{record}");
+    assert_eq!(record["action"], "fixture");
+    assert_eq!(record["version"], 1);
+    assert_eq!(record["source"], "api");
+    assert_eq!(
+        record["context"],
+        json!({"user_id": "u-7", "timezone": "Europe/Paris"})
+    );
+    assert_eq!(record["input"], json!({"behave": "fail"}));
+    assert_eq!(record["outcome"]["success"], false);
+    assert_eq!(record["outcome"]["messages"], json!(["no previous order"]));
+    assert!(record["now_ms"].as_i64().unwrap() > 1_700_000_000_000);
+    assert!(record["memory_peak_bytes"].as_u64().unwrap() > 0);
+    assert!(record["duration_ms"].as_f64().unwrap() > 0.0);
+}
+
+#[tokio::test]
+async fn recording_all_keeps_each_exchange_with_secrets_redacted_and_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = Mock::start().await;
+    let service = service(dir.path()).await;
+    fixture_with_grants(&service, &mock).await;
+    let (status, body) = send(
+        &service,
+        Method::PUT,
+        "/v1/actions/fixture/recording",
+        DESIGNER,
+        json!({"mode": "all"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["settings"]["recording"], json!({"mode": "all"}));
+
+    // The upstream echoes the request's headers, the secret's value among them.
+    let input = json!({
+        "behave": "http",
+        "url": mock.url("/echo-json"),
+        "headers": {"authorization": "Bearer {{secret:api}}", "x-trace": "t-1"},
+    });
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (status, done) = invoke(&service, input.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{done}");
+        assert_eq!(done["attributes"]["status"], 200, "{done}");
+        ids.push(done["invocation_id"].as_str().unwrap().to_owned());
+    }
+    listed(&service, "", 3).await;
+    let first = listed(&service, "?limit=2", 2).await;
+    let page: Vec<&str> = first["invocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(page, [ids[2].as_str(), ids[1].as_str()], "newest first");
+    let next = first["next"].as_str().unwrap();
+    let second = listed(&service, &format!("?limit=2&after={next}"), 1).await;
+    assert_eq!(second["invocations"][0]["id"], ids[0].as_str());
+    assert_eq!(second["next"], Value::Null);
+
+    let (status, record) = call(
+        &service,
+        Method::GET,
+        &format!("/v1/invocations/{}", ids[0]),
+        DESIGNER,
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let exchange = &record["exchanges"][0];
+    assert_eq!(record["exchanges"].as_array().unwrap().len(), 1);
+    assert_eq!(exchange["method"], "GET");
+    assert_eq!(exchange["url"], mock.url("/echo-json"));
+    assert_eq!(exchange["outcome"]["type"], "response");
+    assert_eq!(exchange["outcome"]["status"], 200);
+    assert!(exchange["duration_ms"].as_f64().unwrap() > 0.0);
+    // The request as the action wrote it: the placeholder, never the value.
+    assert!(
+        exchange["request_headers"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(["authorization", "Bearer {{secret:api}}"])),
+        "{exchange}"
+    );
+    let echoed = exchange["outcome"]["body"]["text"].as_str().unwrap();
+    assert!(echoed.contains("[redacted]"), "{echoed}");
+    assert!(
+        !record.to_string().contains(SECRET),
+        "the record holds the secret: {record}"
+    );
+}
+
+#[tokio::test]
+async fn recording_settings_and_reads_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = Mock::start().await;
+    let service = service(dir.path()).await;
+    fixture_with_grants(&service, &mock).await;
+    let path = "/v1/actions/fixture/recording";
+    let (status, body) = send(
+        &service,
+        Method::PUT,
+        path,
+        DESIGNER,
+        json!({"mode": "all", "sample": 2}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("between 0 and 1"),
+        "{body}"
+    );
+    let (status, body) = send(
+        &service,
+        Method::PUT,
+        path,
+        DESIGNER,
+        json!({"mode": "sometimes"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("sometimes"),
+        "{body}"
+    );
+    // The invoke token runs actions; it does not read what they were given.
+    let (status, _) = send(&service, Method::PUT, path, INVOKE, json!({"mode": "off"})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let list = "/v1/actions/fixture/invocations";
+    assert_eq!(
+        call(&service, Method::GET, list, INVOKE, Body::empty())
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    let (status, body) = call(
+        &service,
+        Method::GET,
+        "/v1/actions/nothing/invocations",
+        DESIGNER,
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = call(
+        &service,
+        Method::GET,
+        &format!("{list}?limit=ten"),
+        DESIGNER,
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    for id in [
+        "..%2F..%2Fsecret.key",
+        "00000000-0000-4000-8000-000000000000",
+    ] {
+        let (status, body) = call(
+            &service,
+            Method::GET,
+            &format!("/v1/invocations/{id}"),
+            DESIGNER,
+            Body::empty(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert_eq!(body["error"]["code"], "unknown-invocation");
+    }
+    // Recording off: a failure leaves nothing.
+    let (status, _) = send(
+        &service,
+        Method::PUT,
+        path,
+        DESIGNER,
+        json!({"mode": "off"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, failed) = invoke(&service, json!({"behave": "fail"})).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, _) = call(
+        &service,
+        Method::GET,
+        &format!(
+            "/v1/invocations/{}",
+            failed["invocation_id"].as_str().unwrap()
+        ),
+        DESIGNER,
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+fn record(action: &str, at_ms: i64, result: &str) -> InvocationRecord {
+    InvocationRecord {
+        id: action_host::new_invocation_id(),
+        action: action.into(),
+        version: 1,
+        sha256: "00".repeat(32),
+        source: "api".into(),
+        at_ms,
+        now_ms: at_ms,
+        context: CallContext::default(),
+        input: Map::new(),
+        result: result.into(),
+        outcome: None,
+        error: None,
+        logs: Vec::new(),
+        exchanges: Vec::new(),
+        duration_ms: 1.0,
+        memory_peak_bytes: 65536,
+    }
+}
+
+/// What every store must do with records: keep them once, list them newest
+/// first by result and page, find one by id, and drop what retention does
+/// not keep.
+async fn a_store_keeps_lists_and_prunes_records(store: Arc<dyn Store>) {
+    let now = 1_800_000_000_000;
+    let mut records: Vec<InvocationRecord> = (0..6)
+        .map(|i| {
+            record(
+                "greeting",
+                now - 1000 * (6 - i),
+                if i % 2 == 0 { "success" } else { "failure" },
+            )
+        })
+        .collect();
+    records.push(record("other", now, "timeout"));
+    store.put_invocations(records.clone()).await.unwrap();
+    // Written once: the same again changes nothing.
+    store.put_invocations(records[..2].to_vec()).await.unwrap();
+
+    let query = |result: Option<&str>, after: Option<String>, limit| RecordQuery {
+        result: result.map(str::to_owned),
+        after,
+        limit,
+    };
+    let all = store
+        .invocations("greeting", &query(None, None, 100))
+        .await
+        .unwrap();
+    let at: Vec<i64> = all.iter().map(|r| r.at_ms).collect();
+    assert_eq!(at, (1..=6).map(|i| now - 1000 * i).collect::<Vec<_>>());
+    let failures = store
+        .invocations("greeting", &query(Some("failure"), None, 100))
+        .await
+        .unwrap();
+    assert_eq!(failures.len(), 3);
+    assert!(failures.iter().all(|r| r.result == "failure"));
+    let first = store
+        .invocations("greeting", &query(None, None, 4))
+        .await
+        .unwrap();
+    let rest = store
+        .invocations("greeting", &query(None, Some(first[3].cursor()), 4))
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 2);
+    assert_eq!(rest[0], all[4]);
+    let errors = store
+        .invocations("other", &query(Some("error"), None, 10))
+        .await
+        .unwrap();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(
+        store.invocation(&records[3].id).await.unwrap().as_ref(),
+        Some(&records[3])
+    );
+    assert_eq!(store.invocation("no-such-id").await.unwrap(), None);
+
+    // At most 4, none older than 3.5 s: the three newest are left.
+    let retention = Retention {
+        per_action: 4,
+        max_age: Duration::from_millis(3500),
+    };
+    store
+        .prune_invocations("greeting", &retention, now)
+        .await
+        .unwrap();
+    let left = store
+        .invocations("greeting", &query(None, None, 100))
+        .await
+        .unwrap();
+    assert_eq!(
+        left.iter().map(|r| r.at_ms).collect::<Vec<_>>(),
+        [now - 1000, now - 2000, now - 3000]
+    );
+    // Another action's records are its own.
+    assert_eq!(
+        store
+            .invocations("other", &query(None, None, 10))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn the_data_directory_keeps_lists_and_prunes_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = DataDir::kept_key(dir.path()).unwrap();
+    let store = Arc::new(DataDir::open(dir.path(), &key).unwrap());
+    a_store_keeps_lists_and_prunes_records(store).await;
+}
+
+#[tokio::test]
+async fn postgres_keeps_lists_and_prunes_records() {
+    let db = common::postgres::Database::new();
+    let key = action_host_server::OperatorKey::generate();
+    let store = Postgres::connect(&db.url, &key).await.unwrap();
+    a_store_keeps_lists_and_prunes_records(store).await;
+}
+
+/// A full queue drops records and counts them; it never makes a call wait.
+#[tokio::test(flavor = "current_thread")]
+async fn a_full_queue_drops_and_counts_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = DataDir::kept_key(dir.path()).unwrap();
+    let store = Arc::new(DataDir::open(dir.path(), &key).unwrap());
+    let recorder = Recorder::start(store, Retention::default());
+    // On one thread, the writer runs only when this test awaits: until then
+    // the queue only fills.
+    for i in 0..action_host_server::records::QUEUE + 10 {
+        recorder.offer(record("greeting", i as i64, "failure"));
+    }
+    use std::sync::atomic::Ordering;
+    assert_eq!(recorder.counts().dropped.load(Ordering::Relaxed), 10);
+    for _ in 0..500 {
+        if recorder.counts().written.load(Ordering::Relaxed)
+            == action_host_server::records::QUEUE as u64
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the queued records were not written");
+}
