@@ -21,7 +21,7 @@ use crate::api::error::ApiError;
 use crate::api::views::{ActionList, ActionView, Health, VersionList, VersionView};
 use crate::config_file::{ActionDoc, HostFile};
 use crate::metrics::Metrics;
-use crate::records::{InvocationRecord, RecordQuery, Recorder, Retention};
+use crate::records::{InvocationRecord, Ran, RecordQuery, Recorder, Replay, Retention};
 use crate::store::{ActionRecord, Store, StoreError, VersionEntry};
 
 /// The bounds the catalog keeps.
@@ -224,27 +224,92 @@ impl Catalog {
         if let Some(context) = kept_context
             && recording.keeps(&result)
         {
-            let (result_label, outcome, error, logs) = InvocationRecord::result_fields(&result);
-            self.recorder.offer(InvocationRecord {
-                id,
-                action: name.to_owned(),
-                version: serving.record.version,
-                sha256: serving.record.sha256.clone(),
-                source: source.to_owned(),
-                at_ms: started_at_ms,
-                now_ms: trace.now_ms,
+            self.recorder.offer(InvocationRecord::of_call(
+                Ran {
+                    id,
+                    action: name,
+                    version: (serving.record.version, &serving.record.sha256),
+                    source,
+                    at_ms: started_at_ms,
+                    took,
+                },
                 context,
-                input: input.clone(),
-                result: result_label,
-                outcome,
-                error,
-                logs,
-                exchanges: trace.exchanges,
-                duration_ms: took.as_nanos() as f64 / 1e6,
-                memory_peak_bytes: trace.memory_peak_bytes,
-            });
+                input,
+                &result,
+                trace,
+            ));
         }
         result.map_err(ApiError::from)
+    }
+
+    /// Reruns the recorded call `id` with the same context, input and clock,
+    /// its outbound requests answered from the record: on the version
+    /// serving, on the kept version `version`, or on `candidate` (a component
+    /// not deployed), with the settings serving now.
+    pub async fn replay(
+        &self,
+        id: &str,
+        version: Option<VersionRef>,
+        candidate: Option<Bytes>,
+    ) -> Result<Replay, ApiError> {
+        let recorded = self.invocation(id).await?;
+        let name = recorded.action.as_str();
+        let serving = self.serving(name).ok_or_else(|| self.missing(name))?;
+        let doc = &serving.record.settings;
+        let (action, number, sha256) = match (candidate, version) {
+            (Some(bytes), _) => {
+                let sha256 = sha256_hex(&bytes);
+                (self.prepare_bounded(name, &bytes, doc).await?, 0, sha256)
+            }
+            (None, Some(to)) => {
+                let kept = find_version(name, &serving.record, &to)?;
+                let action = self.reload(name, &kept.sha256, doc).await?;
+                (action, kept.version, kept.sha256.clone())
+            }
+            (None, None) => (
+                serving.action.clone(),
+                serving.record.version,
+                serving.record.sha256.clone(),
+            ),
+        };
+        // A replay runs code like any call: within the same bounds.
+        let _permits = self.admit(name, &serving)?;
+        let options = CallOptions {
+            deadline_cap: None,
+            now_ms: Some(recorded.now_ms),
+            tape: Tape::Replay(recorded.exchanges.clone()),
+        };
+        let started = Instant::now();
+        let at_ms = now_ms();
+        // The action sees what it saw then, its invocation id included.
+        let (result, trace) = action
+            .call(
+                recorded.id.clone(),
+                recorded.context.clone(),
+                &recorded.input,
+                options,
+            )
+            .await;
+        let replayed = InvocationRecord::of_call(
+            Ran {
+                id: recorded.id.clone(),
+                action: name,
+                version: (number, &sha256),
+                source: "replay",
+                at_ms,
+                took: started.elapsed(),
+            },
+            recorded.context.clone(),
+            &recorded.input,
+            &result,
+            trace,
+        );
+        let differences = crate::records::differences(&recorded, &replayed);
+        Ok(Replay {
+            recorded,
+            replayed,
+            differences,
+        })
     }
 
     /// The records of `name`'s calls that `query` selects, newest first;
@@ -490,29 +555,7 @@ impl Catalog {
         let _one_change = self.changes.lock().await;
         let previous = self.stored_or_missing(name).await?;
         check_expected(name, expect, Some(&previous))?;
-        let target = previous
-            .versions
-            .iter()
-            .find(|v| match &to {
-                VersionRef::Number(n) => v.version == *n,
-                VersionRef::Sha256(sha256) => v.sha256 == *sha256,
-            })
-            .cloned()
-            .ok_or_else(|| {
-                let kept: Vec<String> = previous
-                    .versions
-                    .iter()
-                    .map(|v| v.version.to_string())
-                    .collect();
-                let which = match &to {
-                    VersionRef::Number(n) => format!("version {n}"),
-                    VersionRef::Sha256(sha256) => format!("a version with SHA-256 {sha256}"),
-                };
-                ApiError::UnknownVersion(format!(
-                    "`{name}` has no {which}; the kept versions are {}",
-                    kept.join(", ")
-                ))
-            })?;
+        let target = find_version(name, &previous, &to)?.clone();
         let doc = match (self.host_file.docs.get(name), settings) {
             (Some(doc), _) => doc.clone(),
             (None, RollbackSettings::Current) => previous.settings.clone(),
@@ -903,6 +946,36 @@ impl Catalog {
     fn write_serving(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Serving>>> {
         self.serving.write().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The kept version of `name` that `to` names.
+fn find_version<'a>(
+    name: &str,
+    record: &'a ActionRecord,
+    to: &VersionRef,
+) -> Result<&'a VersionEntry, ApiError> {
+    record
+        .versions
+        .iter()
+        .find(|v| match to {
+            VersionRef::Number(n) => v.version == *n,
+            VersionRef::Sha256(sha256) => v.sha256 == *sha256,
+        })
+        .ok_or_else(|| {
+            let kept: Vec<String> = record
+                .versions
+                .iter()
+                .map(|v| v.version.to_string())
+                .collect();
+            let which = match to {
+                VersionRef::Number(n) => format!("version {n}"),
+                VersionRef::Sha256(sha256) => format!("a version with SHA-256 {sha256}"),
+            };
+            ApiError::UnknownVersion(format!(
+                "`{name}` has no {which}; the kept versions are {}",
+                kept.join(", ")
+            ))
+        })
 }
 
 /// The answer to a store that failed.

@@ -8,7 +8,7 @@
 //! queue is full the record is dropped and counted, not waited for. The same
 //! task enforces the retention bound (a count per action and an age).
 
-use action_host::{CallContext, ErrorKind, Exchange, Invocation, InvokeError, LogLine};
+use action_host::{CallContext, CallTrace, ErrorKind, Exchange, Invocation, InvokeError, LogLine};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 use std::sync::Arc;
@@ -139,16 +139,57 @@ pub struct RecordedError {
     pub message: String,
 }
 
+/// Which call ran, as the catalog knows it, for its record.
+pub(crate) struct Ran<'a> {
+    pub(crate) id: String,
+    pub(crate) action: &'a str,
+    /// The version's number and SHA-256.
+    pub(crate) version: (u64, &'a str),
+    pub(crate) source: &'static str,
+    pub(crate) at_ms: i64,
+    pub(crate) took: Duration,
+}
+
+/// What a record keeps of a call's result: its label, outcome or error, log.
+type ResultFields = (
+    String,
+    Option<RecordedOutcome>,
+    Option<RecordedError>,
+    Vec<LogLine>,
+);
+
 impl InvocationRecord {
-    /// The outcome and error fields for `result`.
-    pub fn result_fields(
+    /// The record of a call that ran.
+    pub(crate) fn of_call(
+        ran: Ran<'_>,
+        context: CallContext,
+        input: &Map<String, Json>,
         result: &Result<Invocation, InvokeError>,
-    ) -> (
-        String,
-        Option<RecordedOutcome>,
-        Option<RecordedError>,
-        Vec<LogLine>,
-    ) {
+        trace: CallTrace,
+    ) -> InvocationRecord {
+        let (result, outcome, error, logs) = InvocationRecord::result_fields(result);
+        InvocationRecord {
+            id: ran.id,
+            action: ran.action.to_owned(),
+            version: ran.version.0,
+            sha256: ran.version.1.to_owned(),
+            source: ran.source.to_owned(),
+            at_ms: ran.at_ms,
+            now_ms: trace.now_ms,
+            context,
+            input: input.clone(),
+            result,
+            outcome,
+            error,
+            logs,
+            exchanges: trace.exchanges,
+            duration_ms: ran.took.as_nanos() as f64 / 1e6,
+            memory_peak_bytes: trace.memory_peak_bytes,
+        }
+    }
+
+    /// The outcome and error fields for `result`.
+    fn result_fields(result: &Result<Invocation, InvokeError>) -> ResultFields {
         match result {
             Ok(done) => (
                 if done.success { "success" } else { "failure" }.to_owned(),
@@ -202,6 +243,112 @@ impl InvocationRecord {
     pub fn cursor(&self) -> String {
         format!("{}-{}", self.at_ms, self.id)
     }
+}
+
+/// A rerun of a recorded call beside the record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Replay {
+    /// The call as it was recorded.
+    pub recorded: InvocationRecord,
+    /// The same call run again: same context, input and clock, its outbound
+    /// requests answered from the record.
+    pub replayed: InvocationRecord,
+    /// Where the two differ; empty when the rerun did what the record did.
+    pub differences: Vec<Difference>,
+}
+
+/// One place where a replay differs from its record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Difference {
+    /// What differs: `result`, `outcome.success`, `outcome.attributes.NAME`,
+    /// `outcome.messages`, `error`, or `exchanges[i]`.
+    pub field: String,
+    /// Its value in the record (null when absent).
+    pub recorded: Json,
+    /// Its value in the replay (null when absent).
+    pub replayed: Json,
+}
+
+/// Where `replayed` differs from `recorded`: the result, the outcome field by
+/// field, the error, and each outbound request (method, URL and what came
+/// of it). Durations, ids and logs are left out: they differ on every run.
+pub fn differences(recorded: &InvocationRecord, replayed: &InvocationRecord) -> Vec<Difference> {
+    let mut found = Vec::new();
+    let mut compare = |field: String, a: Json, b: Json| {
+        if a != b {
+            found.push(Difference {
+                field,
+                recorded: a,
+                replayed: b,
+            });
+        }
+    };
+    compare(
+        "result".into(),
+        json_of(&recorded.result),
+        json_of(&replayed.result),
+    );
+    let outcome = |r: &InvocationRecord| r.outcome.clone();
+    match (outcome(recorded), outcome(replayed)) {
+        (Some(a), Some(b)) => {
+            compare(
+                "outcome.success".into(),
+                Json::Bool(a.success),
+                Json::Bool(b.success),
+            );
+            let names: std::collections::BTreeSet<&String> =
+                a.attributes.keys().chain(b.attributes.keys()).collect();
+            for name in names {
+                compare(
+                    format!("outcome.attributes.{name}"),
+                    a.attributes.get(name).cloned().unwrap_or(Json::Null),
+                    b.attributes.get(name).cloned().unwrap_or(Json::Null),
+                );
+            }
+            compare(
+                "outcome.messages".into(),
+                json_of(&a.messages),
+                json_of(&b.messages),
+            );
+        }
+        (a, b) => compare("outcome".into(), json_of(&a), json_of(&b)),
+    }
+    compare(
+        "error".into(),
+        json_of(&recorded.error),
+        json_of(&replayed.error),
+    );
+    let requests = recorded.exchanges.len().max(replayed.exchanges.len());
+    for i in 0..requests {
+        let brief = |e: Option<&Exchange>| e.map_or(Json::Null, brief_exchange);
+        compare(
+            format!("exchanges[{i}]"),
+            brief(recorded.exchanges.get(i)),
+            brief(replayed.exchanges.get(i)),
+        );
+    }
+    found
+}
+
+fn json_of<T: Serialize>(value: &T) -> Json {
+    serde_json::to_value(value).unwrap_or(Json::Null)
+}
+
+/// What a comparison looks at in an exchange.
+fn brief_exchange(exchange: &Exchange) -> Json {
+    use action_host::ExchangeOutcome;
+    let outcome = match &exchange.outcome {
+        ExchangeOutcome::Response { status, .. } => serde_json::json!({"status": status}),
+        ExchangeOutcome::Error { kind, message } => {
+            serde_json::json!({"error": kind, "message": message})
+        }
+    };
+    serde_json::json!({
+        "method": exchange.method,
+        "url": exchange.url,
+        "request_body": exchange.request_body,
+        "outcome": outcome,
+    })
 }
 
 /// One line of a list of records.

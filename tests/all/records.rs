@@ -515,3 +515,166 @@ async fn a_full_queue_drops_and_counts_records() {
     }
     panic!("the queued records were not written");
 }
+
+/// The record of the first call of the fixture with `input`, with recording on.
+async fn recorded_call(service: &Service, input: Value) -> Value {
+    let (status, done) = invoke(service, input).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    let path = format!(
+        "/v1/invocations/{}",
+        done["invocation_id"].as_str().unwrap()
+    );
+    for _ in 0..200 {
+        let (status, record) = call(service, Method::GET, &path, DESIGNER, Body::empty()).await;
+        if status == StatusCode::OK {
+            return record;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the call was not recorded");
+}
+
+async fn replay(service: &Service, id: &Value, body: Body) -> (StatusCode, Value) {
+    let path = format!("/v1/invocations/{}/replay", id.as_str().unwrap());
+    call(service, Method::POST, &path, DESIGNER, body).await
+}
+
+#[tokio::test]
+async fn a_replay_reruns_with_the_recorded_context_clock_and_answers_without_the_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = Mock::start().await;
+    let service = service(dir.path()).await;
+    fixture_with_grants(&service, &mock).await;
+    let all = json!({"mode": "all"});
+    send(
+        &service,
+        Method::PUT,
+        "/v1/actions/fixture/recording",
+        DESIGNER,
+        all,
+    )
+    .await;
+
+    // The context, the clock and the invocation id are the record's.
+    let seen = recorded_call(&service, json!({"behave": "context"})).await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let (status, replayed) = replay(&service, &seen["id"], Body::empty()).await;
+    assert_eq!(status, StatusCode::OK, "{replayed}");
+    assert_eq!(replayed["differences"], json!([]), "{replayed}");
+    assert_eq!(replayed["replayed"]["source"], "replay");
+    let attributes = &replayed["replayed"]["outcome"]["attributes"];
+    assert_eq!(attributes["now_ms"], seen["outcome"]["attributes"]["now_ms"]);
+    assert_eq!(attributes["invocation_id"], seen["id"]);
+    assert_eq!(attributes["user_id"], "u-7");
+
+    // Outbound requests are answered from the record: the upstream sees none.
+    let input =
+        json!({"behave": "http", "url": mock.url("/echo-json"), "headers": {"x-trace": "t"}});
+    let fetched = recorded_call(&service, input).await;
+    let before = mock.received().len();
+    let (status, replayed) = replay(&service, &fetched["id"], Body::empty()).await;
+    assert_eq!(status, StatusCode::OK, "{replayed}");
+    assert_eq!(
+        mock.received().len(),
+        before,
+        "the replay reached the network"
+    );
+    assert_eq!(replayed["differences"], json!([]), "{replayed}");
+    assert_eq!(
+        replayed["replayed"]["outcome"]["attributes"]["body"],
+        fetched["outcome"]["attributes"]["body"]
+    );
+
+    // On a kept version, on a version that is not kept, on a candidate.
+    let v2 = common::with_custom_section(&common::plugin_bytes("fixture"), "v2");
+    let (status, _) = call(
+        &service,
+        Method::PUT,
+        "/v1/actions/fixture",
+        DESIGNER,
+        Body::from(v2.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, on_v1) = replay(&service, &seen["id"], Body::from(r#"{"version": 1}"#)).await;
+    assert_eq!(status, StatusCode::OK, "{on_v1}");
+    assert_eq!(on_v1["replayed"]["version"], 1);
+    let (status, now) = replay(&service, &seen["id"], Body::empty()).await;
+    assert_eq!(status, StatusCode::OK, "{now}");
+    assert_eq!(now["replayed"]["version"], 2);
+    let (status, missing) = replay(&service, &seen["id"], Body::from(r#"{"version": 9}"#)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
+    assert_eq!(missing["error"]["code"], "unknown-version");
+    let candidate = common::with_custom_section(&common::plugin_bytes("fixture"), "candidate");
+    let (status, tried) = replay(&service, &seen["id"], Body::from(candidate.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{tried}");
+    assert_eq!(
+        tried["replayed"]["sha256"],
+        action_host::sha256_hex(&candidate)
+    );
+    let (status, broken) = replay(
+        &service,
+        &seen["id"],
+        Body::from(b"\0asm\x0d\0\x01\0garbage".to_vec()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{broken}");
+    let (status, bad) = replay(&service, &seen["id"], Body::from(r#"{"version": "one"}"#)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+    // The invoke token cannot replay what it cannot read.
+    let path = format!("/v1/invocations/{}/replay", seen["id"].as_str().unwrap());
+    assert_eq!(
+        call(&service, Method::POST, &path, INVOKE, Body::empty())
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn a_request_the_record_does_not_have_is_denied_and_shown_as_a_difference() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = Mock::start().await;
+    let service = service(dir.path()).await;
+    fixture_with_grants(&service, &mock).await;
+    send(
+        &service,
+        Method::PUT,
+        "/v1/actions/fixture/recording",
+        DESIGNER,
+        json!({"mode": "all"}),
+    )
+    .await;
+    let input = json!({"behave": "http", "url": mock.url("/echo-json")});
+    let fetched = recorded_call(&service, input).await;
+    // The same call, recorded as having asked somewhere else.
+    let mut other: InvocationRecord = serde_json::from_value(fetched.clone()).unwrap();
+    other.id = action_host::new_invocation_id();
+    other.exchanges[0].url = mock.url("/elsewhere");
+    service
+        .catalog()
+        .store()
+        .put_invocations(vec![other.clone()])
+        .await
+        .unwrap();
+
+    let (status, replayed) = replay(&service, &json!(other.id), Body::empty()).await;
+    assert_eq!(status, StatusCode::OK, "{replayed}");
+    let attributes = &replayed["replayed"]["outcome"]["attributes"];
+    assert_eq!(attributes["error"], "denied", "{replayed}");
+    let detail = attributes["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("replay: the record has no request GET"),
+        "{detail}"
+    );
+    assert!(detail.contains("its next was GET"), "{detail}");
+    let fields: Vec<&str> = replayed["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["field"].as_str().unwrap())
+        .collect();
+    assert!(fields.contains(&"exchanges[0]"), "{fields:?}");
+    assert!(fields.contains(&"outcome.attributes.error"), "{fields:?}");
+    assert!(fields.contains(&"outcome.attributes.status"), "{fields:?}");
+}

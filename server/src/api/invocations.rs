@@ -1,5 +1,5 @@
 //! The routes of invocation records: which calls an action records, the
-//! list of its records, and one record whole.
+//! list of its records, one record whole, and its replay.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use crate::api::AppState;
 use crate::api::auth::AsDesigner;
-use crate::api::body::JsonBody;
+use crate::api::body::{JsonBody, Upload};
 use crate::api::error::ApiError;
 use crate::api::precondition::IfRevision;
 use crate::api::views::ActionView;
+use crate::catalog::VersionRef;
 use crate::config_file::ActionDoc;
-use crate::records::{InvocationRecord, RecordQuery, RecordSummary, Recording};
+use crate::records::{InvocationRecord, RecordQuery, RecordSummary, Recording, Replay};
 
 type Shared = State<Arc<AppState>>;
 
@@ -101,4 +102,48 @@ pub(crate) async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<InvocationRecord>, ApiError> {
     state.catalog.invocation(&id).await.map(Json)
+}
+
+/// What a replay runs on, as its body names it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayOn {
+    version: Option<u64>,
+    sha256: Option<String>,
+}
+
+/// `POST /v1/invocations/{id}/replay`: reruns a recorded call. The body is
+/// empty (the version serving), `{"version": N}` or `{"sha256": "..."}` (a
+/// kept version), or a component (a candidate, not deployed).
+pub(crate) async fn replay(
+    _: AsDesigner,
+    State(state): Shared,
+    Path(id): Path<String>,
+    Upload(body): Upload,
+) -> Result<Json<Replay>, ApiError> {
+    let usage = "send no body (the version serving), {\"version\": N}, {\"sha256\": \"...\"}, \
+                 or a component to try";
+    let (version, candidate) = if body.is_empty() {
+        (None, None)
+    } else if body.starts_with(b"\0asm") {
+        (None, Some(body))
+    } else {
+        let on: ReplayOn = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::InvalidInput(format!("invalid replay: {e}; {usage}")))?;
+        match (on.version, on.sha256) {
+            (None, None) => (None, None),
+            (Some(version), None) => (Some(VersionRef::Number(version)), None),
+            (None, Some(sha256)) => (Some(VersionRef::Sha256(sha256)), None),
+            (Some(_), Some(_)) => {
+                return Err(ApiError::InvalidInput(format!(
+                    "name one version, not both: {usage}"
+                )));
+            }
+        }
+    };
+    state
+        .catalog
+        .replay(&id, version, candidate)
+        .await
+        .map(Json)
 }

@@ -10,7 +10,7 @@
 //! | `GET /metrics` | operator, metrics |
 //! | `GET /v1/actions`, `GET /v1/actions/{name}`, `GET .../versions` | operator, designer |
 //! | `PUT /v1/actions/{name}`, `DELETE ...`, `PUT .../config`, `POST .../rollback` | operator, designer |
-//! | `PUT .../recording`, `GET .../invocations`, `GET /v1/invocations/{id}` | operator, designer |
+//! | `PUT .../recording`, `GET .../invocations`, `GET /v1/invocations/{id}`, `POST .../replay` | operator, designer |
 //! | `PUT /v1/actions/{name}/grants` | operator |
 //! | `POST /v1/actions/{name}/invoke`, `POST /webhooks/...` | operator, designer, invoke |
 
@@ -112,6 +112,7 @@ pub fn router(state: Arc<AppState>) -> Api {
         .route("/v1/actions/{name}/recording", put(invocations::recording))
         .route("/v1/actions/{name}/invocations", get(invocations::list))
         .route("/v1/invocations/{id}", get(invocations::show))
+        .route("/v1/invocations/{id}/replay", post(invocations::replay))
         .merge(crate::webhooks::routes())
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|method: Method| async move {
