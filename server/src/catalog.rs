@@ -274,42 +274,7 @@ impl Catalog {
         };
         // A replay runs code like any call: within the same bounds.
         let _permits = self.admit(name, &serving)?;
-        let options = CallOptions {
-            deadline_cap: None,
-            now_ms: Some(recorded.now_ms),
-            tape: Tape::Replay(recorded.exchanges.clone()),
-        };
-        let started = Instant::now();
-        let at_ms = now_ms();
-        // The action sees what it saw then, its invocation id included.
-        let (result, trace) = action
-            .call(
-                recorded.id.clone(),
-                recorded.context.clone(),
-                &recorded.input,
-                options,
-            )
-            .await;
-        let replayed = InvocationRecord::of_call(
-            Ran {
-                id: recorded.id.clone(),
-                action: name,
-                version: (number, &sha256),
-                source: "replay",
-                at_ms,
-                took: started.elapsed(),
-            },
-            recorded.context.clone(),
-            &recorded.input,
-            &result,
-            trace,
-        );
-        let differences = crate::records::differences(&recorded, &replayed);
-        Ok(Replay {
-            recorded,
-            replayed,
-            differences,
-        })
+        Ok(crate::records::replay(&action, recorded, number, &sha256).await)
     }
 
     /// The records of `name`'s calls that `query` selects, newest first;

@@ -36,6 +36,9 @@ enum Command {
     Deploy(cli::client::DeployArgs),
     /// Lists, shows or rolls back the actions of a running service.
     Actions(cli::client::ActionsArgs),
+    /// Runs a recorded call again, answering its outbound requests from the
+    /// record, and prints both with their differences.
+    Replay(cli::replay::ReplayArgs),
 }
 
 #[tokio::main]
@@ -47,6 +50,7 @@ async fn main() -> ExitCode {
         Command::Inspect { file } => inspect(&file).await,
         Command::Deploy(args) => cli::client::deploy(args).await,
         Command::Actions(args) => cli::client::actions(args).await,
+        Command::Replay(args) => cli::replay::replay(args).await,
     };
     match outcome {
         Ok(code) => code,

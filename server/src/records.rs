@@ -8,12 +8,15 @@
 //! queue is full the record is dropped and counted, not waited for. The same
 //! task enforces the retention bound (a count per action and an age).
 
-use action_host::{CallContext, CallTrace, ErrorKind, Exchange, Invocation, InvokeError, LogLine};
+use action_host::{
+    CallContext, CallOptions, CallTrace, ErrorKind, Exchange, Invocation, InvokeError, LogLine,
+    Prepared, Tape,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::store::Store;
@@ -267,6 +270,53 @@ pub struct Difference {
     pub recorded: Json,
     /// Its value in the replay (null when absent).
     pub replayed: Json,
+}
+
+/// Reruns `recorded` on `action` (version `version`, SHA-256 `sha256`;
+/// number 0 for a component not deployed) with the record's context, input,
+/// clock and invocation id, its outbound requests answered from the record.
+pub async fn replay(
+    action: &Prepared,
+    recorded: InvocationRecord,
+    version: u64,
+    sha256: &str,
+) -> Replay {
+    let options = CallOptions {
+        deadline_cap: None,
+        now_ms: Some(recorded.now_ms),
+        tape: Tape::Replay(recorded.exchanges.clone()),
+    };
+    let started = Instant::now();
+    let at_ms = crate::catalog::now_ms();
+    // The action sees what it saw then, its invocation id included.
+    let (result, trace) = action
+        .call(
+            recorded.id.clone(),
+            recorded.context.clone(),
+            &recorded.input,
+            options,
+        )
+        .await;
+    let replayed = InvocationRecord::of_call(
+        Ran {
+            id: recorded.id.clone(),
+            action: &recorded.action,
+            version: (version, sha256),
+            source: "replay",
+            at_ms,
+            took: started.elapsed(),
+        },
+        recorded.context.clone(),
+        &recorded.input,
+        &result,
+        trace,
+    );
+    let differences = differences(&recorded, &replayed);
+    Replay {
+        recorded,
+        replayed,
+        differences,
+    }
 }
 
 /// Where `replayed` differs from `recorded`: the result, the outcome field by

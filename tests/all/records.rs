@@ -563,7 +563,10 @@ async fn a_replay_reruns_with_the_recorded_context_clock_and_answers_without_the
     assert_eq!(replayed["differences"], json!([]), "{replayed}");
     assert_eq!(replayed["replayed"]["source"], "replay");
     let attributes = &replayed["replayed"]["outcome"]["attributes"];
-    assert_eq!(attributes["now_ms"], seen["outcome"]["attributes"]["now_ms"]);
+    assert_eq!(
+        attributes["now_ms"],
+        seen["outcome"]["attributes"]["now_ms"]
+    );
     assert_eq!(attributes["invocation_id"], seen["id"]);
     assert_eq!(attributes["user_id"], "u-7");
 
@@ -677,4 +680,77 @@ async fn a_request_the_record_does_not_have_is_denied_and_shown_as_a_difference(
     assert!(fields.contains(&"exchanges[0]"), "{fields:?}");
     assert!(fields.contains(&"outcome.attributes.error"), "{fields:?}");
     assert!(fields.contains(&"outcome.attributes.status"), "{fields:?}");
+}
+
+#[tokio::test]
+async fn the_cli_replays_a_record_offline_and_exits_1_on_a_difference() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = Mock::start().await;
+    let service = service(dir.path()).await;
+    fixture_with_grants(&service, &mock).await;
+    send(
+        &service,
+        Method::PUT,
+        "/v1/actions/fixture/recording",
+        DESIGNER,
+        json!({"mode": "all"}),
+    )
+    .await;
+    let input = json!({"behave": "http", "url": mock.url("/echo-json")});
+    let fetched = recorded_call(&service, input).await;
+    let file = dir.path().join("record.json");
+    std::fs::write(&file, fetched.to_string()).unwrap();
+    let replay = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_action-host"))
+            .arg("replay")
+            .args(args)
+            .output()
+            .unwrap();
+        let stdout: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (
+            out.status.code(),
+            stdout,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let before = mock.received().len();
+    let data = dir.path().to_str().unwrap();
+    let (code, same, stderr) = replay(&[file.to_str().unwrap(), "--data", data]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("the replay did what the record did"),
+        "{stderr}"
+    );
+    assert_eq!(same["differences"], json!([]));
+    assert_eq!(same["replayed"]["version"], 1);
+    assert_eq!(
+        mock.received().len(),
+        before,
+        "the replay reached the network"
+    );
+    let wasm = common::plugin("fixture");
+    let (code, other, stderr) = replay(&[file.to_str().unwrap(), "--wasm", wasm.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(other["replayed"]["version"], 0);
+
+    let mut elsewhere = fetched.clone();
+    elsewhere["exchanges"][0]["url"] = json!(mock.url("/elsewhere"));
+    std::fs::write(&file, elsewhere.to_string()).unwrap();
+    let (code, _, stderr) = replay(&[file.to_str().unwrap(), "--data", data]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("differs: exchanges[0]"), "{stderr}");
+
+    std::fs::write(&file, "{\"id\": 1}").unwrap();
+    let (code, _, stderr) = replay(&[file.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("is not an invocation record"), "{stderr}");
+    let mut unknown = fetched.clone();
+    unknown["sha256"] = json!("ab".repeat(32));
+    std::fs::write(&file, unknown.to_string()).unwrap();
+    let (code, _, stderr) = replay(&[file.to_str().unwrap(), "--data", data]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("pass the component with --wasm"),
+        "{stderr}"
+    );
 }

@@ -1,6 +1,7 @@
 //! The subcommands of `action-host`, one module each, and what they share.
 
 pub(crate) mod client;
+pub(crate) mod replay;
 pub(crate) mod run;
 pub(crate) mod serve;
 
