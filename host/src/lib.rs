@@ -67,6 +67,17 @@
 //! to and redacted wherever a response repeats them (`redact.rs`), and the
 //! request budget, size caps and timeouts.
 //!
+//! # Records and replay
+//!
+//! [`Prepared::call`] runs a call as [`CallOptions`] say and also returns a
+//! [`CallTrace`]: the clock the action read, the memory peak, and, with
+//! [`Tape::Record`], each outbound request with its answer ([`Exchange`],
+//! headers as the action wrote them, so a secret is still its placeholder).
+//! [`Tape::Replay`] with a record's exchanges and its clock reruns the call:
+//! requests pass the gate as usual and are then answered from the record, in
+//! order, instead of the network (`tape.rs`); a request the record does not
+//! have is denied with a message saying so.
+//!
 //! # What is not here
 //!
 //! The HTTP API, the catalog, the store of versions, the host configuration

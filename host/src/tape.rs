@@ -62,7 +62,7 @@ pub enum ExchangeOutcome {
 }
 
 /// A body as a record keeps it: text when it is UTF-8, else base64, cut at
-/// [`BODY_CAP`].
+/// 64 KiB.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RecordedBody {
     /// The body as text, when it is UTF-8.
@@ -73,7 +73,7 @@ pub struct RecordedBody {
     pub base64: Option<String>,
     /// The body's whole length in bytes.
     pub bytes: usize,
-    /// Whether the record keeps only the first [`BODY_CAP`] bytes.
+    /// Whether the record keeps only the first 64 KiB.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
 }

@@ -13,6 +13,10 @@
 //! (`api/views.rs`) or an [`ApiError`] (`api/error.rs`, one table of status
 //! and code).
 //!
+//! A call the action's `recording` setting picks leaves an invocation record
+//! (`records.rs`): the catalog hands it to a bounded queue that one task
+//! writes to the store, and a replay reruns it answered from the record.
+//!
 //! [`Service::start`] opens the store and lists what to load;
 //! [`Service::load_in_background`] restores and deploys it while [`serve`]
 //! already answers (`serve.rs`, with progress from `progress.rs`).

@@ -460,6 +460,9 @@ pub const QUEUE: usize = 1024;
 /// The most records written to the store in one batch.
 const BATCH: usize = 64;
 
+/// How often an action's records are checked against the retention bound.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
+
 /// Takes records from calls and writes them to the store off their path.
 pub struct Recorder {
     queue: mpsc::Sender<InvocationRecord>,
@@ -486,6 +489,7 @@ impl Recorder {
         let written = Arc::clone(&counts);
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
+            let mut pruned = std::collections::HashMap::<String, Instant>::new();
             while waiting.recv_many(&mut batch, BATCH).await > 0 {
                 let n = batch.len() as u64;
                 let actions: Vec<String> = {
@@ -503,11 +507,23 @@ impl Recorder {
                         tracing::warn!("cannot keep {n} invocation record(s): {error}");
                     }
                 }
+                // Pruning lists an action's records: at most once a second
+                // per action, not once per batch, so that under a steady
+                // stream of records the writer does not spend its time
+                // listing. The bound is therefore kept to within a second's
+                // records.
                 let now = crate::catalog::now_ms();
                 for action in actions {
+                    let due = pruned
+                        .get(&action)
+                        .is_none_or(|at: &Instant| at.elapsed() >= PRUNE_EVERY);
+                    if !due {
+                        continue;
+                    }
                     if let Err(error) = store.prune_invocations(&action, &retention, now).await {
                         tracing::warn!(action = %action, "cannot remove old invocation records: {error}");
                     }
+                    pruned.insert(action, Instant::now());
                 }
             }
         });
