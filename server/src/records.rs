@@ -484,49 +484,29 @@ impl Recorder {
     /// A recorder writing to `store`, keeping what `retention` allows; its
     /// task runs on the current runtime until the recorder is dropped.
     pub fn start(store: Arc<dyn Store>, retention: Retention) -> Recorder {
-        let (queue, mut waiting) = mpsc::channel::<InvocationRecord>(QUEUE);
+        let (queue, waiting) = mpsc::channel::<InvocationRecord>(QUEUE);
         let counts = Arc::new(RecordCounts::default());
         let written = Arc::clone(&counts);
-        tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(BATCH);
-            let mut pruned = std::collections::HashMap::<String, Instant>::new();
-            while waiting.recv_many(&mut batch, BATCH).await > 0 {
-                let n = batch.len() as u64;
-                let actions: Vec<String> = {
-                    let mut names: Vec<String> = batch.iter().map(|r| r.action.clone()).collect();
-                    names.sort();
-                    names.dedup();
-                    names
-                };
-                match store.put_invocations(std::mem::take(&mut batch)).await {
-                    Ok(()) => {
-                        written.written.fetch_add(n, Ordering::Relaxed);
-                    }
-                    Err(error) => {
-                        written.failed.fetch_add(n, Ordering::Relaxed);
-                        tracing::warn!("cannot keep {n} invocation record(s): {error}");
-                    }
+        let writer = std::thread::Builder::new()
+            .name("action-host-records".into())
+            .spawn(move || {
+                // Writing records (serializing, the file system or the
+                // database) must not take CPU from calls: this thread and
+                // the threads it starts run only when a core is otherwise
+                // idle. Under load the queue then fills and records are
+                // dropped, not calls slowed.
+                lower_priority();
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                match runtime {
+                    Ok(runtime) => runtime.block_on(write(store, retention, waiting, written)),
+                    Err(error) => tracing::warn!("cannot start the record writer: {error}"),
                 }
-                // Pruning lists an action's records: at most once a second
-                // per action, not once per batch, so that under a steady
-                // stream of records the writer does not spend its time
-                // listing. The bound is therefore kept to within a second's
-                // records.
-                let now = crate::catalog::now_ms();
-                for action in actions {
-                    let due = pruned
-                        .get(&action)
-                        .is_none_or(|at: &Instant| at.elapsed() >= PRUNE_EVERY);
-                    if !due {
-                        continue;
-                    }
-                    if let Err(error) = store.prune_invocations(&action, &retention, now).await {
-                        tracing::warn!(action = %action, "cannot remove old invocation records: {error}");
-                    }
-                    pruned.insert(action, Instant::now());
-                }
-            }
-        });
+            });
+        if let Err(error) = writer {
+            tracing::warn!("cannot start the record writer: {error}");
+        }
         Recorder { queue, counts }
     }
 
@@ -541,6 +521,61 @@ impl Recorder {
     /// What became of the records so far.
     pub fn counts(&self) -> &RecordCounts {
         &self.counts
+    }
+}
+
+/// Writes what comes through `waiting` to `store` in batches, and keeps each
+/// action within `retention`.
+async fn write(
+    store: Arc<dyn Store>,
+    retention: Retention,
+    mut waiting: mpsc::Receiver<InvocationRecord>,
+    counts: Arc<RecordCounts>,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut pruned = std::collections::HashMap::<String, Instant>::new();
+    while waiting.recv_many(&mut batch, BATCH).await > 0 {
+        let n = batch.len() as u64;
+        let mut actions: Vec<String> = batch.iter().map(|r| r.action.clone()).collect();
+        actions.sort();
+        actions.dedup();
+        match store.put_invocations(std::mem::take(&mut batch)).await {
+            Ok(()) => counts.written.fetch_add(n, Ordering::Relaxed),
+            Err(error) => {
+                tracing::warn!("cannot keep {n} invocation record(s): {error}");
+                counts.failed.fetch_add(n, Ordering::Relaxed)
+            }
+        };
+        // Pruning lists an action's records: at most once a second per
+        // action, not once per batch, so that under a steady stream of
+        // records the writer does not spend its time listing. The bound is
+        // therefore kept to within a second's records.
+        let now = crate::catalog::now_ms();
+        for action in actions {
+            let due = pruned
+                .get(&action)
+                .is_none_or(|at| at.elapsed() >= PRUNE_EVERY);
+            if !due {
+                continue;
+            }
+            if let Err(error) = store.prune_invocations(&action, &retention, now).await {
+                tracing::warn!(action = %action, "cannot remove old invocation records: {error}");
+            }
+            pruned.insert(action, Instant::now());
+        }
+    }
+}
+
+/// Puts the calling thread in the idle scheduling class (threads it starts
+/// inherit it); where that is refused, at the lowest nice level.
+fn lower_priority() {
+    // SAFETY: plain system calls on the calling thread, with a parameter
+    // struct that lives across the call.
+    unsafe {
+        let param = libc::sched_param { sched_priority: 0 };
+        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+            libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+        }
     }
 }
 
