@@ -216,6 +216,46 @@ impl InvocationRecord {
         }
     }
 
+    /// About the bytes this record holds in memory: what the action and its
+    /// upstreams could make large (bodies, log, attributes), and a little
+    /// for the rest.
+    pub fn weight(&self) -> u64 {
+        let body = |b: &action_host::RecordedBody| {
+            b.text.as_ref().map_or(0, String::len) + b.base64.as_ref().map_or(0, String::len)
+        };
+        let exchanges: usize = self
+            .exchanges
+            .iter()
+            .map(|e| {
+                let answer = match &e.outcome {
+                    action_host::ExchangeOutcome::Response {
+                        body: b, headers, ..
+                    } => {
+                        body(b)
+                            + headers
+                                .iter()
+                                .map(|(n, v)| n.len() + v.len())
+                                .sum::<usize>()
+                    }
+                    action_host::ExchangeOutcome::Error { message, .. } => {
+                        message.as_ref().map_or(0, String::len)
+                    }
+                };
+                let headers: usize = e
+                    .request_headers
+                    .iter()
+                    .map(|(n, v)| n.len() + v.len())
+                    .sum();
+                e.url.len() + headers + body(&e.request_body) + answer
+            })
+            .sum();
+        let logs: usize = self.logs.iter().map(|l| l.message.len()).sum();
+        let outcome = self.outcome.as_ref().map_or(0, |o| {
+            o.messages.iter().map(String::len).sum::<usize>() + map_weight(&o.attributes)
+        });
+        (exchanges + logs + outcome + map_weight(&self.input) + 1024) as u64
+    }
+
     /// What a list of records shows of this one.
     pub fn summary(&self) -> RecordSummary {
         RecordSummary {
@@ -401,6 +441,20 @@ fn brief_exchange(exchange: &Exchange) -> Json {
     })
 }
 
+/// About the bytes a JSON object holds.
+fn map_weight(map: &Map<String, Json>) -> usize {
+    map.iter().map(|(k, v)| k.len() + json_weight(v)).sum()
+}
+
+fn json_weight(value: &Json) -> usize {
+    match value {
+        Json::String(text) => text.len() + 8,
+        Json::Array(items) => items.iter().map(json_weight).sum::<usize>() + 8,
+        Json::Object(map) => map_weight(map) + 8,
+        _ => 8,
+    }
+}
+
 /// One line of a list of records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordSummary {
@@ -445,6 +499,13 @@ pub struct Retention {
     pub max_age: Duration,
 }
 
+impl Retention {
+    /// The start time before which a record is too old at `now_ms`.
+    pub fn cutoff(&self, now_ms: i64) -> i64 {
+        now_ms.saturating_sub(i64::try_from(self.max_age.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
 impl Default for Retention {
     fn default() -> Retention {
         Retention {
@@ -456,6 +517,11 @@ impl Default for Retention {
 
 /// The records waiting to be written: at most this many; more are dropped.
 pub const QUEUE: usize = 1024;
+
+/// The bytes of records waiting to be written, at most: a record may hold a
+/// megabyte of bodies (64 KiB each way for each of its requests), so the
+/// count alone would let a queue of them hold a gigabyte.
+pub const QUEUE_BYTES: usize = 64 << 20;
 
 /// The most records written to the store in one batch.
 const BATCH: usize = 64;
@@ -472,6 +538,8 @@ pub struct Recorder {
 /// What became of the records offered.
 #[derive(Debug, Default)]
 pub struct RecordCounts {
+    /// The bytes of the records in the queue now (see [`QUEUE_BYTES`]).
+    pub queued_bytes: AtomicU64,
     /// Written to the store.
     pub written: AtomicU64,
     /// Dropped because the queue was full.
@@ -513,7 +581,10 @@ impl Recorder {
     /// Queues `record` for the store, or drops and counts it when the queue
     /// is full: a call never waits for its record.
     pub fn offer(&self, record: InvocationRecord) {
-        if self.queue.try_send(record).is_err() {
+        let bytes = record.weight();
+        let queued = self.counts.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if queued + bytes > QUEUE_BYTES as u64 || self.queue.try_send(record).is_err() {
+            self.counts.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             self.counts.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -536,6 +607,8 @@ async fn write(
     let mut pruned = std::collections::HashMap::<String, Instant>::new();
     while waiting.recv_many(&mut batch, BATCH).await > 0 {
         let n = batch.len() as u64;
+        let bytes: u64 = batch.iter().map(InvocationRecord::weight).sum();
+        counts.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
         let mut actions: Vec<String> = batch.iter().map(|r| r.action.clone()).collect();
         actions.sort();
         actions.dedup();

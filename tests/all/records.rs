@@ -523,6 +523,25 @@ async fn a_full_queue_drops_and_counts_records() {
     );
 }
 
+/// A service with the fixture granted the mock, recording every call.
+async fn recording_all() -> (tempfile::TempDir, Mock, Arc<Service>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = Mock::start().await;
+    let service = service(dir.path()).await;
+    fixture_with_grants(&service, &mock).await;
+    let path = "/v1/actions/fixture/recording";
+    let (status, body) = send(
+        &service,
+        Method::PUT,
+        path,
+        DESIGNER,
+        json!({"mode": "all"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    (dir, mock, service)
+}
+
 /// The record of the first call of the fixture with `input`, with recording on.
 async fn recorded_call(service: &Service, input: Value) -> Value {
     let (status, done) = invoke(service, input).await;
@@ -643,18 +662,7 @@ async fn a_replay_reruns_with_the_recorded_context_clock_and_answers_without_the
 
 #[tokio::test]
 async fn a_request_the_record_does_not_have_is_denied_and_shown_as_a_difference() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = Mock::start().await;
-    let service = service(dir.path()).await;
-    fixture_with_grants(&service, &mock).await;
-    send(
-        &service,
-        Method::PUT,
-        "/v1/actions/fixture/recording",
-        DESIGNER,
-        json!({"mode": "all"}),
-    )
-    .await;
+    let (_dir, mock, service) = recording_all().await;
     let input = json!({"behave": "http", "url": mock.url("/echo-json")});
     let fetched = recorded_call(&service, input).await;
     // The same call, recorded as having asked somewhere else.
@@ -691,18 +699,7 @@ async fn a_request_the_record_does_not_have_is_denied_and_shown_as_a_difference(
 
 #[tokio::test]
 async fn the_cli_replays_a_record_offline_and_exits_1_on_a_difference() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = Mock::start().await;
-    let service = service(dir.path()).await;
-    fixture_with_grants(&service, &mock).await;
-    send(
-        &service,
-        Method::PUT,
-        "/v1/actions/fixture/recording",
-        DESIGNER,
-        json!({"mode": "all"}),
-    )
-    .await;
+    let (dir, mock, service) = recording_all().await;
     let input = json!({"behave": "http", "url": mock.url("/echo-json")});
     let fetched = recorded_call(&service, input).await;
     let file = dir.path().join("record.json");
@@ -760,4 +757,38 @@ async fn the_cli_replays_a_record_offline_and_exits_1_on_a_difference() {
         stderr.contains("pass the component with --wasm"),
         "{stderr}"
     );
+}
+
+/// The queue is bounded in bytes as well as in records: large records are
+/// dropped long before a thousand of them could pin a gigabyte.
+#[tokio::test]
+async fn the_queue_holds_at_most_its_byte_bound() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let key = DataDir::kept_key(dir.path()).unwrap();
+    let store = Arc::new(DataDir::open(dir.path(), &key).unwrap());
+    let recorder = Recorder::start(store, Retention::default());
+    let offered = 200;
+    for i in 0..offered {
+        let mut large = record("greeting", i, "failure");
+        large
+            .input
+            .insert("blob".into(), json!("x".repeat(2 << 20)));
+        recorder.offer(large);
+    }
+    let counts = recorder.counts();
+    let bound = action_host_server::records::QUEUE_BYTES as u64;
+    assert!(counts.queued_bytes.load(Ordering::Relaxed) <= bound);
+    // 2 MiB each: at most 32 fit at once, far fewer than the 1024 the count allows.
+    assert!(counts.dropped.load(Ordering::Relaxed) >= 100, "{counts:?}");
+    for _ in 0..1500 {
+        let settled =
+            counts.written.load(Ordering::Relaxed) + counts.dropped.load(Ordering::Relaxed);
+        if settled == offered as u64 {
+            assert_eq!(counts.queued_bytes.load(Ordering::Relaxed), 0);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("records lost without a count: {counts:?}");
 }

@@ -515,8 +515,7 @@ impl DataDir {
         retention: &Retention,
         now_ms: i64,
     ) -> Result<()> {
-        let cutoff =
-            now_ms.saturating_sub(i64::try_from(retention.max_age.as_millis()).unwrap_or(i64::MAX));
+        let cutoff = retention.cutoff(now_ms);
         for (index, (cursor, path)) in self.invocation_files(action)?.into_iter().enumerate() {
             let at: i64 = cursor
                 .split_once('-')

@@ -471,8 +471,7 @@ impl Store for Postgres {
         now_ms: i64,
     ) -> StoreResult<()> {
         let client = self.client().await?;
-        let cutoff =
-            now_ms.saturating_sub(i64::try_from(retention.max_age.as_millis()).unwrap_or(i64::MAX));
+        let cutoff = retention.cutoff(now_ms);
         let keep = i64::try_from(retention.per_action).unwrap_or(i64::MAX);
         client
             .execute(
