@@ -66,7 +66,7 @@ pub enum ApiError {
 }
 
 /// At most 64 characters of `text` that a client sent, for a message.
-fn action_host_clip(text: &str) -> String {
+fn clipped(text: &str) -> String {
     text.chars().take(64).collect()
 }
 
@@ -112,7 +112,7 @@ impl ApiError {
             ApiError::UnknownInvocation(id) => format!(
                 "no record is kept of the invocation `{}` (it was not recorded, or is past \
                  the retention bound)",
-                action_host_clip(id)
+                clipped(id)
             ),
             ApiError::Loading { name, retry_after } => format!(
                 "the action `{name}` is still loading after the start; retry in {} s",
