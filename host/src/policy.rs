@@ -254,6 +254,25 @@ impl Grant {
         }
     }
 
+    /// Whether this grant lets requests reach `asked`, a destination as a
+    /// manifest names it: an origin (`https://api.shop.example`) or a bare
+    /// host name (read as `https://`). Only scheme, host and port count; a
+    /// grant limited to some methods or a path still reaches the host.
+    pub fn reaches(&self, asked: &str) -> bool {
+        let asked = asked.trim();
+        let url = if asked.contains("://") {
+            asked.to_owned()
+        } else {
+            format!("https://{asked}")
+        };
+        let Ok(destination) = Destination::parse("GET", &url) else {
+            return false;
+        };
+        (destination.url.scheme() == "https") == self.https
+            && destination.port() == self.port
+            && self.allows_host(&destination.url)
+    }
+
     /// Whether this grant allows only paths under a prefix.
     pub(crate) fn has_path_prefix(&self) -> bool {
         !self.path_prefix.is_empty()
@@ -639,6 +658,25 @@ mod tests {
         assert!(why("https://api.example.com/a//b").contains("without `.`/`..` or empty segments"));
         assert!(why("https://api.example.com/a;b").contains("`;`"));
         assert!(why("https://").contains("the host is missing"));
+    }
+
+    #[test]
+    fn a_grant_reaches_the_hosts_a_manifest_names_by_scheme_host_and_port() {
+        let shop = grant("GET https://api.shop.example/v1");
+        assert!(shop.reaches("https://api.shop.example"));
+        assert!(shop.reaches("api.shop.example"), "a bare name is https");
+        assert!(shop.reaches("HTTPS://API.shop.example:443/"));
+        assert!(!shop.reaches("http://api.shop.example"), "another scheme");
+        assert!(
+            !shop.reaches("https://api.shop.example:8443"),
+            "another port"
+        );
+        assert!(!shop.reaches("https://evil.example"));
+        assert!(!shop.reaches("not a url at all"));
+        let suffix = grant("https://*.shop.example");
+        assert!(suffix.reaches("https://api.shop.example"));
+        assert!(!suffix.reaches("https://shop.example"));
+        assert!(grant("http://127.0.0.1:9000").reaches("http://127.0.0.1:9000"));
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! revision, and only then served: a failure at any step leaves what serves
 //! as it was. Changes are serialized by one lock; invocations never take it.
 
-use action_host::{CallContext, CallOptions, Host, Invocation, Prepared, Tape, sha256_hex};
+use action_host::{
+    CallContext, CallOptions, Host, Invocation, InvokeError, Prepared, Tape, sha256_hex,
+};
 use bytes::Bytes;
 use serde_json::{Map, Value as Json};
 use std::collections::{BTreeMap, HashMap};
@@ -18,7 +20,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument as _;
 
 use crate::api::error::ApiError;
-use crate::api::views::{ActionList, ActionView, Health, VersionList, VersionView};
+use crate::api::views::{
+    ActionList, ActionView, AskedHost, Health, TriedCall, VersionList, VersionView,
+};
 use crate::config_file::{ActionDoc, HostFile};
 use crate::metrics::Metrics;
 use crate::records::{InvocationRecord, Ran, RecordQuery, Recorder, Replay, Retention};
@@ -176,10 +180,48 @@ impl Catalog {
         deadline_cap: Option<Duration>,
         source: &'static str,
     ) -> Result<Invocation, ApiError> {
+        let (result, _, _) = self
+            .call(name, context, input, deadline_cap, source, Keep::AsSettings)
+            .await?;
+        result.map_err(ApiError::from)
+    }
+
+    /// Runs `name` once for a designer trying it: the whole record comes
+    /// back (outcome or error, logs, every outbound exchange, memory peak),
+    /// whatever the recording settings; the store keeps it as they say,
+    /// with the source `try-it`.
+    pub async fn try_call(
+        &self,
+        name: &str,
+        context: CallContext,
+        input: &Map<String, Json>,
+    ) -> Result<TriedCall, ApiError> {
+        let (_, record, recorded) = self
+            .call(name, context, input, None, "try-it", Keep::Always)
+            .await?;
+        Ok(TriedCall {
+            record: record.expect("a call kept always has its record"),
+            recorded,
+        })
+    }
+
+    /// Runs `name` once within the admission bounds, counts it, and offers
+    /// its record to the recorder as the action's settings say; with
+    /// [`Keep::Always`] the record is made and returned in any case.
+    async fn call(
+        &self,
+        name: &str,
+        context: CallContext,
+        input: &Map<String, Json>,
+        deadline_cap: Option<Duration>,
+        source: &'static str,
+        keep: Keep,
+    ) -> Result<Called, ApiError> {
         let serving = self.serving(name).ok_or_else(|| self.missing(name))?;
         let _permits = self.admit(name, &serving)?;
         let recording = serving.record.settings.recording.unwrap_or_default();
-        let kept_context = recording.may_record().then(|| context.clone());
+        let may_record = recording.may_record();
+        let kept_context = (may_record || keep == Keep::Always).then(|| context.clone());
         let started_at_ms = now_ms();
         let started = Instant::now();
         let id = action_host::new_invocation_id();
@@ -221,25 +263,39 @@ impl Catalog {
         let took = started.elapsed();
         self.metrics.invocation(name, label, took);
         span.in_scope(|| tracing::debug!(result = label, took_us = took.as_micros() as u64));
-        if let Some(context) = kept_context
-            && recording.keeps(&result)
-        {
-            self.recorder.offer(InvocationRecord::of_call(
-                Ran {
-                    id,
-                    action: name,
-                    version: (serving.record.version, &serving.record.sha256),
-                    source,
-                    at_ms: started_at_ms,
-                    took,
-                },
-                context,
-                input,
-                &result,
-                trace,
-            ));
-        }
-        result.map_err(ApiError::from)
+        let Some(context) = kept_context else {
+            return Ok((result, None, false));
+        };
+        let record = InvocationRecord::of_call(
+            Ran {
+                id,
+                action: name,
+                version: (serving.record.version, &serving.record.sha256),
+                source,
+                at_ms: started_at_ms,
+                took,
+            },
+            context,
+            input,
+            &result,
+            trace,
+        );
+        let offer = may_record && recording.keeps(&result);
+        let returned = match keep {
+            Keep::Always => {
+                if offer {
+                    self.recorder.offer(record.clone());
+                }
+                Some(record)
+            }
+            Keep::AsSettings => {
+                if offer {
+                    self.recorder.offer(record);
+                }
+                None
+            }
+        };
+        Ok((result, returned, offer))
     }
 
     /// Reruns the recorded call `id` with the same context, input and clock,
@@ -479,7 +535,7 @@ impl Catalog {
         &self,
         name: &str,
         expect: Option<u64>,
-        change: impl FnOnce(ActionDoc) -> ActionDoc,
+        change: impl FnOnce(ActionDoc) -> Result<ActionDoc, ApiError>,
     ) -> Result<ActionView, ApiError> {
         self.check_store()?;
         let _one_change = self.changes.lock().await;
@@ -491,7 +547,7 @@ impl Catalog {
                  there"
             )));
         }
-        let doc = change(previous.settings.clone());
+        let doc = change(previous.settings.clone())?;
         let prepared = self.reload(name, &previous.sha256, &doc).await?;
         let record = ActionRecord {
             revision: previous.revision + 1,
@@ -863,6 +919,8 @@ impl Catalog {
             settings: serving.record.settings.redacted(),
             changed_at: rfc3339(serving.record.changed_at_ms),
             invocations: self.metrics.counts(name),
+            p50_ms: self.metrics.p50_ms(name),
+            hosts: asked_hosts(serving.action.manifest(), &serving.record.settings.grants),
         }
     }
 
@@ -988,6 +1046,44 @@ fn trim_versions(versions: &mut Vec<VersionEntry>, keep: usize) -> Vec<String> {
 
 pub(crate) fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
+}
+
+/// A call's result, its record when one was made, and whether the record
+/// went to the recorder.
+type Called = (
+    Result<Invocation, InvokeError>,
+    Option<InvocationRecord>,
+    bool,
+);
+
+/// Whether a call's record is made only as the action's recording settings
+/// say, or always (try-it shows it to the designer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    AsSettings,
+    Always,
+}
+
+/// Each host `manifest` asks for, with the grants among `grants` that
+/// reach it. A grant that does not parse reaches nothing (the settings were
+/// checked when they were set; this only shows them).
+fn asked_hosts(manifest: &action_host::Manifest, grants: &[String]) -> Vec<AskedHost> {
+    let parsed: Vec<action_host::Grant> = grants
+        .iter()
+        .filter_map(|g| action_host::Grant::parse(g).ok())
+        .collect();
+    manifest
+        .hosts
+        .iter()
+        .map(|host| AskedHost {
+            host: host.clone(),
+            granted_by: parsed
+                .iter()
+                .filter(|grant| grant.reaches(host))
+                .map(|grant| grant.as_str().to_owned())
+                .collect(),
+        })
+        .collect()
 }
 
 fn rfc3339(ms: i64) -> String {

@@ -52,6 +52,9 @@ pub struct ActionDoc {
     pub recording: Option<crate::records::Recording>,
 }
 
+/// What a view shows in place of a secret's value.
+pub(crate) const REDACTED: &str = "<redacted>";
+
 /// A secret as written: its value inline or the environment variable holding it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -158,7 +161,7 @@ impl ActionDoc {
         let mut shown = self.clone();
         for secret in &mut shown.secrets {
             if secret.value.is_some() {
-                secret.value = Some("<redacted>".into());
+                secret.value = Some(REDACTED.into());
             }
         }
         shown

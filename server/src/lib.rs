@@ -14,8 +14,12 @@
 //! and code).
 //!
 //! A call the action's `recording` setting picks leaves an invocation record
-//! (`records.rs`): the catalog hands it to a bounded queue that one task
+//! (`records.rs`): the catalog hands it to a bounded queue that one thread
 //! writes to the store, and a replay reruns it answered from the record.
+//!
+//! The designer's page (`page.rs`, its files in `page/`) is three static
+//! files built into the binary; it holds no data and is a client of the API
+//! like any other.
 //!
 //! [`Service::start`] opens the store and lists what to load;
 //! [`Service::load_in_background`] restores and deploys it while [`serve`]
@@ -29,6 +33,7 @@ mod keys;
 mod listener;
 pub mod logging;
 mod metrics;
+mod page;
 mod progress;
 pub mod records;
 mod serve;

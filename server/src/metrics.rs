@@ -82,6 +82,23 @@ impl Metrics {
             .unwrap_or_default()
     }
 
+    /// The median duration of `action`'s calls in milliseconds, as the
+    /// histogram can tell it: the upper bound of the bucket that holds the
+    /// middle call (Prometheus's `histogram_quantile` interpolates inside
+    /// it; a page needs no more than its order of magnitude). `None` before
+    /// the first call; past the last bucket, its bound.
+    pub(crate) fn p50_ms(&self, action: &str) -> Option<f64> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let histogram = inner.latency.get(action).filter(|h| h.count > 0)?;
+        let middle = histogram.count.div_ceil(2);
+        let bound = BUCKETS
+            .iter()
+            .zip(histogram.buckets)
+            .find(|(_, n)| *n >= middle)
+            .map_or(BUCKETS[BUCKETS.len() - 1], |(bound, _)| *bound);
+        Some(bound * 1000.0)
+    }
+
     /// Everything, in the Prometheus text format. Action names are plain
     /// (a-z, 0-9, '-', '_'), so label values need no escaping.
     pub(crate) fn render(&self, host: &Host) -> String {
@@ -176,5 +193,29 @@ impl Inner {
             latency: self.latency.clone(),
             overloaded: self.overloaded.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_is_the_bound_of_the_bucket_that_holds_the_middle_call() {
+        let metrics = Metrics::default();
+        assert_eq!(metrics.p50_ms("greeting"), None);
+        for micros in [40, 80, 90, 2_000, 9_000_000] {
+            metrics.invocation("greeting", "success", Duration::from_micros(micros));
+        }
+        // The third of five calls took 90 us: the 100 us bucket.
+        assert_eq!(metrics.p50_ms("greeting"), Some(0.1));
+        for _ in 0..10 {
+            metrics.invocation("greeting", "success", Duration::from_secs(9));
+        }
+        assert_eq!(
+            metrics.p50_ms("greeting"),
+            Some(5000.0),
+            "past the last bucket"
+        );
     }
 }

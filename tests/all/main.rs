@@ -11,6 +11,7 @@ mod host;
 mod https;
 mod languages;
 mod outbound;
+mod page;
 mod records;
 mod replicas;
 mod service;

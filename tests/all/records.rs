@@ -792,3 +792,86 @@ async fn the_queue_holds_at_most_its_byte_bound() {
     }
     panic!("records lost without a count: {counts:?}");
 }
+
+#[tokio::test]
+async fn try_it_answers_with_the_whole_record_and_keeps_it_as_the_settings_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = Mock::start().await;
+    let service = service(dir.path()).await;
+    fixture_with_grants(&service, &mock).await;
+    let body = json!({
+        "input": {
+            "behave": "http",
+            "url": mock.url("/echo-json"),
+            "headers": {"authorization": "Bearer {{secret:api}}"},
+        },
+        "context": {"user_id": "u-7", "timezone": "Asia/Tokyo"},
+    });
+    let path = "/v1/actions/fixture/try";
+
+    // A success, with recording at its default (failures): the designer
+    // sees every exchange, and the store keeps nothing.
+    let (status, tried) = send(&service, Method::POST, path, DESIGNER, body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{tried}");
+    assert_eq!(tried["recorded"], false, "{tried}");
+    let record = &tried["record"];
+    assert_eq!(record["result"], "success", "{record}");
+    assert_eq!(record["source"], "try-it");
+    assert_eq!(record["context"]["timezone"], "Asia/Tokyo");
+    assert_eq!(record["outcome"]["attributes"]["status"], 200);
+    assert_eq!(record["exchanges"][0]["outcome"]["status"], 200, "{record}");
+    assert!(record["memory_peak_bytes"].as_u64().unwrap() > 0);
+    assert!(!record.to_string().contains(SECRET), "{record}");
+    let (status, _) = call(
+        &service,
+        Method::GET,
+        &format!("/v1/invocations/{}", record["id"].as_str().unwrap()),
+        DESIGNER,
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "a success is not kept");
+
+    // A failed call is 200 with its error in the record, and is kept.
+    let failing = json!({"input": {"behave": "reject"}});
+    let (status, tried) = send(&service, Method::POST, path, OPERATOR, failing).await;
+    assert_eq!(status, StatusCode::OK, "{tried}");
+    assert_eq!(tried["recorded"], true, "{tried}");
+    let record = &tried["record"];
+    assert_eq!(record["result"], "invalid-input", "{record}");
+    assert_eq!(
+        record["error"]["message"], "label must not be empty",
+        "{record}"
+    );
+    let kept = listed(&service, "?result=not-success", 1).await;
+    assert_eq!(kept["invocations"][0]["id"], record["id"]);
+    assert_eq!(kept["invocations"][0]["source"], "try-it");
+
+    // Not for the platform's token, nor a bad body, nor an unknown action.
+    let (status, _) = send(&service, Method::POST, path, INVOKE, body.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, error) = send(
+        &service,
+        Method::POST,
+        path,
+        DESIGNER,
+        json!({"inputs": {}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`inputs`")
+    );
+    let (status, _) = send(
+        &service,
+        Method::POST,
+        "/v1/actions/nope/try",
+        DESIGNER,
+        body,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -1,7 +1,9 @@
 //! The project's build tasks as a library, so that the tests build the plugins
 //! exactly the way `cargo xtask plugins` does, and find or start PostgreSQL
-//! the way `cargo xtask test` and the benchmarks do.
+//! the way `cargo xtask test` and the benchmarks do, and set up the browser
+//! tests of the designer's page.
 
+pub mod browser;
 pub mod plugins;
 pub mod postgres;
 

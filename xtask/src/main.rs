@@ -8,7 +8,8 @@ const USAGE: &str =
                     bench-request | bench-replicas>
 
   demo     build the example actions from source and serve them on 127.0.0.1:8080
-  test     build the plugins, then run every test, the example and the lints
+  test     build the plugins, then run every test (the browser tests in headless
+           Chromium, installed if missing), the example and the lints
   plugins  build every plugin from source: Rust, JavaScript and Python (installs
            the wasm32-wasip2 target and the pinned tools of plugins/toolchain if missing)
   bench    build the plugins, then run the invocation benchmark (production profile)
@@ -119,7 +120,14 @@ fn test() -> Result<()> {
     if xtask::postgres::existing_server().is_none() {
         xtask::postgres::ensure_installed()?;
     }
-    cargo(&["test", "--release", "--workspace"])?;
+    // The designer's page is tested in a real browser.
+    let chromium = xtask::browser::ensure_chromium()?;
+    xtask::browser::install_tools(&root())?;
+    let cargo_bin = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(cargo_bin)
+        .args(["test", "--release", "--workspace"])
+        .env("CHROMIUM", chromium)
+        .current_dir(root()))?;
     cargo(&[
         "run",
         "--release",

@@ -301,7 +301,7 @@ fn stamp_of(wasm: &Path) -> PathBuf {
     wasm.with_extension("wasm.inputs")
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
+pub(crate) fn sha256_file(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(hex(&Sha256::digest(bytes)))
 }

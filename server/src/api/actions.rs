@@ -15,9 +15,9 @@ use crate::api::auth::{AsDesigner, AsInvoker, AsOperator, AsScraper, Role};
 use crate::api::body::{JsonBody, Upload};
 use crate::api::error::ApiError;
 use crate::api::precondition::IfRevision;
-use crate::api::views::{ActionList, ActionView, Health, VersionList};
+use crate::api::views::{ActionList, ActionView, Health, Me, TriedCall, VersionList};
 use crate::catalog::{RollbackSettings, VersionRef};
-use crate::config_file::ActionDoc;
+use crate::config_file::{ActionDoc, REDACTED};
 
 type Shared = State<Arc<AppState>>;
 
@@ -33,6 +33,15 @@ pub(crate) async fn metrics(_: AsScraper, State(state): Shared) -> Response {
         state.catalog.render_metrics(),
     )
         .into_response()
+}
+
+/// `GET /v1/me`: the role of the presented token, for a client (the page)
+/// that shows only what the role may do. The API checks every route anyway.
+pub(crate) async fn me(AsDesigner(role): AsDesigner) -> Json<Me> {
+    Json(Me {
+        role: role.unwrap_or(Role::Operator).name(),
+        auth: role.is_some(),
+    })
 }
 
 /// `GET /v1/actions`.
@@ -131,7 +140,10 @@ pub(crate) async fn rollback(
         .map(Json)
 }
 
-/// `PUT /v1/actions/{name}/grants`: the operator's settings, whole.
+/// `PUT /v1/actions/{name}/grants`: the operator's settings, whole. A
+/// secret sent without a `value` keeps the value it has now, so that a
+/// client that read the settings (values redacted) can change the grants
+/// without knowing the secrets.
 pub(crate) async fn grants(
     _: AsOperator,
     State(state): Shared,
@@ -150,9 +162,43 @@ pub(crate) async fn grants(
     }
     state
         .catalog
-        .set_settings(&name, expect, |_| doc)
+        .set_settings(&name, expect, |current| keep_secret_values(doc, &current))
         .await
         .map(Json)
+}
+
+/// `doc` with each secret that has no value given the value of the secret
+/// of that name in `current`, or which secret has none.
+fn keep_secret_values(mut doc: ActionDoc, current: &ActionDoc) -> Result<ActionDoc, ApiError> {
+    if let Some(secret) = doc
+        .secrets
+        .iter()
+        .find(|s| s.value.as_deref() == Some(REDACTED))
+    {
+        return Err(ApiError::InvalidSettings(format!(
+            "secret `{}`: `{REDACTED}` is how the API shows a value, not a value; leave \
+             `value` out to keep the one it has",
+            secret.name
+        )));
+    }
+    for secret in doc.secrets.iter_mut().filter(|s| s.value.is_none()) {
+        let kept = current
+            .secrets
+            .iter()
+            .find(|c| c.name == secret.name)
+            .and_then(|c| c.value.clone());
+        match kept {
+            Some(value) => secret.value = Some(value),
+            None => {
+                return Err(ApiError::InvalidSettings(format!(
+                    "secret `{}` has no value: send its `value` (a secret already set keeps \
+                     its value when `value` is left out)",
+                    secret.name
+                )));
+            }
+        }
+    }
+    Ok(doc)
 }
 
 /// `PUT /v1/actions/{name}/config`: the designer's part of the settings.
@@ -170,7 +216,7 @@ pub(crate) async fn config(
     })?;
     state
         .catalog
-        .set_settings(&name, expect, |current| ActionDoc { config, ..current })
+        .set_settings(&name, expect, |current| Ok(ActionDoc { config, ..current }))
         .await
         .map(Json)
 }
@@ -184,6 +230,24 @@ pub(crate) async fn invoke(
 ) -> Result<Json<Invocation>, ApiError> {
     let (context, input) = invoke_body(body)?;
     state.catalog.invoke(&name, context, &input).await.map(Json)
+}
+
+/// `POST /v1/actions/{name}/try`, with the body of `invoke`: the call's
+/// whole record, its error included (the answer is 200 when the action ran
+/// at all), for a designer trying an action; kept as the recording settings
+/// say, with the source `try-it`.
+pub(crate) async fn try_it(
+    _: AsDesigner,
+    State(state): Shared,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<TriedCall>, ApiError> {
+    let (context, input) = invoke_body(body)?;
+    state
+        .catalog
+        .try_call(&name, context, &input)
+        .await
+        .map(Json)
 }
 
 /// Reads `{"input": {...}, "context": {...}}`, naming what is wrong.

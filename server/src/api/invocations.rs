@@ -37,9 +37,11 @@ pub(crate) async fn recording(
     })?;
     state
         .catalog
-        .set_settings(&name, expect, |current| ActionDoc {
-            recording: Some(recording),
-            ..current
+        .set_settings(&name, expect, |current| {
+            Ok(ActionDoc {
+                recording: Some(recording),
+                ..current
+            })
         })
         .await
         .map(Json)

@@ -6,9 +6,11 @@
 //!
 //! | route | roles |
 //! | --- | --- |
+//! | `GET /`, `GET /page/...` (the designer's page, no data) | anyone |
 //! | `GET /healthz` | anyone |
 //! | `GET /metrics` | operator, metrics |
-//! | `GET /v1/actions`, `GET /v1/actions/{name}`, `GET .../versions` | operator, designer |
+//! | `GET /v1/me`, `GET /v1/actions`, `GET /v1/actions/{name}`, `GET .../versions` | operator, designer |
+//! | `POST /v1/actions/{name}/try` | operator, designer |
 //! | `PUT /v1/actions/{name}`, `DELETE ...`, `PUT .../config`, `POST .../rollback` | operator, designer |
 //! | `PUT .../recording`, `GET .../invocations`, `GET /v1/invocations/{id}`, `POST .../replay` | operator, designer |
 //! | `PUT /v1/actions/{name}/grants` | operator |
@@ -97,6 +99,7 @@ pub fn router(state: Arc<AppState>) -> Api {
     let routes = Router::new()
         .route("/healthz", get(actions::health))
         .route("/metrics", get(actions::metrics))
+        .route("/v1/me", get(actions::me))
         .route("/v1/actions", get(actions::list))
         .route(
             "/v1/actions/{name}",
@@ -109,11 +112,13 @@ pub fn router(state: Arc<AppState>) -> Api {
         .route("/v1/actions/{name}/grants", put(actions::grants))
         .route("/v1/actions/{name}/config", put(actions::config))
         .route("/v1/actions/{name}/invoke", post(actions::invoke))
+        .route("/v1/actions/{name}/try", post(actions::try_it))
         .route("/v1/actions/{name}/recording", put(invocations::recording))
         .route("/v1/actions/{name}/invocations", get(invocations::list))
         .route("/v1/invocations/{id}", get(invocations::show))
         .route("/v1/invocations/{id}/replay", post(invocations::replay))
         .merge(crate::webhooks::routes())
+        .merge(crate::page::routes())
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|method: Method| async move {
             ApiError::MethodNotAllowed(method.to_string())

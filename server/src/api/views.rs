@@ -30,6 +30,43 @@ pub struct ActionView {
     pub changed_at: String,
     /// Invocations so far by result (`success`, `failure`, an error kind).
     pub invocations: BTreeMap<String, u64>,
+    /// The median duration of its calls so far, in milliseconds, to the
+    /// precision of the latency histogram's buckets; absent before the first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p50_ms: Option<f64>,
+    /// Each destination the manifest asks for, with the grants that reach
+    /// it: one asked for but not granted has none, and its requests will be
+    /// denied. (Grants nobody asked for are in `settings.grants`.)
+    pub hosts: Vec<AskedHost>,
+}
+
+/// A destination an action's manifest asks for, beside what grants it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AskedHost {
+    /// As the manifest names it.
+    pub host: String,
+    /// The grants that reach it, as written; empty when none does.
+    pub granted_by: Vec<String>,
+}
+
+/// `POST /v1/actions/{name}/try`: what the call did, and whether its record
+/// is kept.
+#[derive(Debug, Clone, Serialize)]
+pub struct TriedCall {
+    /// The call's whole record: outcome or error, logs, every exchange.
+    pub record: crate::records::InvocationRecord,
+    /// Whether the record went to the store, as the action's recording
+    /// settings say (a full queue may still drop it; see the metrics).
+    pub recorded: bool,
+}
+
+/// `GET /v1/me`: who the presented token is.
+#[derive(Debug, Clone, Serialize)]
+pub struct Me {
+    /// `operator` or `designer`; `operator` when auth is off.
+    pub role: &'static str,
+    /// Whether the service checks tokens at all.
+    pub auth: bool,
 }
 
 /// `GET /v1/actions`.

@@ -1,0 +1,235 @@
+// The designer's page in a real headless Chromium, as a designer uses it:
+// sign in, upload, try, roll back, open a failed call and replay it.
+// tests/all/page.rs starts the service and runs this with:
+//   ACTION_HOST_URL     the service, on a loopback port
+//   DESIGNER_TOKEN, OPERATOR_TOKEN, INVOKE_TOKEN   each role's token
+//   GREETING, GREETING_V2, BROKEN, FIXTURE         component files to upload
+//   CX_REQUEST          a Dialogflow CX WebhookRequest as CX sends it
+//   SCREENSHOT          where to write the picture of the try-it panel
+//   FAILURE_SCREENSHOT  where to write the whole page when a step fails
+//   CHROMIUM            the browser to drive
+// It exits 0 when every step saw what it should, else prints the step.
+
+import { chromium } from "playwright-core";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set`);
+  return value;
+};
+const base = env("ACTION_HOST_URL");
+const timeout = 15_000;
+
+const browser = await chromium.launch({
+  executablePath: env("CHROMIUM"),
+  headless: true,
+  // The sandbox needs user namespaces, which a container or root lacks.
+  args: ["--no-sandbox", "--disable-gpu"],
+});
+const context = await browser.newContext({
+  viewport: { width: 1280, height: 900 },
+  locale: "en-GB",
+  timezoneId: "Europe/London",
+});
+const page = await context.newPage();
+page.setDefaultTimeout(timeout);
+const problems = [];
+page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+page.on("console", (message) => {
+  // The browser logs each refused request; the steps provoke some on purpose.
+  const refused = /^Failed to load resource: the server responded with a status of 4\d\d/;
+  if (message.type() === "error" && !refused.test(message.text())) {
+    problems.push(`console: ${message.text()}`);
+  }
+});
+// The page may talk to the service and nothing else.
+const requested = new Set();
+page.on("request", (request) => requested.add(new URL(request.url()).origin));
+
+let step = "start";
+const run = async (name, work) => {
+  step = name;
+  await work();
+  console.log(`ok: ${name}`);
+};
+
+/// Every field on the page has a label a screen reader reads.
+const everyFieldLabelled = async () => {
+  const unlabelled = await page.$$eval("input, select, textarea", (fields) =>
+    fields.filter((f) => f.type !== "hidden" && f.labels.length === 0 && !f.getAttribute("aria-label")).map((f) => f.outerHTML));
+  assert.deepEqual(unlabelled, [], "fields without a label");
+};
+
+/// How the greeting greets someone in Tokyo now.
+const tokyoGreeting = () => {
+  const hour = Number(new Intl.DateTimeFormat("en-GB", { hour: "numeric", hourCycle: "h23", timeZone: "Asia/Tokyo" }).format(new Date()));
+  if (hour >= 5 && hour < 12) return "Good morning";
+  if (hour >= 12 && hour < 17) return "Good afternoon";
+  if (hour >= 17 && hour < 22) return "Good evening";
+  return "Hello";
+};
+
+const signIn = async (token) => {
+  await page.getByLabel("Token").fill(token);
+  // By keyboard, as anyone may.
+  await page.getByLabel("Token").press("Enter");
+};
+
+try {
+  await run("a wrong token is not signed in and sees no data", async () => {
+    await page.goto(base);
+    await everyFieldLabelled();
+    await signIn("not-a-token-of-this-service");
+    await page.getByRole("alert").filter({ hasText: "Not signed in: unknown token" }).waitFor();
+    await signIn(env("INVOKE_TOKEN"));
+    await page.getByRole("alert").filter({ hasText: "Not signed in" }).filter({ hasText: "invoke token" }).waitFor();
+    assert.equal(await page.locator("table").count(), 0, "no data before signing in");
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("action-host-token")), null);
+  });
+
+  await run("sign in as a designer", async () => {
+    await signIn(env("DESIGNER_TOKEN"));
+    await page.getByRole("heading", { name: "Actions", exact: true }).waitFor();
+    await page.getByText("Signed in as designer").waitFor();
+    assert.ok(!page.url().includes(env("DESIGNER_TOKEN")), "the token is never in the URL");
+    await everyFieldLabelled();
+  });
+
+  await run("upload a broken file and see the reason", async () => {
+    await page.getByLabel("Action name").fill("broken");
+    await page.getByLabel("Component").setInputFiles(env("BROKEN"));
+    await page.getByRole("button", { name: "Upload" }).click();
+    const alert = page.getByRole("alert").filter({ hasText: "WebAssembly" });
+    await alert.waitFor();
+    console.log(`  the page said: ${await alert.innerText()}`);
+    assert.equal(await page.getByRole("link", { name: "broken" }).count(), 0);
+  });
+
+  await run("upload the greeting", async () => {
+    await page.getByLabel("Action name").fill("");
+    await page.getByLabel("Component").setInputFiles(env("GREETING"));
+    assert.equal(await page.getByLabel("Action name").inputValue(), "greeting", "named after the file");
+    await page.getByRole("button", { name: "Upload" }).click();
+    await page.getByRole("heading", { name: "greeting", exact: true }).waitFor();
+    await page.getByRole("cell", { name: "first_name", exact: true }).first().waitFor();
+    await everyFieldLabelled();
+  });
+
+  await run("try it with a name and a time zone, and see the greeting", async () => {
+    const tryIt = page.locator("#try-it");
+    await tryIt.getByLabel("first_name").fill("Ada Lovelace");
+    assert.equal(await tryIt.getByLabel("is_member").getAttribute("type"), "checkbox", "a boolean is a checkbox");
+    await tryIt.getByLabel("is_member").check();
+    await tryIt.getByLabel("membership_tier").fill("gold");
+    await tryIt.getByLabel("Time zone").selectOption("Asia/Tokyo");
+    const started = tokyoGreeting();
+    await tryIt.getByRole("button", { name: "Run" }).click();
+    const result = page.locator("#try-result");
+    await result.getByText("success", { exact: true }).waitFor();
+    const greeting = await result.locator("ul.messages li").first().innerText();
+    assert.match(greeting, /, Ada! Thanks for being a gold member\.$/);
+    // Tokyo's part of day as the host computes it from the zone (before or
+    // after the call, should an hour have turned in between).
+    const expected = [started, tokyoGreeting()];
+    assert.ok(expected.some((salutation) => greeting.startsWith(`${salutation}, `)), `${greeting}: expected ${expected}`);
+    console.log(`  the greeting: ${greeting}`);
+    await tryIt.screenshot({ path: env("SCREENSHOT") });
+  });
+
+  await run("a designer sees the grants but cannot change them", async () => {
+    await page.getByText("Only the operator can grant a destination.").waitFor();
+    assert.equal(await page.locator("#grants").count(), 0);
+    assert.equal(await page.getByRole("button", { name: /^Grant / }).count(), 0);
+  });
+
+  await run("a platform's request, pasted, answers as the platform would receive it", async () => {
+    const request = JSON.parse(readFileSync(env("CX_REQUEST"), "utf8"));
+    request.sessionInfo.parameters = { first_name: "Grace Hopper" };
+    await page.getByLabel("Platform").selectOption("dialogflow-cx");
+    await page.getByLabel("Request body").fill(JSON.stringify(request, null, 2));
+    await page.getByRole("button", { name: "Send" }).click();
+    const answer = page.locator("#platform-answer");
+    await answer.getByText("What dialogflow-cx would receive: 200").waitFor();
+    const body = JSON.parse(await answer.locator("pre").innerText());
+    assert.match(body.fulfillmentResponse.messages[0].text.text[0], /, Grace!$/);
+    assert.match(body.sessionInfo.parameters.greeting, /, Grace!$/);
+  });
+
+  await run("a second version, then roll back to the first", async () => {
+    await page.getByRole("link", { name: "Actions", exact: true }).first().click();
+    await page.getByLabel("Action name").fill("greeting");
+    await page.getByLabel("Component").setInputFiles(env("GREETING_V2"));
+    await page.getByRole("button", { name: "Upload" }).click();
+    await page.getByText(/^Version 2 ·/).waitFor();
+    await page.getByRole("button", { name: "Roll back to version 1" }).click();
+    await page.locator("#versions-status").getByText("Version 1 is serving.").waitFor();
+    await page.getByText(/^Version 1 ·/).waitFor();
+  });
+
+  await run("a failed call is recorded; open its record and replay it", async () => {
+    const tryIt = page.locator("#try-it");
+    await tryIt.getByLabel("first_name").fill("   ");
+    await tryIt.getByRole("button", { name: "Run" }).click();
+    await page.locator("#try-result").getByText("first_name is empty").waitFor();
+    // Records are written off the call's path: look until it is there.
+    const deadline = Date.now() + timeout;
+    for (;;) {
+      await page.reload();
+      await page.getByLabel("Show").selectOption("not-success");
+      const row = page.locator("#history tbody tr").filter({ hasText: "invalid-input" });
+      if (await row.count() > 0) {
+        await row.first().getByRole("link").click();
+        break;
+      }
+      assert.ok(Date.now() < deadline, "the failed call's record did not appear");
+      await page.waitForTimeout(200);
+    }
+    await page.getByRole("heading", { name: "Recorded call" }).waitFor();
+    await page.getByText("first_name is empty").first().waitFor();
+    await everyFieldLabelled();
+    await page.getByRole("button", { name: "Replay" }).click();
+    await page.locator("#replay-result").getByText("The replay did what the record did.").waitFor();
+    await page.getByLabel("Against").selectOption("2");
+    await page.getByRole("button", { name: "Replay" }).click();
+    await page.locator("#replay-result").getByRole("heading", { name: "Replayed on version 2" }).waitFor();
+  });
+
+  await run("signing out forgets the token", async () => {
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await page.getByLabel("Token").waitFor();
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("action-host-token")), null);
+  });
+
+  await run("the operator grants what an action asks for", async () => {
+    await signIn(env("OPERATOR_TOKEN"));
+    await page.getByText("Signed in as operator").waitFor();
+    await page.getByRole("link", { name: "Actions", exact: true }).first().click();
+    await page.getByLabel("Action name").fill("fixture");
+    await page.getByLabel("Component").setInputFiles(env("FIXTURE"));
+    await page.getByRole("button", { name: "Upload" }).click();
+    await page.getByRole("heading", { name: "fixture", exact: true }).waitFor();
+    const asked = page.getByRole("row").filter({ hasText: "https://api.example.com" });
+    await asked.getByText("not granted").waitFor();
+    await everyFieldLabelled();
+    await page.getByRole("button", { name: "Grant https://api.example.com" }).click();
+    assert.equal(await page.getByLabel("Grants").inputValue(), "https://api.example.com");
+    await page.getByRole("button", { name: "Save grants" }).click();
+    await page.locator("#grants-status").getByText("Grants saved.").waitFor();
+    const granted = page.getByRole("row").filter({ hasText: "https://api.example.com" });
+    assert.equal(await granted.getByText("not granted").count(), 0);
+    assert.equal(await granted.locator("td").nth(1).innerText(), "https://api.example.com");
+  });
+
+  assert.deepEqual(problems, [], "the page reported errors");
+  assert.deepEqual([...requested], [new URL(base).origin], "the page loaded only from the service");
+  console.log("every step passed");
+} catch (error) {
+  console.error(`FAILED at "${step}": ${error.stack || error}`);
+  const shot = env("FAILURE_SCREENSHOT");
+  await page.screenshot({ path: shot, fullPage: true }).then(() => console.error(`the page as it was: ${shot}`), () => {});
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
