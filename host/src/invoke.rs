@@ -146,6 +146,9 @@ async fn run_traced(
         log.clone(),
         Arc::clone(&deck),
     );
+    // WASI's wall clock agrees with the context's `now-ms`, so that a replay
+    // (which keeps the recorded `now-ms`) reads the recorded time there too.
+    store.data_mut().start_clock_at(trace.now_ms);
     // The epoch callback stops guest code at the deadline; this timeout also
     // stops a call that is waiting in a host import.
     let ran = tokio::time::timeout(limits.deadline, async {

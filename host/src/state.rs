@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -47,6 +47,28 @@ pub(crate) struct State {
     /// Calls to `wasi:random` so far, counted only where the store's linker
     /// counts them (the snapshot run, see `preinit`).
     pub(crate) random_draws: u64,
+    /// Where WASI's wall clock starts, for an invocation (see
+    /// [`State::start_clock_at`]); the host's clock otherwise.
+    clock: Option<CallClock>,
+}
+
+/// A wall clock that reads `origin` when the call starts and runs on from
+/// there with the monotonic clock: the call's own `now-ms`, which a replay
+/// keeps from its record.
+#[derive(Clone, Copy)]
+struct CallClock {
+    origin: Duration,
+    started: Instant,
+}
+
+impl HostWallClock for CallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_nanos(1)
+    }
+
+    fn now(&self) -> Duration {
+        self.origin + self.started.elapsed()
+    }
 }
 
 impl State {
@@ -85,7 +107,19 @@ impl State {
             deadline,
             http,
             random_draws: 0,
+            clock: None,
         }
+    }
+
+    /// Has WASI's wall clock read `now_ms` (milliseconds since the Unix
+    /// epoch) now and run on from there. Before the guest's first WASI call:
+    /// the context is built then.
+    pub(crate) fn start_clock_at(&mut self, now_ms: i64) {
+        debug_assert!(self.wasi.is_none(), "set before WASI is built");
+        self.clock = Some(CallClock {
+            origin: Duration::from_millis(u64::try_from(now_ms).unwrap_or(0)),
+            started: Instant::now(),
+        });
     }
 }
 
@@ -94,8 +128,10 @@ impl WasiView for State {
         // Most calls never reach WASI (an action's own imports are not WASI), and
         // building the context (its random sources, clocks and stdio) is a visible
         // part of a call's cost, so it is built on first use.
-        let log = &self.log;
-        let ctx = self.wasi.get_or_insert_with(|| locked_down_wasi(log));
+        let (log, clock) = (&self.log, self.clock);
+        let ctx = self
+            .wasi
+            .get_or_insert_with(|| locked_down_wasi(log, clock));
         WasiCtxView {
             ctx,
             table: &mut self.table,
@@ -106,8 +142,10 @@ impl WasiView for State {
 impl State {
     /// `wasi:random` for this store, counting the calls in `random_draws`.
     pub(crate) fn counted_random(&mut self) -> CountedRandom<'_> {
-        let log = &self.log;
-        let wasi = self.wasi.get_or_insert_with(|| locked_down_wasi(log));
+        let (log, clock) = (&self.log, self.clock);
+        let wasi = self
+            .wasi
+            .get_or_insert_with(|| locked_down_wasi(log, clock));
         CountedRandom {
             random: wasi.random(),
             draws: &mut self.random_draws,
@@ -162,16 +200,21 @@ impl insecure_seed::Host for CountedRandom<'_> {
 }
 
 /// WASI locked down: no preopened directories, environment, arguments, network
-/// or name lookups; stdin is empty; stdout and stderr go to the invocation's log.
-fn locked_down_wasi(log: &LogSink) -> WasiCtx {
-    WasiCtxBuilder::new()
+/// or name lookups; stdin is empty; stdout and stderr go to the invocation's
+/// log; the wall clock is the call's when it has one.
+fn locked_down_wasi(log: &LogSink, clock: Option<CallClock>) -> WasiCtx {
+    let mut builder = WasiCtxBuilder::new();
+    builder
         .stdout(log.stream(Source::Stdout))
         .stderr(log.stream(Source::Stderr))
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
-        .max_random_size(MAX_RANDOM_BYTES)
-        .build()
+        .max_random_size(MAX_RANDOM_BYTES);
+    if let Some(clock) = clock {
+        builder.wall_clock(clock);
+    }
+    builder.build()
 }
 
 /// Refuses linear memory growth past the action's limit and remembers that it

@@ -759,6 +759,35 @@ async fn the_cli_replays_a_record_offline_and_exits_1_on_a_difference() {
     );
 }
 
+#[tokio::test]
+async fn wasi_wall_clock_reads_the_calls_now_ms_live_and_in_a_replay() {
+    let (dir, _mock, service) = recording_all().await;
+    let record = recorded_call(&service, json!({"behave": "wall-clock"})).await;
+    let now_ms = record["now_ms"].as_i64().unwrap();
+    let wall_ms = record["outcome"]["attributes"]["wall_ms"].as_i64().unwrap();
+    assert!((0..1000).contains(&(wall_ms - now_ms)), "{record}");
+
+    // Replayed as if recorded in 2020: the action reads 2020 from WASI too.
+    let mut old = record.clone();
+    let then = 1_577_836_800_000_i64;
+    old["now_ms"] = json!(then);
+    let file = dir.path().join("old.json");
+    std::fs::write(&file, old.to_string()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_action-host"))
+        .arg("replay")
+        .arg(&file)
+        .arg("--wasm")
+        .arg(common::plugin("fixture"))
+        .output()
+        .unwrap();
+    let replay: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let replayed = replay["replayed"]["outcome"]["attributes"]["wall_ms"]
+        .as_i64()
+        .unwrap();
+    assert!((0..1000).contains(&(replayed - then)), "{replay}");
+    assert_eq!(replay["replayed"]["now_ms"], then);
+}
+
 /// The queue is bounded in bytes as well as in records: large records are
 /// dropped long before a thousand of them could pin a gigabyte.
 #[tokio::test]
