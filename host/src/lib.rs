@@ -70,7 +70,8 @@
 //! # Records and replay
 //!
 //! [`Prepared::call`] runs a call as [`CallOptions`] say and also returns a
-//! [`CallTrace`]: the clock the action read, the memory peak, and, with
+//! [`CallTrace`]: the clock the action read (the context's `now-ms`, where
+//! WASI's wall clock starts too), the memory peak, and, with
 //! [`Tape::Record`], each outbound request with its answer ([`Exchange`],
 //! headers as the action wrote them, so a secret is still its placeholder).
 //! [`Tape::Replay`] with a record's exchanges and its clock reruns the call:
