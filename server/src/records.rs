@@ -604,14 +604,27 @@ async fn write(
     counts: Arc<RecordCounts>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
-    let mut pruned = std::collections::HashMap::<String, Instant>::new();
-    while waiting.recv_many(&mut batch, BATCH).await > 0 {
+    let mut pruning = Pruning::default();
+    loop {
+        // Idle for a while: bring the actions written since their last
+        // pruning within the bound, so that a burst does not stay over it.
+        let received =
+            match tokio::time::timeout(PRUNE_EVERY, waiting.recv_many(&mut batch, BATCH)).await {
+                Ok(received) => received,
+                Err(_idle) => {
+                    pruning.all(&*store, &retention).await;
+                    continue;
+                }
+            };
+        if received == 0 {
+            return;
+        }
         let n = batch.len() as u64;
         let bytes: u64 = batch.iter().map(InvocationRecord::weight).sum();
         counts.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-        let mut actions: Vec<String> = batch.iter().map(|r| r.action.clone()).collect();
-        actions.sort();
-        actions.dedup();
+        for record in &batch {
+            pruning.written(&record.action);
+        }
         match store.put_invocations(std::mem::take(&mut batch)).await {
             Ok(()) => counts.written.fetch_add(n, Ordering::Relaxed),
             Err(error) => {
@@ -619,23 +632,58 @@ async fn write(
                 counts.failed.fetch_add(n, Ordering::Relaxed)
             }
         };
-        // Pruning lists an action's records: at most once a second per
-        // action, not once per batch, so that under a steady stream of
-        // records the writer does not spend its time listing. The bound is
-        // therefore kept to within a second's records.
-        let now = crate::catalog::now_ms();
-        for action in actions {
-            let due = pruned
-                .get(&action)
-                .is_none_or(|at| at.elapsed() >= PRUNE_EVERY);
-            if !due {
-                continue;
-            }
-            if let Err(error) = store.prune_invocations(&action, &retention, now).await {
-                tracing::warn!(action = %action, "cannot remove old invocation records: {error}");
-            }
-            pruned.insert(action, Instant::now());
+        pruning.due(&*store, &retention).await;
+    }
+}
+
+/// Which actions to prune when. Pruning lists an action's records: at most
+/// once a second per action while records stream in, not once per batch, so
+/// that the writer does not spend its time listing; the bound is therefore
+/// kept to within a second's records, and met once the stream pauses.
+#[derive(Default)]
+struct Pruning {
+    /// Each action written since its last pruning, with when that was.
+    waiting: std::collections::HashMap<String, Option<Instant>>,
+    /// When each action was last pruned.
+    last: std::collections::HashMap<String, Instant>,
+}
+
+impl Pruning {
+    fn written(&mut self, action: &str) {
+        if !self.waiting.contains_key(action) {
+            let last = self.last.get(action).copied();
+            self.waiting.insert(action.to_owned(), last);
         }
+    }
+
+    /// Prunes the actions written since and not pruned for a second.
+    async fn due(&mut self, store: &dyn Store, retention: &Retention) {
+        let due: Vec<String> = self
+            .waiting
+            .iter()
+            .filter(|(_, last)| last.is_none_or(|at| at.elapsed() >= PRUNE_EVERY))
+            .map(|(action, _)| action.clone())
+            .collect();
+        for action in due {
+            self.prune(store, retention, action).await;
+        }
+    }
+
+    /// Prunes every action written since its last pruning.
+    async fn all(&mut self, store: &dyn Store, retention: &Retention) {
+        let waiting: Vec<String> = self.waiting.keys().cloned().collect();
+        for action in waiting {
+            self.prune(store, retention, action).await;
+        }
+    }
+
+    async fn prune(&mut self, store: &dyn Store, retention: &Retention, action: String) {
+        let now = crate::catalog::now_ms();
+        if let Err(error) = store.prune_invocations(&action, retention, now).await {
+            tracing::warn!(action = %action, "cannot remove old invocation records: {error}");
+        }
+        self.waiting.remove(&action);
+        self.last.insert(action, Instant::now());
     }
 }
 

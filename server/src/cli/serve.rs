@@ -2,6 +2,7 @@
 //! at once, the actions loading in the background.
 
 use action_host::HostConfig;
+use action_host_server::records::Retention;
 use action_host_server::{
     Auth, HostFile, OperatorKey, Progress, Role, ServeOptions, Service, Tokens,
 };
@@ -77,6 +78,13 @@ pub(crate) struct ServeArgs {
     /// How many uploaded versions of each action are kept for rollback.
     #[arg(long, value_name = "N", default_value_t = 20)]
     keep_versions: usize,
+    /// How many invocation records of each action are kept, the newest
+    /// (0 keeps none).
+    #[arg(long, value_name = "N", default_value_t = Retention::default().per_action)]
+    keep_records: usize,
+    /// How long invocation records are kept, in hours.
+    #[arg(long, value_name = "H", default_value_t = Retention::default().max_age.as_secs() / 3600)]
+    keep_records_hours: u64,
     /// How log lines are written: `text` for people, `json` (one object per
     /// line) for log collectors.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -180,6 +188,10 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<ExitCode> {
         header_timeout: Duration::from_millis(args.header_timeout_ms.max(1)),
         body_timeout: Duration::from_millis(args.body_timeout_ms.max(1)),
         keep_versions: args.keep_versions.max(1),
+        record_retention: Retention {
+            per_action: args.keep_records,
+            max_age: Duration::from_secs(args.keep_records_hours.saturating_mul(3600)),
+        },
         secret_key: secret_key(args.secret_key_file.as_deref())?,
         deploy,
         ..ServeOptions::default()
