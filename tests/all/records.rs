@@ -946,3 +946,36 @@ async fn serve_keeps_as_many_records_as_its_flag_says() {
         .count();
     assert_eq!(files, 2);
 }
+
+#[tokio::test]
+async fn a_webhook_call_is_recorded_with_its_platform_as_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = Mock::start().await;
+    let service = service(dir.path()).await;
+    fixture_with_grants(&service, &mock).await;
+    let body = json!({"input_data": {"attributes": {"behave": "reject"}}});
+    let (status, answer) = send(
+        &service,
+        Method::POST,
+        "/webhooks/opendialog/fixture",
+        INVOKE,
+        body,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(answer["successful"], false, "{answer}");
+    let listed = listed(&service, "?result=invalid-input", 1).await;
+    let summary = &listed["invocations"][0];
+    assert_eq!(summary["source"], "opendialog", "{summary}");
+    let (_, record) = call(
+        &service,
+        Method::GET,
+        &format!("/v1/invocations/{}", summary["id"].as_str().unwrap()),
+        DESIGNER,
+        Body::empty(),
+    )
+    .await;
+    // The input as the adapter decoded it from the platform's request.
+    assert_eq!(record["input"], json!({"behave": "reject"}), "{record}");
+    assert_eq!(record["error"]["message"], "label must not be empty");
+}

@@ -78,6 +78,15 @@ impl DataDir {
                 .with_context(|| format!("cannot make {} private", dir.display()))?;
             remove_temporary_files(&dir)?;
         }
+        // Records are written in a folder per action.
+        for entry in fs::read_dir(root.join("invocations"))
+            .with_context(|| format!("cannot read {}", root.join("invocations").display()))?
+        {
+            let path = entry?.path();
+            if path.is_dir() {
+                remove_temporary_files(&path)?;
+            }
+        }
         remove_temporary_files(&root)?;
         // Sealed by a key of its own before artifacts were sealed by one
         // derived from the operator key: no longer read.
@@ -684,9 +693,12 @@ mod tests {
         assert_eq!(names("versions"), ["abc.wasm"]);
         // What a crash leaves is removed when the directory is opened again.
         fs::write(tmp.path().join("actions/.greeting.json.1.0.tmp"), b"{").unwrap();
+        fs::create_dir(tmp.path().join("invocations/greeting")).unwrap();
+        fs::write(tmp.path().join("invocations/greeting/.0f3a.tmp"), b"{").unwrap();
         drop(data);
         DataDir::open(tmp.path(), &test_key()).unwrap();
         assert!(names("actions").is_empty());
+        assert!(names("invocations/greeting").is_empty());
     }
 
     #[test]
