@@ -13,7 +13,7 @@ use crate::redact::{redacted, redactions};
 use crate::resolve::{GuardedResolver, Refused, Resolver};
 use crate::settings::{HttpLimits, Secret};
 use crate::ssrf;
-use crate::tape::{Deck, Exchange, RecordedBody};
+use crate::tape::{Deck, Exchange, RecordedBody, Replayed};
 
 /// Why a request got no response; mapped onto `http-error` and wasi:http's
 /// `error-code`. Never carries a secret's value.
@@ -313,6 +313,8 @@ pub(crate) struct Seen {
     headers: Vec<(String, String)>,
     pub(crate) body: RecordedBody,
     started: Instant,
+    /// Its place on the tape, kept unfinished until its end is known.
+    place: usize,
 }
 
 impl Gate {
@@ -335,15 +337,30 @@ impl Gate {
 
     /// What the tape keeps of `request`, when the call keeps or replays one.
     pub(crate) fn seen(&self, request: &Request) -> Option<Seen> {
-        self.deck.recording().then(|| Seen {
-            method: request.method.trim().to_ascii_uppercase(),
-            // The gate's reading of the URL, so that a replay matches the
-            // request however the action spelled it.
-            url: Destination::parse(&request.method, &request.url)
-                .map_or_else(|_| request.url.clone(), |d| d.url.to_string()),
+        if !self.deck.recording() {
+            return None;
+        }
+        let method = request.method.trim().to_ascii_uppercase();
+        // The gate's reading of the URL, so that a replay matches the
+        // request however the action spelled it.
+        let url = Destination::parse(&request.method, &request.url)
+            .map_or_else(|_| request.url.clone(), |d| d.url.to_string());
+        let body = RecordedBody::of(&request.body);
+        let place = self.deck.open(|| Exchange {
+            method: method.clone(),
+            url: url.clone(),
+            request_headers: request.headers.clone(),
+            request_body: body.clone(),
+            outcome: crate::tape::unfinished(),
+            duration_ms: 0.0,
+        })?;
+        Some(Seen {
+            method,
+            url,
             headers: request.headers.clone(),
-            body: RecordedBody::of(&request.body),
+            body,
             started: Instant::now(),
+            place,
         })
     }
 }
@@ -357,9 +374,14 @@ impl Deck {
         admitted: Admitted,
     ) -> Result<Response, OutboundError> {
         if let Some(seen) = seen
-            && let Some(answer) = self.replayed(&seen.method, &seen.url)
+            && let Some(replayed) = self.replayed(&seen.method, &seen.url)
         {
-            return answer;
+            return match replayed {
+                Replayed::Answer(answer) => answer,
+                // The record's answer never came: neither does this one
+                // (the call's deadline ends the wait, as it did then).
+                Replayed::Unanswered => std::future::pending().await,
+            };
         }
         outbound.send(admitted).await
     }
@@ -367,14 +389,17 @@ impl Deck {
     /// Keeps what came of a request the tape saw.
     pub(crate) fn kept(&self, seen: Option<Seen>, result: &Result<Response, OutboundError>) {
         let Some(seen) = seen else { return };
-        self.keep(|| Exchange {
-            duration_ms: crate::tape::millis(seen.started.elapsed()),
-            method: seen.method,
-            url: seen.url,
-            request_headers: seen.headers,
-            request_body: seen.body,
-            outcome: crate::tape::outcome_of(result),
-        });
+        self.close(
+            seen.place,
+            Exchange {
+                duration_ms: crate::tape::millis(seen.started.elapsed()),
+                method: seen.method,
+                url: seen.url,
+                request_headers: seen.headers,
+                request_body: seen.body,
+                outcome: crate::tape::outcome_of(result),
+            },
+        );
     }
 }
 

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::outbound::{OutboundError, Response};
 
@@ -126,12 +126,34 @@ pub enum Tape {
     Replay(Vec<Exchange>),
 }
 
+/// The error kind of an exchange whose answer never came: the call ended
+/// (at its deadline, say) or the action stopped waiting while the request
+/// was on its way. A replay leaves that request unanswered too.
+pub(crate) const UNFINISHED: &str = "unfinished";
+
 /// One call's tape, as the gate uses it.
 #[derive(Default)]
 pub(crate) struct Deck {
     recording: bool,
-    kept: Mutex<Vec<Exchange>>,
+    /// Each request in the order the action made it, its answer filled in
+    /// when it comes.
+    kept: Mutex<Vec<Slot>>,
     script: Option<Mutex<VecDeque<Exchange>>>,
+}
+
+/// A kept exchange, and since when it has waited for its answer if it has
+/// not come yet.
+struct Slot {
+    exchange: Exchange,
+    waiting_since: Option<Instant>,
+}
+
+/// What a replay does with a request.
+pub(crate) enum Replayed {
+    /// Answers it, as the record says.
+    Answer(Result<Response, OutboundError>),
+    /// Leaves it unanswered: the record's answer never came either.
+    Unanswered,
 }
 
 impl Deck {
@@ -153,39 +175,53 @@ impl Deck {
         self.recording
     }
 
-    /// Keeps an exchange, when recording.
-    pub(crate) fn keep(&self, exchange: impl FnOnce() -> Exchange) {
-        if self.recording {
-            self.kept
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(exchange());
+    /// Keeps a request the action has just made, with the outcome
+    /// [`unfinished`] until [`Deck::close`] gives its end: a call cut off at its deadline still
+    /// shows what it was waiting for. Returns its place; `None` when the
+    /// tape keeps nothing.
+    pub(crate) fn open(&self, request: impl FnOnce() -> Exchange) -> Option<usize> {
+        if !self.recording {
+            return None;
+        }
+        let exchange = request();
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        kept.push(Slot {
+            exchange,
+            waiting_since: Some(Instant::now()),
+        });
+        Some(kept.len() - 1)
+    }
+
+    /// Gives the request kept at `place` its end.
+    pub(crate) fn close(&self, place: usize, exchange: Exchange) {
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = kept.get_mut(place) {
+            *slot = Slot {
+                exchange,
+                waiting_since: None,
+            };
         }
     }
 
     /// When replaying, the recorded answer to `method url`: the record's next
     /// exchange if it is that request, else a denial that says what the
     /// record has instead.
-    pub(crate) fn replayed(
-        &self,
-        method: &str,
-        url: &str,
-    ) -> Option<Result<Response, OutboundError>> {
+    pub(crate) fn replayed(&self, method: &str, url: &str) -> Option<Replayed> {
         let script = self.script.as_ref()?;
         let mut script = script.lock().unwrap_or_else(|p| p.into_inner());
         let Some(next) = script.front() else {
-            return Some(Err(OutboundError::Denied(format!(
+            return Some(Replayed::Answer(Err(OutboundError::Denied(format!(
                 "replay: the record has no request {method} {} (it made no more requests)",
                 crate::log::clip(url)
-            ))));
+            )))));
         };
         if !next.method.eq_ignore_ascii_case(method) || next.url != url {
-            return Some(Err(OutboundError::Denied(format!(
+            return Some(Replayed::Answer(Err(OutboundError::Denied(format!(
                 "replay: the record has no request {method} {} here (its next was {} {})",
                 crate::log::clip(url),
                 next.method,
                 crate::log::clip(&next.url)
-            ))));
+            )))));
         }
         let next = script.pop_front()?;
         Some(match next.outcome {
@@ -193,18 +229,39 @@ impl Deck {
                 status,
                 headers,
                 body,
-            } => Ok(Response {
+            } => Replayed::Answer(Ok(Response {
                 status,
                 headers,
                 body: body.kept().into(),
-            }),
-            ExchangeOutcome::Error { kind, message } => Err(error_of(&kind, message)),
+            })),
+            ExchangeOutcome::Error { kind, .. } if kind == UNFINISHED => Replayed::Unanswered,
+            ExchangeOutcome::Error { kind, message } => {
+                Replayed::Answer(Err(error_of(&kind, message)))
+            }
         })
     }
 
-    /// The exchanges kept.
+    /// The exchanges kept, in the order the action made the requests; one
+    /// still waiting is [`UNFINISHED`], with how long it waited.
     pub(crate) fn take(&self) -> Vec<Exchange> {
-        std::mem::take(&mut *self.kept.lock().unwrap_or_else(|p| p.into_inner()))
+        let kept = std::mem::take(&mut *self.kept.lock().unwrap_or_else(|p| p.into_inner()));
+        kept.into_iter()
+            .map(|slot| {
+                let mut exchange = slot.exchange;
+                if let Some(since) = slot.waiting_since {
+                    exchange.duration_ms = millis(since.elapsed());
+                }
+                exchange
+            })
+            .collect()
+    }
+}
+
+/// The outcome of a request whose answer has not come.
+pub(crate) fn unfinished() -> ExchangeOutcome {
+    ExchangeOutcome::Error {
+        kind: UNFINISHED.into(),
+        message: Some("the call ended before the answer came".into()),
     }
 }
 
@@ -296,10 +353,9 @@ mod tests {
             exchange("GET", "https://api.example.com/a", 200),
             exchange("POST", "https://api.example.com/b", 201),
         ]));
-        let first = deck.replayed("GET", "https://api.example.com/a").unwrap();
+        let first = answer(&deck, "GET", "https://api.example.com/a");
         assert_eq!(first.unwrap().status, 200);
-        let Err(OutboundError::Denied(why)) =
-            deck.replayed("GET", "https://api.example.com/c").unwrap()
+        let Err(OutboundError::Denied(why)) = answer(&deck, "GET", "https://api.example.com/c")
         else {
             panic!("a request not in the record was answered");
         };
@@ -308,25 +364,71 @@ mod tests {
             "{why}"
         );
         assert_eq!(
-            deck.replayed("post", "https://api.example.com/b")
-                .unwrap()
+            answer(&deck, "post", "https://api.example.com/b")
                 .unwrap()
                 .status,
             201
         );
-        let Err(OutboundError::Denied(why)) =
-            deck.replayed("GET", "https://api.example.com/a").unwrap()
+        let Err(OutboundError::Denied(why)) = answer(&deck, "GET", "https://api.example.com/a")
         else {
             panic!("a request past the record's end was answered");
         };
         assert!(why.contains("made no more requests"), "{why}");
     }
 
+    fn answer(deck: &Deck, method: &str, url: &str) -> Result<Response, OutboundError> {
+        match deck.replayed(method, url) {
+            Some(Replayed::Answer(answer)) => answer,
+            Some(Replayed::Unanswered) => panic!("{method} {url} was left unanswered"),
+            None => panic!("not a replay"),
+        }
+    }
+
     #[test]
     fn an_unrecorded_call_keeps_nothing() {
         let deck = Deck::new(Tape::Off);
         assert!(deck.replayed("GET", "https://api.example.com/a").is_none());
-        deck.keep(|| exchange("GET", "https://api.example.com/a", 200));
+        assert_eq!(
+            deck.open(|| exchange("GET", "https://api.example.com/a", 200)),
+            None
+        );
         assert!(deck.take().is_empty());
+    }
+
+    #[test]
+    fn a_request_without_an_answer_is_kept_unfinished_and_replayed_unanswered() {
+        let deck = Deck::new(Tape::Record);
+        let waiting = |url: &str| Exchange {
+            outcome: unfinished(),
+            ..exchange("GET", url, 0)
+        };
+        let first = deck.open(|| waiting("https://api.example.com/slow"));
+        let second = deck.open(|| waiting("https://api.example.com/fast"));
+        deck.close(
+            second.unwrap(),
+            exchange("GET", "https://api.example.com/fast", 200),
+        );
+        let kept = deck.take();
+        // In the order made, not the order answered.
+        assert_eq!(kept[0].url, "https://api.example.com/slow");
+        assert!(
+            matches!(&kept[0].outcome, ExchangeOutcome::Error { kind, .. } if kind == UNFINISHED)
+        );
+        assert!(matches!(
+            kept[1].outcome,
+            ExchangeOutcome::Response { status: 200, .. }
+        ));
+        assert!(first.is_some());
+        let replay = Deck::new(Tape::Replay(kept));
+        assert!(matches!(
+            replay.replayed("GET", "https://api.example.com/slow"),
+            Some(Replayed::Unanswered)
+        ));
+        assert_eq!(
+            answer(&replay, "GET", "https://api.example.com/fast")
+                .unwrap()
+                .status,
+            200
+        );
     }
 }

@@ -979,3 +979,67 @@ async fn a_webhook_call_is_recorded_with_its_platform_as_source() {
     assert_eq!(record["input"], json!({"behave": "reject"}), "{record}");
     assert_eq!(record["error"]["message"], "label must not be empty");
 }
+
+#[tokio::test]
+async fn a_request_left_without_its_answer_is_kept_unfinished_and_replayed_unanswered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = Mock::start().await;
+    let service = service(dir.path()).await;
+    let bytes = common::plugin_bytes("wasi_http_probe");
+    let path = "/v1/actions/probe";
+    let (status, body) = call(&service, Method::PUT, path, DESIGNER, Body::from(bytes)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let settings = json!({
+        "grants": [format!("GET http://127.0.0.1:{}", mock.port)],
+        "recording": {"mode": "all"},
+    });
+    let (status, body) = send(
+        &service,
+        Method::PUT,
+        &format!("{path}/grants"),
+        OPERATOR,
+        settings,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Sent, and the action returns without waiting for the answer (the mock
+    // gives /slow after 3 s): the record shows the request it left behind.
+    let input = json!({"input": {"url": mock.url("/slow"), "wait": "no"}});
+    let (status, done) = send(
+        &service,
+        Method::POST,
+        &format!("{path}/invoke"),
+        INVOKE,
+        input,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    let id = done["invocation_id"].clone();
+    let record = loop {
+        let (status, record) = call(
+            &service,
+            Method::GET,
+            &format!("/v1/invocations/{}", id.as_str().unwrap()),
+            DESIGNER,
+            Body::empty(),
+        )
+        .await;
+        if status == StatusCode::OK {
+            break record;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let exchange = &record["exchanges"][0];
+    assert_eq!(exchange["url"], mock.url("/slow"), "{record}");
+    assert_eq!(exchange["outcome"]["type"], "error", "{exchange}");
+    assert_eq!(exchange["outcome"]["kind"], "unfinished", "{exchange}");
+
+    // The replay leaves it unanswered too, and does what the call did.
+    let (status, replay) = replay(&service, &id, Body::empty()).await;
+    assert_eq!(status, StatusCode::OK, "{replay}");
+    assert_eq!(replay["differences"], json!([]), "{replay}");
+    assert_eq!(
+        replay["replayed"]["exchanges"][0]["outcome"]["kind"],
+        "unfinished"
+    );
+}

@@ -4,8 +4,10 @@
 //! secrets and limits to it.
 //!
 //! Inputs: `url` (http://host[:port]/path), `method` (GET), `authorization`
-//! (a header value, may hold `{{secret:NAME}}`), `body`. Outputs: `status` and
-//! `body`, or `error` with wasi:http's error code.
+//! (a header value, may hold `{{secret:NAME}}`), `body`, `wait` (`no` sends the
+//! request and returns without waiting for the answer, as a fire-and-forget
+//! `fetch()` does). Outputs: `status` and `body`, or `error` with wasi:http's
+//! error code.
 
 wit_bindgen::generate!({ path: "../../wit", world: "plugin" });
 
@@ -35,6 +37,7 @@ impl Guest for Probe {
                 spec("method"),
                 spec("authorization"),
                 spec("body"),
+                spec("wait"),
             ],
             outputs: Vec::new(),
             hosts: Vec::new(),
@@ -54,7 +57,8 @@ impl Guest for Probe {
         };
         let url = text("url").unwrap_or_default();
         let method = text("method").unwrap_or_else(|| "GET".into());
-        let attributes = match send(&url, &method, text("authorization"), text("body")) {
+        let wait = text("wait").is_none_or(|w| w != "no");
+        let attributes = match send(&url, &method, text("authorization"), text("body"), wait) {
             Ok((status, body)) => vec![
                 attr("status", Value::Integer(status.into())),
                 attr("body", Value::Text(body)),
@@ -74,6 +78,7 @@ fn send(
     method: &str,
     authorization: Option<String>,
     body: Option<String>,
+    wait: bool,
 ) -> Result<(u16, String), String> {
     let (scheme, rest) = if let Some(rest) = url.strip_prefix("https://") {
         (Scheme::Https, rest)
@@ -119,6 +124,9 @@ fn send(
     }
     OutgoingBody::finish(outgoing, None).map_err(code)?;
     let future = outgoing_handler::handle(request, None).map_err(code)?;
+    if !wait {
+        return Ok((0, String::new()));
+    }
     future.subscribe().block();
     let response = future
         .get()
