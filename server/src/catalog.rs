@@ -263,7 +263,10 @@ impl Catalog {
         let took = started.elapsed();
         self.metrics.invocation(name, label, took);
         span.in_scope(|| tracing::debug!(result = label, took_us = took.as_micros() as u64));
-        let Some(context) = kept_context else {
+        let offer = may_record && recording.keeps(&result);
+        // Built only when kept or shown: with the default (failures only),
+        // a successful call costs no record.
+        let Some(context) = kept_context.filter(|_| offer || keep == Keep::Always) else {
             return Ok((result, None, false));
         };
         let record = InvocationRecord::of_call(
@@ -280,7 +283,6 @@ impl Catalog {
             &result,
             trace,
         );
-        let offer = may_record && recording.keeps(&result);
         let returned = match keep {
             Keep::Always => {
                 if offer {

@@ -280,6 +280,32 @@ async fn a_call_logs_in_its_request_span_with_the_action_and_the_invocation() {
     .await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(lines, Vec::<Value>::new());
+
+    // A server error is logged, in the request's span.
+    assert_eq!(
+        put(&service, "fixture", "fixture").await.status,
+        StatusCode::CREATED
+    );
+    let panicking = json!({"input": {"behave": "panic"}});
+    let (answer, lines) = log_of(
+        "info",
+        post(&service, "/v1/actions/fixture/invoke", INVOKE, panicking),
+    )
+    .await;
+    assert!(answer.status.is_server_error(), "{}", answer.body);
+    let failed = lines
+        .iter()
+        .find(|line| line["fields"]["message"] == "response failed")
+        .unwrap_or_else(|| panic!("no line for the server error: {lines:?}"));
+    assert_eq!(failed["level"], "ERROR");
+    let status = answer.status.as_u16().to_string();
+    assert!(
+        failed["fields"]["classification"]
+            .as_str()
+            .is_some_and(|c| c.contains(&status)),
+        "{failed}"
+    );
+    assert_eq!(failed["spans"][0]["action"], "fixture", "{failed}");
 }
 
 #[tokio::test]
