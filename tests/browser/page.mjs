@@ -160,7 +160,14 @@ try {
   await run("a second version, then roll back to the first", async () => {
     await page.getByRole("link", { name: "Actions", exact: true }).first().click();
     await page.getByLabel("Action name").fill("greeting");
-    await page.getByLabel("Component").setInputFiles(env("GREETING_V2"));
+    // Dropped on the page this time, as from a file manager.
+    const dropped = await page.evaluateHandle(({ bytes, name }) => {
+      const transfer = new DataTransfer();
+      transfer.items.add(new File([new Uint8Array(bytes)], name, { type: "application/wasm" }));
+      return transfer;
+    }, { bytes: [...readFileSync(env("GREETING_V2"))], name: "greeting-v2.wasm" });
+    await page.dispatchEvent("#drop", "drop", { dataTransfer: dropped });
+    await page.getByText("Chosen: greeting-v2.wasm").waitFor();
     await page.getByRole("button", { name: "Upload" }).click();
     await page.getByText(/^Version 2 ·/).waitFor();
     await page.getByRole("button", { name: "Roll back to version 1" }).click();
@@ -220,6 +227,46 @@ try {
     const granted = page.getByRole("row").filter({ hasText: "https://api.example.com" });
     assert.equal(await granted.getByText("not granted").count(), 0);
     assert.equal(await granted.locator("td").nth(1).innerText(), "https://api.example.com");
+  });
+
+  await run("try it has a field for each kind, and config is edited in place", async () => {
+    const tryIt = page.locator("#try-it");
+    const field = (name) => tryIt.getByLabel(new RegExp(`^${name}\\b`));
+    const kinds = {};
+    for (const name of ["count", "ratio", "flag", "when", "data"]) {
+      kinds[name] = await field(name).evaluate((el) => `${el.tagName.toLowerCase()}:${el.type}:${el.step || ""}`);
+    }
+    assert.deepEqual(kinds, {
+      count: "input:number:1",
+      ratio: "input:number:any",
+      flag: "input:checkbox:",
+      when: "input:datetime-local:1",
+      data: "textarea:textarea:",
+    });
+    await field("behave").fill("echo");
+    await field("data").fill("{not json");
+    await tryIt.getByRole("button", { name: "Run" }).click();
+    await tryIt.getByRole("alert").getByText("data is not valid JSON").waitFor();
+    await field("count").fill("3");
+    await field("ratio").fill("0.5");
+    await field("flag").check();
+    await field("when").fill("2026-12-03T10:00:00");
+    await field("data").fill('{"a": [1, 2]}');
+    await tryIt.getByRole("button", { name: "Run" }).click();
+    const result = page.locator("#try-result");
+    await result.getByText("success", { exact: true }).waitFor();
+    const value = async (name) => result.getByRole("row").filter({ hasText: name }).locator("td").nth(1).innerText();
+    assert.equal(await value("count"), "3");
+    assert.equal(await value("ratio"), "0.5");
+    assert.equal(await value("flag"), "true");
+    assert.match(await value("when"), /^"2026-12-03T10:00:00/);
+    assert.match(await value("data"), /"a"/);
+
+    await page.getByLabel("greeting_prefix").fill("Hi");
+    await page.getByRole("button", { name: "Save config" }).click();
+    await page.getByText("Saved.", { exact: true }).waitFor();
+    await page.reload();
+    assert.equal(await page.getByLabel("greeting_prefix").inputValue(), "Hi");
   });
 
   assert.deepEqual(problems, [], "the page reported errors");
