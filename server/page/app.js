@@ -34,9 +34,10 @@ class Refused extends Error {
   }
 }
 
-/// Calls the API with the signed-in token. `body` is JSON unless it is a
-/// file; `ifMatch` makes a change only if no other came first.
-async function api(method, path, body, ifMatch) {
+/// Sends a request with the signed-in token and gives back the response as
+/// it came. `body` is JSON unless it is a file; `ifMatch` makes a change only
+/// if no other came first.
+async function send(method, path, body, ifMatch) {
   const headers = { Authorization: `Bearer ${sessionStorage.getItem(TOKEN) || ""}` };
   let payload;
   if (body instanceof Blob) {
@@ -47,12 +48,17 @@ async function api(method, path, body, ifMatch) {
     payload = JSON.stringify(body);
   }
   if (ifMatch !== undefined) headers["If-Match"] = `"${ifMatch}"`;
-  let response;
   try {
-    response = await fetch(path, { method, headers, body: payload, cache: "no-store" });
+    return await fetch(path, { method, headers, body: payload, cache: "no-store" });
   } catch (e) {
     throw new Refused(0, "unreachable", `the service cannot be reached: ${e.message}`);
   }
+}
+
+/// Calls the API: its JSON answer, or a [`Refused`] with the service's
+/// message. A token the service does not know signs the page out.
+async function api(method, path, body, ifMatch) {
+  const response = await send(method, path, body, ifMatch);
   const text = await response.text();
   let data = null;
   try {
@@ -528,12 +534,9 @@ function platformPanel(action) {
     }
     button.disabled = true;
     try {
-      const response = await fetch(platforms[platform.value].path, {
-        method: "POST",
-        headers: { Authorization: `Bearer ${sessionStorage.getItem(TOKEN) || ""}`, "Content-Type": "application/json" },
-        body: JSON.stringify(body),
-        cache: "no-store",
-      });
+      // The platform's answer is shown whatever its status: it is what the
+      // platform would receive.
+      const response = await send("POST", platforms[platform.value].path, body);
       const text = await response.text();
       let shown = text;
       try {
@@ -547,7 +550,7 @@ function platformPanel(action) {
         h("h3", {}, `What ${platform.value} would receive: ${response.status} ${response.statusText}`),
         h("pre", {}, shown));
     } catch (e) {
-      tell(status, false, `the service cannot be reached: ${e.message}`);
+      tell(status, false, e.message);
     } finally {
       button.disabled = false;
     }

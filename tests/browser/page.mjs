@@ -138,6 +138,18 @@ try {
     await tryIt.screenshot({ path: env("SCREENSHOT") });
   });
 
+  await run("what an action or a caller wrote is shown as text, never run", async () => {
+    const tryIt = page.locator("#try-it");
+    const markup = '<img src="/x" onerror="window.pwned = 1">Eve';
+    await tryIt.getByLabel("first_name").fill(markup);
+    await tryIt.getByLabel("is_member").uncheck();
+    await tryIt.getByRole("button", { name: "Run" }).click();
+    const said = page.locator("#try-result ul.messages li").first();
+    await said.filter({ hasText: "<img" }).waitFor();
+    assert.equal(await page.locator("#try-result img").count(), 0);
+    assert.equal(await page.evaluate(() => window.pwned), undefined);
+  });
+
   await run("a designer sees the grants but cannot change them", async () => {
     await page.getByText("Only the operator can grant a destination.").waitFor();
     assert.equal(await page.locator("#grants").count(), 0);
