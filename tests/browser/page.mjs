@@ -281,6 +281,36 @@ try {
     assert.equal(await page.getByLabel("greeting_prefix").inputValue(), "Hi");
   });
 
+  await run("record every call, then replay one against a version that differs", async () => {
+    await page.getByLabel("Record", { exact: true }).selectOption("all");
+    await page.getByRole("button", { name: "Save recording" }).click();
+    await page.getByText("Saved.", { exact: true }).waitFor();
+    const tryIt = page.locator("#try-it");
+    await tryIt.getByLabel(/^behave\b/).fill("echo");
+    await tryIt.getByLabel(/^label\b/).fill("from the page");
+    await tryIt.getByRole("button", { name: "Run" }).click();
+    await page.getByRole("link", { name: "Open this call's record" }).click();
+    await page.getByRole("heading", { name: "Recorded call" }).waitFor();
+    // The greeting as version 2 of this action: the same call now fails.
+    await page.evaluate(async (bytes) => {
+      const response = await fetch(`/v1/actions/fixture`, {
+        method: "PUT",
+        headers: { Authorization: `Bearer ${sessionStorage.getItem("action-host-token")}` },
+        body: new Uint8Array(bytes),
+      });
+      if (!response.ok) throw new Error(await response.text());
+    }, [...readFileSync(env("GREETING"))]);
+    await page.reload();
+    await page.getByLabel("Against").selectOption("");
+    await page.getByRole("button", { name: "Replay" }).click();
+    const result = page.locator("#replay-result");
+    await result.getByText(/difference\(s\) from the record/).waitFor();
+    const differs = result.locator("tr.differs");
+    assert.ok(await differs.count() > 0, "the differences are marked");
+    await differs.filter({ hasText: "result" }).first().waitFor();
+    await result.getByRole("heading", { name: "Replayed on version 2" }).waitFor();
+  });
+
   assert.deepEqual(problems, [], "the page reported errors");
   assert.deepEqual([...requested], [new URL(base).origin], "the page loaded only from the service");
   console.log("every step passed");

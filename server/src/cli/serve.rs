@@ -208,6 +208,9 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let address = listener.local_addr()?;
     let service = Service::start(config, options).await?;
     tracing::info!("listening on http://{address}");
+    tracing::info!(
+        "the designer's page: http://{address}/ (sign in with the designer or operator token)"
+    );
     if !service.host().resets_by_page_scan() {
         tracing::warn!(
             "instances are reset without the kernel's page scan (swap is on, or Linux is older \
