@@ -117,6 +117,16 @@ async fn fixture_with_grants(service: &Service, mock: &Mock) {
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
+/// A service on a new data directory with the fixture granted the mock,
+/// recording as actions do by default.
+async fn fixture_service() -> (tempfile::TempDir, Mock, Arc<Service>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = Mock::start().await;
+    let service = service(dir.path()).await;
+    fixture_with_grants(&service, &mock).await;
+    (dir, mock, service)
+}
+
 /// The list of the fixture's records once it holds `n` (records are written
 /// off the call's path, so they arrive a moment later).
 async fn listed(service: &Service, query: &str, n: usize) -> Value {
@@ -134,10 +144,7 @@ async fn listed(service: &Service, query: &str, n: usize) -> Value {
 
 #[tokio::test]
 async fn failures_are_recorded_by_default_with_their_context_input_and_log() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = Mock::start().await;
-    let service = service(dir.path()).await;
-    fixture_with_grants(&service, &mock).await;
+    let (_dir, _mock, service) = fixture_service().await;
 
     let (status, ok) = invoke(&service, json!({"behave": "echo", "n": 1})).await;
     assert_eq!(status, StatusCode::OK, "{ok}");
@@ -187,10 +194,7 @@ async fn failures_are_recorded_by_default_with_their_context_input_and_log() {
 
 #[tokio::test]
 async fn recording_all_keeps_each_exchange_with_secrets_redacted_and_pages() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = Mock::start().await;
-    let service = service(dir.path()).await;
-    fixture_with_grants(&service, &mock).await;
+    let (_dir, mock, service) = fixture_service().await;
     let (status, body) = send(
         &service,
         Method::PUT,
@@ -263,10 +267,7 @@ async fn recording_all_keeps_each_exchange_with_secrets_redacted_and_pages() {
 
 #[tokio::test]
 async fn recording_settings_and_reads_are_checked() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = Mock::start().await;
-    let service = service(dir.path()).await;
-    fixture_with_grants(&service, &mock).await;
+    let (_dir, _mock, service) = fixture_service().await;
     let path = "/v1/actions/fixture/recording";
     let (status, body) = send(
         &service,
@@ -525,10 +526,7 @@ async fn a_full_queue_drops_and_counts_records() {
 
 /// A service with the fixture granted the mock, recording every call.
 async fn recording_all() -> (tempfile::TempDir, Mock, Arc<Service>) {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = Mock::start().await;
-    let service = service(dir.path()).await;
-    fixture_with_grants(&service, &mock).await;
+    let (dir, mock, service) = fixture_service().await;
     let path = "/v1/actions/fixture/recording";
     let (status, body) = send(
         &service,
@@ -567,10 +565,7 @@ async fn replay(service: &Service, id: &Value, body: Body) -> (StatusCode, Value
 
 #[tokio::test]
 async fn a_replay_reruns_with_the_recorded_context_clock_and_answers_without_the_network() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = Mock::start().await;
-    let service = service(dir.path()).await;
-    fixture_with_grants(&service, &mock).await;
+    let (_dir, mock, service) = fixture_service().await;
     let all = json!({"mode": "all"});
     send(
         &service,
@@ -827,10 +822,7 @@ async fn the_queue_holds_at_most_its_byte_bound() {
 
 #[tokio::test]
 async fn try_it_answers_with_the_whole_record_and_keeps_it_as_the_settings_say() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = Mock::start().await;
-    let service = service(dir.path()).await;
-    fixture_with_grants(&service, &mock).await;
+    let (_dir, mock, service) = fixture_service().await;
     let body = json!({
         "input": {
             "behave": "http",
@@ -949,10 +941,7 @@ async fn serve_keeps_as_many_records_as_its_flag_says() {
 
 #[tokio::test]
 async fn a_webhook_call_is_recorded_with_its_platform_as_source() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = Mock::start().await;
-    let service = service(dir.path()).await;
-    fixture_with_grants(&service, &mock).await;
+    let (_dir, _mock, service) = fixture_service().await;
     let body = json!({"input_data": {"attributes": {"behave": "reject"}}});
     let (status, answer) = send(
         &service,
