@@ -189,7 +189,7 @@ impl Catalog {
     /// Runs `name` once for a designer trying it: the whole record comes
     /// back (outcome or error, logs, every outbound exchange, memory peak),
     /// whatever the recording settings; the store keeps it as they say,
-    /// with the source `try-it`.
+    /// with the source `try-it`, written before this returns.
     pub async fn try_call(
         &self,
         name: &str,
@@ -283,21 +283,19 @@ impl Catalog {
             &result,
             trace,
         );
-        let returned = match keep {
+        let (returned, recorded) = match keep {
             Keep::Always => {
-                if offer {
-                    self.recorder.offer(record.clone());
-                }
-                Some(record)
+                let recorded = offer && self.recorder.keep_now(record.clone()).await;
+                (Some(record), recorded)
             }
             Keep::AsSettings => {
                 if offer {
                     self.recorder.offer(record);
                 }
-                None
+                (None, offer)
             }
         };
-        Ok((result, returned, offer))
+        Ok((result, returned, recorded))
     }
 
     /// Reruns the recorded call `id` with the same context, input and clock,

@@ -6,7 +6,9 @@
 //! A record never holds up its call: the catalog hands it to a bounded queue
 //! ([`Recorder::offer`]) that one task drains into the store, and when the
 //! queue is full the record is dropped and counted, not waited for. The same
-//! task enforces the retention bound (a count per action and an age).
+//! task enforces the retention bound (a count per action and an age). A
+//! designer's try is the exception: its record is written before the answer
+//! ([`Recorder::keep_now`]), since the answer links to it.
 
 use action_host::{
     CallContext, CallOptions, CallTrace, ErrorKind, Exchange, Invocation, InvokeError, LogLine,
@@ -533,6 +535,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(1);
 pub struct Recorder {
     queue: mpsc::Sender<InvocationRecord>,
     counts: Arc<RecordCounts>,
+    store: Arc<dyn Store>,
+    retention: Retention,
 }
 
 /// What became of the records offered.
@@ -555,6 +559,7 @@ impl Recorder {
         let (queue, waiting) = mpsc::channel::<InvocationRecord>(QUEUE);
         let counts = Arc::new(RecordCounts::default());
         let written = Arc::clone(&counts);
+        let (writer_store, writer_retention) = (Arc::clone(&store), retention);
         let writer = std::thread::Builder::new()
             .name("action-host-records".into())
             .spawn(move || {
@@ -568,14 +573,21 @@ impl Recorder {
                     .enable_all()
                     .build();
                 match runtime {
-                    Ok(runtime) => runtime.block_on(write(store, retention, waiting, written)),
+                    Ok(runtime) => {
+                        runtime.block_on(write(writer_store, writer_retention, waiting, written))
+                    }
                     Err(error) => tracing::warn!("cannot start the record writer: {error}"),
                 }
             });
         if let Err(error) = writer {
             tracing::warn!("cannot start the record writer: {error}");
         }
-        Recorder { queue, counts }
+        Recorder {
+            queue,
+            counts,
+            store,
+            retention,
+        }
     }
 
     /// Queues `record` for the store, or drops and counts it when the queue
@@ -587,6 +599,30 @@ impl Recorder {
             self.counts.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             self.counts.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Writes `record` to the store now, on the caller's path, and keeps its
+    /// action within the retention bound; whether the store took it. For a
+    /// designer's try, whose answer links to the record: the writer runs
+    /// only on idle CPU, so a queued record may not be readable for a while
+    /// on a busy host, and a try is not a hot path.
+    pub async fn keep_now(&self, record: InvocationRecord) -> bool {
+        let action = record.action.clone();
+        if let Err(error) = self.store.put_invocations(vec![record]).await {
+            tracing::warn!(action = %action, "cannot keep an invocation record: {error}");
+            self.counts.failed.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.counts.written.fetch_add(1, Ordering::Relaxed);
+        let now = crate::catalog::now_ms();
+        if let Err(error) = self
+            .store
+            .prune_invocations(&action, &self.retention, now)
+            .await
+        {
+            tracing::warn!(action = %action, "cannot remove old invocation records: {error}");
+        }
+        true
     }
 
     /// What became of the records so far.

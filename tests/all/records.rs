@@ -131,15 +131,34 @@ async fn fixture_service() -> (tempfile::TempDir, Mock, Arc<Service>) {
 /// off the call's path, so they arrive a moment later).
 async fn listed(service: &Service, query: &str, n: usize) -> Value {
     let path = format!("/v1/actions/fixture/invocations{query}");
-    for _ in 0..200 {
+    common::eventually(&format!("{n} records listed at {path}"), || async {
         let (status, body) = call(service, Method::GET, &path, DESIGNER, Body::empty()).await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        if body["invocations"].as_array().unwrap().len() >= n {
-            return body;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        (body["invocations"].as_array().unwrap().len() >= n).then_some(body)
+    })
+    .await
+}
+
+/// The record of the invocation `id` once it is written (off the call's
+/// path, a moment later).
+async fn record_of(service: &Service, id: &Value) -> Value {
+    let path = format!("/v1/invocations/{}", id.as_str().unwrap());
+    common::eventually(&format!("the record at {path}"), || async {
+        let (status, record) = call(service, Method::GET, &path, DESIGNER, Body::empty()).await;
+        (status == StatusCode::OK).then_some(record)
+    })
+    .await
+}
+
+/// Whether the store holds a record of the invocation `id` now.
+async fn is_kept(service: &Service, id: &Value) -> bool {
+    let path = format!("/v1/invocations/{}", id.as_str().unwrap());
+    let (status, body) = call(service, Method::GET, &path, DESIGNER, Body::empty()).await;
+    match status {
+        StatusCode::OK => true,
+        StatusCode::NOT_FOUND => false,
+        _ => panic!("{path}: {status} {body}"),
     }
-    panic!("fewer than {n} records listed at {path}");
 }
 
 #[tokio::test]
@@ -171,12 +190,7 @@ async fn failures_are_recorded_by_default_with_their_context_input_and_log() {
     assert_eq!(errors["invocations"][0]["result"], "invalid-input");
     assert_eq!(errors["invocations"][0]["error"], "label must not be empty");
 
-    let path = format!(
-        "/v1/invocations/{}",
-        failed["invocation_id"].as_str().unwrap()
-    );
-    let (status, record) = call(&service, Method::GET, &path, DESIGNER, Body::empty()).await;
-    assert_eq!(status, StatusCode::OK, "{record}");
+    let record = record_of(&service, &failed["invocation_id"]).await;
     assert_eq!(record["action"], "fixture");
     assert_eq!(record["version"], 1);
     assert_eq!(record["source"], "api");
@@ -233,15 +247,7 @@ async fn recording_all_keeps_each_exchange_with_secrets_redacted_and_pages() {
     assert_eq!(second["invocations"][0]["id"], ids[0].as_str());
     assert_eq!(second["next"], Value::Null);
 
-    let (status, record) = call(
-        &service,
-        Method::GET,
-        &format!("/v1/invocations/{}", ids[0]),
-        DESIGNER,
-        Body::empty(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
+    let record = record_of(&service, &json!(ids[0])).await;
     let exchange = &record["exchanges"][0];
     assert_eq!(record["exchanges"].as_array().unwrap().len(), 1);
     assert_eq!(exchange["method"], "GET");
@@ -355,19 +361,20 @@ async fn recording_settings_and_reads_are_checked() {
     .await;
     assert_eq!(status, StatusCode::OK);
     let (_, failed) = invoke(&service, json!({"behave": "fail"})).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let (status, _) = call(
+    // Records are written in the order offered: once a later one is there,
+    // the unrecorded one would have been too.
+    let (status, _) = send(
         &service,
-        Method::GET,
-        &format!(
-            "/v1/invocations/{}",
-            failed["invocation_id"].as_str().unwrap()
-        ),
+        Method::PUT,
+        path,
         DESIGNER,
-        Body::empty(),
+        json!({"mode": "failures"}),
     )
     .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(status, StatusCode::OK);
+    let (_, later) = invoke(&service, json!({"behave": "fail"})).await;
+    record_of(&service, &later["invocation_id"]).await;
+    assert!(!is_kept(&service, &failed["invocation_id"]).await);
 }
 
 fn record(action: &str, at_ms: i64, result: &str) -> InvocationRecord {
@@ -509,19 +516,12 @@ async fn a_full_queue_drops_and_counts_records() {
     // Had an offer waited for room, none would have been dropped.
     let counts = recorder.counts();
     assert!(counts.dropped.load(Ordering::Relaxed) > 0);
-    for _ in 0..1000 {
+    common::eventually("every record written or counted as dropped", || async {
         let settled =
             counts.written.load(Ordering::Relaxed) + counts.dropped.load(Ordering::Relaxed);
-        if settled == offered as u64 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!(
-        "records lost without a count: {} written, {} dropped of {offered}",
-        counts.written.load(Ordering::Relaxed),
-        counts.dropped.load(Ordering::Relaxed)
-    );
+        (settled == offered as u64).then_some(())
+    })
+    .await;
 }
 
 /// A service with the fixture granted the mock, recording every call.
@@ -544,18 +544,7 @@ async fn recording_all() -> (tempfile::TempDir, Mock, Arc<Service>) {
 async fn recorded_call(service: &Service, input: Value) -> Value {
     let (status, done) = invoke(service, input).await;
     assert_eq!(status, StatusCode::OK, "{done}");
-    let path = format!(
-        "/v1/invocations/{}",
-        done["invocation_id"].as_str().unwrap()
-    );
-    for _ in 0..200 {
-        let (status, record) = call(service, Method::GET, &path, DESIGNER, Body::empty()).await;
-        if status == StatusCode::OK {
-            return record;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the call was not recorded");
+    record_of(service, &done["invocation_id"]).await
 }
 
 async fn replay(service: &Service, id: &Value, body: Body) -> (StatusCode, Value) {
@@ -808,16 +797,13 @@ async fn the_queue_holds_at_most_its_byte_bound() {
     // 2 MiB each: at most 32 fit at once, far fewer than the 1024 the count
     // allows; 400 MiB offered at once is more than the writer drains meanwhile.
     assert!(counts.dropped.load(Ordering::Relaxed) > 0, "{counts:?}");
-    for _ in 0..1500 {
+    common::eventually("every record written or counted as dropped", || async {
         let settled =
             counts.written.load(Ordering::Relaxed) + counts.dropped.load(Ordering::Relaxed);
-        if settled == offered as u64 {
-            assert_eq!(counts.queued_bytes.load(Ordering::Relaxed), 0);
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("records lost without a count: {counts:?}");
+        (settled == offered as u64).then_some(())
+    })
+    .await;
+    assert_eq!(counts.queued_bytes.load(Ordering::Relaxed), 0);
 }
 
 #[tokio::test]
@@ -846,15 +832,10 @@ async fn try_it_answers_with_the_whole_record_and_keeps_it_as_the_settings_say()
     assert_eq!(record["exchanges"][0]["outcome"]["status"], 200, "{record}");
     assert!(record["memory_peak_bytes"].as_u64().unwrap() > 0);
     assert!(!record.to_string().contains(SECRET), "{record}");
-    let (status, _) = call(
-        &service,
-        Method::GET,
-        &format!("/v1/invocations/{}", record["id"].as_str().unwrap()),
-        DESIGNER,
-        Body::empty(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "a success is not kept");
+    assert!(
+        !is_kept(&service, &record["id"]).await,
+        "a success is not kept"
+    );
 
     // A failed call is 200 with its error in the record, and is kept.
     let failing = json!({"input": {"behave": "reject"}});
@@ -867,6 +848,8 @@ async fn try_it_answers_with_the_whole_record_and_keeps_it_as_the_settings_say()
         record["error"]["message"], "label must not be empty",
         "{record}"
     );
+    // Written before the answer: the page links to it at once.
+    assert!(is_kept(&service, &record["id"]).await, "{record}");
     let kept = listed(&service, "?result=not-success", 1).await;
     assert_eq!(kept["invocations"][0]["id"], record["id"]);
     assert_eq!(kept["invocations"][0]["source"], "try-it");
@@ -913,10 +896,24 @@ async fn serve_keeps_as_many_records_as_its_flag_says() {
         let (status, _) = common::api::invoke(&server, "fixture", failing.clone()).await;
         assert_eq!(status, 422);
     }
+    common::eventually("the five records written", || async {
+        let metrics = client
+            .get(server.url("/metrics"))
+            .bearer_auth(METRICS)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metrics
+            .contains("action_host_invocation_records_total{outcome=\"written\"} 5")
+            .then_some(())
+    })
+    .await;
     // Written and pruned off the call's path: wait for the pruning.
     let url = server.url("/v1/actions/fixture/invocations");
-    let mut listed = 0;
-    for _ in 0..100 {
+    common::eventually("the newest two kept, the rest pruned", || async {
         let page: Value = client
             .get(&url)
             .bearer_auth(DESIGNER)
@@ -926,13 +923,9 @@ async fn serve_keeps_as_many_records_as_its_flag_says() {
             .json()
             .await
             .unwrap();
-        listed = page["invocations"].as_array().unwrap().len();
-        if listed == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(listed, 2, "the newest two are kept");
+        (page["invocations"].as_array().unwrap().len() == 2).then_some(())
+    })
+    .await;
     let files = std::fs::read_dir(dir.path().join("invocations/fixture"))
         .unwrap()
         .count();
@@ -956,14 +949,7 @@ async fn a_webhook_call_is_recorded_with_its_platform_as_source() {
     let listed = listed(&service, "?result=invalid-input", 1).await;
     let summary = &listed["invocations"][0];
     assert_eq!(summary["source"], "opendialog", "{summary}");
-    let (_, record) = call(
-        &service,
-        Method::GET,
-        &format!("/v1/invocations/{}", summary["id"].as_str().unwrap()),
-        DESIGNER,
-        Body::empty(),
-    )
-    .await;
+    let record = record_of(&service, &summary["id"]).await;
     // The input as the adapter decoded it from the platform's request.
     assert_eq!(record["input"], json!({"behave": "reject"}), "{record}");
     assert_eq!(record["error"]["message"], "label must not be empty");
@@ -1004,20 +990,7 @@ async fn a_request_left_without_its_answer_is_kept_unfinished_and_replayed_unans
     .await;
     assert_eq!(status, StatusCode::OK, "{done}");
     let id = done["invocation_id"].clone();
-    let record = loop {
-        let (status, record) = call(
-            &service,
-            Method::GET,
-            &format!("/v1/invocations/{}", id.as_str().unwrap()),
-            DESIGNER,
-            Body::empty(),
-        )
-        .await;
-        if status == StatusCode::OK {
-            break record;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let record = record_of(&service, &id).await;
     let exchange = &record["exchanges"][0];
     assert_eq!(exchange["url"], mock.url("/slow"), "{record}");
     assert_eq!(exchange["outcome"]["type"], "error", "{exchange}");

@@ -55,8 +55,9 @@ pub struct AskedHost {
 pub struct TriedCall {
     /// The call's whole record: outcome or error, logs, every exchange.
     pub record: crate::records::InvocationRecord,
-    /// Whether the record went to the store, as the action's recording
-    /// settings say (a full queue may still drop it; see the metrics).
+    /// Whether the store keeps the record, as the action's recording
+    /// settings say. It is written before this answer, so that
+    /// `GET /v1/invocations/{id}` finds it at once.
     pub recorded: bool,
 }
 

@@ -53,3 +53,28 @@ pub fn with_custom_section(component: &[u8], name: &str) -> Vec<u8> {
     out.extend_from_slice(name.as_bytes());
     out
 }
+
+/// How long [`eventually`] waits. Records are written by a thread that runs
+/// only on idle CPU, and the tests keep both cores busy: the writer may wait
+/// seconds for its turn.
+pub const EVENTUALLY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Polls `check` every 20 ms until it gives a value, for at most
+/// [`EVENTUALLY`]; panics naming `what` when it never does.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + EVENTUALLY;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not within {EVENTUALLY:?}: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
