@@ -531,6 +531,11 @@ const BATCH: usize = 64;
 /// How often an action's records are checked against the retention bound.
 const PRUNE_EVERY: Duration = Duration::from_secs(1);
 
+/// How often every action with records is checked against the bound, those
+/// no longer written included (one that stopped recording, or was deleted):
+/// their records still age out. The first sweep comes at start.
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+
 /// Takes records from calls and writes them to the store off their path.
 pub struct Recorder {
     queue: mpsc::Sender<InvocationRecord>,
@@ -649,6 +654,7 @@ async fn write(
                 Ok(received) => received,
                 Err(_idle) => {
                     pruning.all(&*store, &retention).await;
+                    pruning.sweep(&*store, &retention).await;
                     continue;
                 }
             };
@@ -669,6 +675,7 @@ async fn write(
             }
         };
         pruning.due(&*store, &retention).await;
+        pruning.sweep(&*store, &retention).await;
     }
 }
 
@@ -682,6 +689,8 @@ struct Pruning {
     waiting: std::collections::HashMap<String, Option<Instant>>,
     /// When each action was last pruned.
     last: std::collections::HashMap<String, Instant>,
+    /// When every action was last pruned.
+    swept: Option<Instant>,
 }
 
 impl Pruning {
@@ -710,6 +719,23 @@ impl Pruning {
         let waiting: Vec<String> = self.waiting.keys().cloned().collect();
         for action in waiting {
             self.prune(store, retention, action).await;
+        }
+    }
+
+    /// Prunes every action the store has records of, once per
+    /// [`SWEEP_EVERY`].
+    async fn sweep(&mut self, store: &dyn Store, retention: &Retention) {
+        if self.swept.is_some_and(|at| at.elapsed() < SWEEP_EVERY) {
+            return;
+        }
+        self.swept = Some(Instant::now());
+        match store.recorded_actions().await {
+            Ok(actions) => {
+                for action in actions {
+                    self.prune(store, retention, action).await;
+                }
+            }
+            Err(error) => tracing::warn!("cannot list the actions with records: {error}"),
         }
     }
 

@@ -454,6 +454,9 @@ async fn a_store_keeps_lists_and_prunes_records(store: Arc<dyn Store>) {
         Some(&records[3])
     );
     assert_eq!(store.invocation("no-such-id").await.unwrap(), None);
+    let mut actions = store.recorded_actions().await.unwrap();
+    actions.sort();
+    assert_eq!(actions, ["greeting", "other"]);
 
     // At most 4, none older than 3.5 s: the three newest are left.
     let retention = Retention {
@@ -497,6 +500,41 @@ async fn postgres_keeps_lists_and_prunes_records() {
     let key = action_host_server::OperatorKey::generate();
     let store = Postgres::connect(&db.url, &key).await.unwrap();
     a_store_keeps_lists_and_prunes_records(store).await;
+}
+
+/// Records age out even for an action that is no longer written (it
+/// stopped recording, or was deleted): the writer sweeps every action with
+/// records, the first time at start.
+#[tokio::test]
+async fn records_of_an_action_no_longer_written_still_age_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = DataDir::kept_key(dir.path()).unwrap();
+    let store = Arc::new(DataDir::open(dir.path(), &key).unwrap());
+    let now = jiff::Timestamp::now().as_millisecond();
+    let day = 24 * 3600 * 1000;
+    let (old, recent) = (
+        record("gone", now - 2 * day, "failure"),
+        record("gone", now, "failure"),
+    );
+    store
+        .put_invocations(vec![old.clone(), recent.clone()])
+        .await
+        .unwrap();
+    let retention = Retention {
+        per_action: 100,
+        max_age: Duration::from_secs(24 * 3600),
+    };
+    let _recorder = Recorder::start(store.clone(), retention);
+    common::eventually("the record older than a day removed", || async {
+        store
+            .invocation(&old.id)
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(store.invocation(&recent.id).await.unwrap(), Some(recent));
 }
 
 /// A full queue drops records and counts them; it never makes a call wait,

@@ -353,6 +353,11 @@ impl Store for DataDir {
         Ok(blocking(move || data.find_invocation(&id)).await?)
     }
 
+    async fn recorded_actions(&self) -> StoreResult<Vec<String>> {
+        let data = self.clone();
+        Ok(blocking(move || data.invocation_folders()).await?)
+    }
+
     async fn prune_invocations(
         &self,
         action: &str,
@@ -447,6 +452,21 @@ impl DataDir {
             let _ = fs::remove_file(&tmp);
         }
         written
+    }
+
+    /// The actions with a folder of records.
+    fn invocation_folders(&self) -> Result<Vec<String>> {
+        let root = self.root.join("invocations");
+        let entries = match fs::read_dir(&root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", root.display())),
+        };
+        Ok(entries
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|entry| entry.file_name().into_string().ok())
+            .collect())
     }
 
     /// The record files of `action`, newest first, as (cursor, path).

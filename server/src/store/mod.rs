@@ -159,6 +159,10 @@ pub trait Store: Send + Sync + 'static {
     /// The record of the invocation `id`, if one is kept.
     async fn invocation(&self, id: &str) -> StoreResult<Option<InvocationRecord>>;
 
+    /// Every action with invocation records kept, in no order (an action
+    /// deleted since may still have some, until retention removes them).
+    async fn recorded_actions(&self) -> StoreResult<Vec<String>>;
+
     /// Removes the records of `action` that `retention` no longer keeps at
     /// `now_ms`.
     async fn prune_invocations(

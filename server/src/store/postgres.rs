@@ -464,6 +464,15 @@ impl Store for Postgres {
         Ok(row.and_then(|row| serde_json::from_value(row.get(0)).ok()))
     }
 
+    async fn recorded_actions(&self) -> StoreResult<Vec<String>> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT DISTINCT action FROM action_host_invocations", &[])
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(rows.into_iter().map(|row| row.get(0)).collect())
+    }
+
     async fn prune_invocations(
         &self,
         action: &str,
