@@ -180,10 +180,13 @@ impl Catalog {
         deadline_cap: Option<Duration>,
         source: &'static str,
     ) -> Result<Invocation, ApiError> {
-        let (result, _, _) = self
+        let called = self
             .call(name, context, input, deadline_cap, source, Keep::AsSettings)
             .await?;
-        result.map_err(ApiError::from)
+        called.result.map_err(|error| ApiError::Invocation {
+            error,
+            invocation_id: Some(called.id),
+        })
     }
 
     /// Runs `name` once for a designer trying it: the whole record comes
@@ -196,12 +199,12 @@ impl Catalog {
         context: CallContext,
         input: &Map<String, Json>,
     ) -> Result<TriedCall, ApiError> {
-        let (_, record, recorded) = self
+        let called = self
             .call(name, context, input, None, "try-it", Keep::Always)
             .await?;
         Ok(TriedCall {
-            record: record.expect("a call kept always has its record"),
-            recorded,
+            record: called.record.expect("a call kept always has its record"),
+            recorded: called.recorded,
         })
     }
 
@@ -267,11 +270,16 @@ impl Catalog {
         // Built only when kept or shown: with the default (failures only),
         // a successful call costs no record.
         let Some(context) = kept_context.filter(|_| offer || keep == Keep::Always) else {
-            return Ok((result, None, false));
+            return Ok(Called {
+                id,
+                result,
+                record: None,
+                recorded: false,
+            });
         };
         let record = InvocationRecord::of_call(
             Ran {
-                id,
+                id: id.clone(),
                 action: name,
                 version: (serving.record.version, &serving.record.sha256),
                 source,
@@ -295,7 +303,12 @@ impl Catalog {
                 (None, offer)
             }
         };
-        Ok((result, returned, recorded))
+        Ok(Called {
+            id,
+            result,
+            record: returned,
+            recorded,
+        })
     }
 
     /// Reruns the recorded call `id` with the same context, input and clock,
@@ -1048,13 +1061,16 @@ pub(crate) fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 
-/// A call's result, its record when one was made, and whether the record
-/// went to the recorder.
-type Called = (
-    Result<Invocation, InvokeError>,
-    Option<InvocationRecord>,
-    bool,
-);
+/// What [`Catalog::call`] did.
+struct Called {
+    /// The invocation's id, also on its record.
+    id: String,
+    result: Result<Invocation, InvokeError>,
+    /// The call's record, when one was made to be returned.
+    record: Option<InvocationRecord>,
+    /// Whether the record went to the store (or its queue).
+    recorded: bool,
+}
 
 /// Whether a call's record is made only as the action's recording settings
 /// say, or always (try-it shows it to the designer).

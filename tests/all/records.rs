@@ -182,6 +182,11 @@ async fn failures_are_recorded_by_default_with_their_context_input_and_log() {
     assert_eq!(ids.len(), 2, "a success was recorded: {all}");
     assert!(!ids.contains(&ok["invocation_id"].as_str().unwrap()));
     assert!(ids.contains(&failed["invocation_id"].as_str().unwrap()));
+    // An invocation that errs names itself in the error, to find its record.
+    let refused_id = &refused["error"]["invocation_id"];
+    assert!(ids.contains(&refused_id.as_str().unwrap()), "{refused}");
+    let record = record_of(&service, refused_id).await;
+    assert_eq!(record["error"]["message"], "label must not be empty");
 
     let failures = listed(&service, "?result=failure", 1).await;
     assert_eq!(failures["invocations"].as_array().unwrap().len(), 1);

@@ -57,8 +57,12 @@ pub enum ApiError {
     MalformedJson(String),
     /// Too many invocations at once.
     Overloaded,
-    /// The invocation ran and failed.
-    Invocation(InvokeError),
+    /// The invocation ran and failed; with its id when it has one, so that
+    /// the caller can find its record.
+    Invocation {
+        error: InvokeError,
+        invocation_id: Option<String>,
+    },
     /// The store cannot be reached: changes wait until it is back.
     StoreUnavailable(String),
     /// A fault of the host or its store.
@@ -97,7 +101,9 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
             ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed-json"),
             ApiError::Overloaded => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
-            ApiError::Invocation(error) => (invocation_status(error.kind), error.kind.as_str()),
+            ApiError::Invocation { error, .. } => {
+                (invocation_status(error.kind), error.kind.as_str())
+            }
             ApiError::StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store-unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -120,7 +126,7 @@ impl ApiError {
             ),
             ApiError::InvalidAction(error) => error.to_string(),
             ApiError::Overloaded => "too many invocations at once; retry shortly".into(),
-            ApiError::Invocation(error) => error.message.clone(),
+            ApiError::Invocation { error, .. } => error.message.clone(),
             ApiError::Unauthorized(m)
             | ApiError::Forbidden(m)
             | ApiError::UnknownVersion(m)
@@ -145,7 +151,7 @@ impl ApiError {
     /// The action's log, when the error comes from running it.
     pub fn logs(&self) -> Option<&[LogLine]> {
         match self {
-            ApiError::Invocation(error) => Some(&error.logs),
+            ApiError::Invocation { error, .. } => Some(&error.logs),
             _ => None,
         }
     }
@@ -167,6 +173,10 @@ impl ApiError {
                 code,
                 message: self.message(),
                 logs: self.logs().map(<[LogLine]>::to_vec),
+                invocation_id: match self {
+                    ApiError::Invocation { invocation_id, .. } => invocation_id.clone(),
+                    _ => None,
+                },
             },
         }
     }
@@ -199,7 +209,10 @@ impl From<LoadError> for ApiError {
 
 impl From<InvokeError> for ApiError {
     fn from(error: InvokeError) -> ApiError {
-        ApiError::Invocation(error)
+        ApiError::Invocation {
+            error,
+            invocation_id: None,
+        }
     }
 }
 

@@ -139,4 +139,8 @@ pub struct ErrorView {
     /// The action's log, when it ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logs: Option<Vec<LogLine>>,
+    /// The failed invocation's id, when an action ran: its record, when the
+    /// recording settings keep it, is `GET /v1/invocations/{id}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invocation_id: Option<String>,
 }

@@ -202,7 +202,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<ExitCode> {
             }
             Err(error) => {
                 print_logs(&error.logs);
-                adapter.encode_error(Some(*request), &ApiError::Invocation(error))
+                adapter.encode_error(Some(*request), &ApiError::from(error))
             }
         };
         return print_platform_answer(answer);

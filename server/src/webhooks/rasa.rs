@@ -157,7 +157,7 @@ fn status(error: &ApiError) -> StatusCode {
         ApiError::BadRequest(_) | ApiError::MalformedJson(_) | ApiError::InvalidInput(_) => {
             StatusCode::BAD_REQUEST
         }
-        ApiError::Invocation(failed) => match failed.kind {
+        ApiError::Invocation { error: failed, .. } => match failed.kind {
             ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
             ErrorKind::UnknownAction => StatusCode::NOT_FOUND,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
