@@ -619,14 +619,7 @@ impl Recorder {
             return false;
         }
         self.counts.written.fetch_add(1, Ordering::Relaxed);
-        let now = crate::catalog::now_ms();
-        if let Err(error) = self
-            .store
-            .prune_invocations(&action, &self.retention, now)
-            .await
-        {
-            tracing::warn!(action = %action, "cannot remove old invocation records: {error}");
-        }
+        prune(&*self.store, &self.retention, &action).await;
         true
     }
 
@@ -740,12 +733,18 @@ impl Pruning {
     }
 
     async fn prune(&mut self, store: &dyn Store, retention: &Retention, action: String) {
-        let now = crate::catalog::now_ms();
-        if let Err(error) = store.prune_invocations(&action, retention, now).await {
-            tracing::warn!(action = %action, "cannot remove old invocation records: {error}");
-        }
+        prune(store, retention, &action).await;
         self.waiting.remove(&action);
         self.last.insert(action, Instant::now());
+    }
+}
+
+/// Removes the records of `action` that `retention` no longer keeps; a
+/// failure is logged, and the next pruning tries again.
+async fn prune(store: &dyn Store, retention: &Retention, action: &str) {
+    let now = crate::catalog::now_ms();
+    if let Err(error) = store.prune_invocations(action, retention, now).await {
+        tracing::warn!(action = %action, "cannot remove old invocation records: {error}");
     }
 }
 
