@@ -27,9 +27,14 @@ timeout_ms = 1500
 /// A service with the fixture deployed as `fixture` and as `slow` (whose
 /// deadline is 300 ms), under [`HOST_FILE`], with `env` besides the tokens.
 async fn start(env: &[(&str, &str)]) -> (tempfile::TempDir, Server) {
+    start_under(HOST_FILE, env).await
+}
+
+/// Like [`start`], under the host file `host_file`.
+async fn start_under(host_file: &str, env: &[(&str, &str)]) -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
-    let host_file = dir.path().join("host.toml");
-    std::fs::write(&host_file, HOST_FILE).unwrap();
+    let path = dir.path().join("host.toml");
+    std::fs::write(&path, host_file).unwrap();
     let data = dir.path().join("data");
     let mut vars = vec![
         ("ACTION_HOST_OPERATOR_TOKEN", OPERATOR),
@@ -38,7 +43,7 @@ async fn start(env: &[(&str, &str)]) -> (tempfile::TempDir, Server) {
         ("ACTION_HOST_METRICS_TOKEN", METRICS),
     ];
     vars.extend_from_slice(env);
-    let server = Server::start_with_env(&data, &["--config", host_file.to_str().unwrap()], &vars);
+    let server = Server::start_with_env(&data, &["--config", path.to_str().unwrap()], &vars);
     for name in ["fixture", "slow"] {
         let (status, body) = upload(&server, name, common::plugin_bytes("fixture")).await;
         assert!(status.is_success(), "{body}");
@@ -401,6 +406,67 @@ async fn each_platform_sends_the_invoke_token_its_own_way_and_the_query_is_never
     assert!(
         !log.contains("not-the-invoke-token"),
         "a token was logged: {log}"
+    );
+}
+
+#[tokio::test]
+async fn rasa_sends_the_token_under_the_name_its_token_name_gives() {
+    // endpoints.yml: `token: ...` with `token_name: auth`.
+    let host_file = format!("{HOST_FILE}\n").replace(
+        "[webhooks.rasa]\n",
+        "[webhooks.rasa]\ntoken_name = \"auth\"\n",
+    );
+    let (_dir, server) = start_under(&host_file, &[("RUST_LOG", "debug")]).await;
+    let body = rasa_request(json!({}));
+    let (status, answer) = send(
+        client()
+            .post(server.url(&format!("/webhooks/rasa/webhook?auth={INVOKE}")))
+            .json(&body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["events"][0]["event"], "slot", "{answer}");
+
+    // The default name is then just another query parameter.
+    let (status, answer) = send(
+        client()
+            .post(server.url(&format!("/webhooks/rasa/webhook?token={INVOKE}")))
+            .json(&body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    let how = answer["error"].as_str().unwrap();
+    assert!(how.contains("query parameter `auth`"), "{answer}");
+    assert!(!server.stderr().contains(INVOKE), "the token was logged");
+    assert!(server.stop(), "the service did not exit cleanly");
+}
+
+#[test]
+fn a_token_name_outside_rasa_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let host_file = dir.path().join("host.toml");
+    std::fs::write(
+        &host_file,
+        "[webhooks.dialogflow-cx]\ntoken_name = \"auth\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_action-host"))
+        .args([
+            "serve",
+            "--config",
+            host_file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("webhooks.dialogflow-cx: token_name is Rasa's"),
+        "{stderr}"
     );
 }
 

@@ -178,13 +178,14 @@ impl Auth {
     /// ways a platform can send it: in the header [`TOKEN_HEADER`] (for a
     /// platform whose `Authorization` carries its own identity token, as
     /// Dialogflow CX's service agent does), as basic auth's password (any
-    /// user name) or, where `query_token` is allowed, as the query parameter
-    /// `token`. The query is read here and nowhere else: it is never logged.
+    /// user name) or, where the platform sends one there, as the query
+    /// parameter `query_token` names. The query is read here and nowhere
+    /// else: it is never logged.
     pub(crate) fn check_webhook(
         &self,
         headers: &HeaderMap,
         query: Option<&str>,
-        query_token: bool,
+        query_token: Option<&str>,
         allowed: &[Role],
     ) -> Result<Option<Role>, ApiError> {
         let authorization = headers
@@ -194,9 +195,9 @@ impl Auth {
             .and_then(|value| value.strip_prefix("Basic "))
             .and_then(basic_password);
         let bearer = authorization.and_then(|value| value.strip_prefix("Bearer "));
-        let from_query = query.filter(|_| query_token).and_then(|query| {
+        let from_query = query.zip(query_token).and_then(|(query, name)| {
             url::form_urlencoded::parse(query.as_bytes())
-                .find(|(key, _)| key == "token")
+                .find(|(key, _)| key == name)
                 .map(|(_, value)| value.into_owned())
         });
         let custom = headers
@@ -207,14 +208,17 @@ impl Auth {
             .map(str::to_owned)
             .or(basic)
             .or(from_query);
-        let how = if query_token {
-            "send the invoke token as `Authorization: Bearer <token>`, in `X-Action-Host-Token`, \
-             as the basic auth password, or as the query parameter `token`"
-        } else {
-            "send the invoke token as `Authorization: Bearer <token>`, in `X-Action-Host-Token` \
-             or as the basic auth password"
+        let how = match query_token {
+            Some(name) => format!(
+                "send the invoke token as `Authorization: Bearer <token>`, in \
+                 `X-Action-Host-Token`, as the basic auth password, or as the query parameter \
+                 `{name}`"
+            ),
+            None => "send the invoke token as `Authorization: Bearer <token>`, in \
+                     `X-Action-Host-Token` or as the basic auth password"
+                .into(),
         };
-        self.admit(presented.as_deref(), allowed, how)
+        self.admit(presented.as_deref(), allowed, &how)
     }
 
     /// The role of the token `presented`, if it is one of `allowed`; `how`
@@ -330,7 +334,7 @@ mod tests {
             let encoded = base64::engine::general_purpose::STANDARD.encode(credential);
             with("authorization", &format!("Basic {encoded}"))
         };
-        let check = |headers: &HeaderMap, query: Option<&str>, in_query: bool| {
+        let check = |headers: &HeaderMap, query: Option<&str>, in_query: Option<&str>| {
             auth.check_webhook(headers, query, in_query, INVOKE)
                 .map_err(|e| e.message())
         };
@@ -338,25 +342,44 @@ mod tests {
             check(
                 &with("authorization", "Bearer invoke-token-012345"),
                 None,
-                false
+                None
             ),
             invoke
         );
         assert_eq!(
-            check(&with(TOKEN_HEADER, "invoke-token-012345"), None, false),
+            check(&with(TOKEN_HEADER, "invoke-token-012345"), None, None),
             invoke
         );
         assert_eq!(
-            check(&basic("rasa:invoke-token-012345"), None, false),
+            check(&basic("rasa:invoke-token-012345"), None, None),
             invoke
         );
         assert_eq!(
             check(
                 &HeaderMap::new(),
                 Some("a=1&token=invoke-token-012345"),
-                true
+                Some("token")
             ),
             invoke
+        );
+        // Under the name the platform's setting gives, and no other.
+        assert_eq!(
+            check(
+                &HeaderMap::new(),
+                Some("auth=invoke-token-012345"),
+                Some("auth")
+            ),
+            invoke
+        );
+        let renamed = check(
+            &HeaderMap::new(),
+            Some("token=invoke-token-012345"),
+            Some("auth"),
+        );
+        assert!(
+            renamed
+                .unwrap_err()
+                .ends_with("or as the query parameter `auth`")
         );
         // The custom header wins over an identity token in `Authorization`.
         let mut both = with("authorization", "Bearer eyJ.google.token");
@@ -364,22 +387,22 @@ mod tests {
             TOKEN_HEADER,
             HeaderValue::from_static("invoke-token-012345"),
         );
-        assert_eq!(check(&both, None, false), invoke);
+        assert_eq!(check(&both, None, None), invoke);
 
         // A query token only where the platform can send nothing else.
-        let none = check(&HeaderMap::new(), Some("token=invoke-token-012345"), false);
+        let none = check(&HeaderMap::new(), Some("token=invoke-token-012345"), None);
         assert!(none.unwrap_err().contains("X-Action-Host-Token"));
         assert_eq!(
-            check(&basic("invoke-token-012345"), None, false).unwrap_err(),
+            check(&basic("invoke-token-012345"), None, None).unwrap_err(),
             "send the invoke token as `Authorization: Bearer <token>`, in `X-Action-Host-Token` \
              or as the basic auth password"
         );
         assert_eq!(
-            check(&with("authorization", "Basic not*base64"), None, false).unwrap_err(),
-            check(&HeaderMap::new(), None, false).unwrap_err()
+            check(&with("authorization", "Basic not*base64"), None, None).unwrap_err(),
+            check(&HeaderMap::new(), None, None).unwrap_err()
         );
         assert_eq!(
-            check(&basic("rasa:invoke-token-01234"), None, false).unwrap_err(),
+            check(&basic("rasa:invoke-token-01234"), None, None).unwrap_err(),
             "unknown token"
         );
         // The API's own routes take the bearer header only.

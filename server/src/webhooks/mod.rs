@@ -53,9 +53,10 @@ pub trait Adapter: Send + Sync {
     fn deadline_cap(&self) -> Option<Duration> {
         None
     }
-    /// Whether the platform can send the token only as `?token=`.
-    fn token_in_query(&self) -> bool {
-        false
+    /// The query parameter the platform sends the token in, for a platform
+    /// whose simplest setting puts it there.
+    fn query_token(&self) -> Option<&str> {
+        None
     }
 }
 
@@ -135,7 +136,7 @@ async fn answer(
     let answered = async {
         state
             .auth
-            .check_webhook(headers, query, adapter.token_in_query(), INVOKE)?;
+            .check_webhook(headers, query, adapter.query_token(), INVOKE)?;
         body::refuse_declared_over(headers, MAX_JSON_BYTES)?;
         let bytes = body::read(request, MAX_JSON_BYTES, state.body_timeout).await?;
         let body = json.insert(body::parse_json(&bytes)?);

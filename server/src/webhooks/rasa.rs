@@ -131,9 +131,10 @@ impl Adapter for Rasa<'_> {
         )
     }
 
-    /// Rasa's `token:` setting sends the token only as `?token=`.
-    fn token_in_query(&self) -> bool {
-        true
+    /// Rasa's `token:` setting sends the token in the query, under the
+    /// name its `token_name:` gives (`token` unless set).
+    fn query_token(&self) -> Option<&str> {
+        Some(self.settings.token_name())
     }
 
     fn encode_error(&self, request: Option<&Value>, error: &ApiError) -> (StatusCode, Value) {

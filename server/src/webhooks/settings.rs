@@ -41,6 +41,10 @@ pub struct PlatformSettings {
     /// webhook timeout; Rasa: none].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Rasa only: the query parameter its `token:` setting sends the token
+    /// in, as Rasa's `token_name:` says [`token`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_name: Option<String>,
 }
 
 /// What answering takes besides the action's run: reading the body,
@@ -68,6 +72,11 @@ impl PlatformSettings {
         self.timezone_attribute.as_deref().unwrap_or("timezone")
     }
 
+    /// The query parameter that carries the token [`token`].
+    pub fn token_name(&self) -> &str {
+        self.token_name.as_deref().unwrap_or("token")
+    }
+
     /// The longest deadline a call may have, given the platform's timeout
     /// (`default_ms` when the settings give none).
     pub fn deadline_cap(&self, default_ms: Option<u64>) -> Option<Duration> {
@@ -83,6 +92,21 @@ impl PlatformSettings {
     pub(crate) fn check(&self, table: &str) -> Result<(), String> {
         if self.timeout_ms == Some(0) {
             return Err(format!("webhooks.{table}: timeout_ms must be at least 1"));
+        }
+        match self.token_name.as_deref() {
+            Some(_) if table != "rasa" => {
+                return Err(format!(
+                    "webhooks.{table}: token_name is Rasa's (its `token:` sends the token in \
+                     the query string); send the token to {table} in a header"
+                ));
+            }
+            Some(name) if !(1..=64).contains(&name.len()) || !name.bytes().all(is_query_safe) => {
+                return Err(format!(
+                    "webhooks.{table}: token_name `{name}` must be 1 to 64 of a-z, A-Z, 0-9, \
+                     -, _ and ."
+                ));
+            }
+            _ => {}
         }
         for (from, to) in &self.actions {
             let valid = (1..=64).contains(&to.len())
@@ -100,6 +124,11 @@ impl PlatformSettings {
     }
 }
 
+/// A byte that a query parameter's name can hold as it is, unencoded.
+fn is_query_safe(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +139,7 @@ mod tests {
         assert_eq!(settings.action("action_check_order"), "action_check_order");
         assert_eq!(settings.success_attribute(), Some("action_success"));
         assert_eq!(settings.timezone_attribute(), "timezone");
+        assert_eq!(settings.token_name(), "token");
         assert_eq!(settings.deadline_cap(None), None);
         assert_eq!(
             settings.deadline_cap(Some(5000)),
@@ -120,8 +150,11 @@ mod tests {
             success_attribute: Some(String::new()),
             timezone_attribute: Some("tz".into()),
             timeout_ms: Some(100),
+            token_name: Some("auth".into()),
         };
         assert_eq!(settings.action("action_check_order"), "order-lookup");
+        assert_eq!(settings.token_name(), "auth");
+        assert_eq!(settings.check("rasa"), Ok(()));
         assert_eq!(settings.success_attribute(), None);
         assert_eq!(settings.timezone_attribute(), "tz");
         assert_eq!(
@@ -138,5 +171,19 @@ mod tests {
         };
         let err = settings.check("rasa").unwrap_err();
         assert!(err.contains("`check` = `Order Lookup`"), "{err}");
+    }
+
+    #[test]
+    fn a_token_name_is_rasas_and_a_plain_query_name() {
+        let named = |name: &str| PlatformSettings {
+            token_name: Some(name.into()),
+            ..Default::default()
+        };
+        let err = named("auth").check("dialogflow-cx").unwrap_err();
+        assert!(err.contains("token_name is Rasa's"), "{err}");
+        for bad in ["", "a b", "to&ken", "x=1", &"t".repeat(65)] {
+            let err = named(bad).check("rasa").unwrap_err();
+            assert!(err.contains("token_name"), "{bad:?}: {err}");
+        }
     }
 }
