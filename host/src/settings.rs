@@ -37,7 +37,7 @@ pub struct HostConfig {
     /// The most linear memory any action may be given; the pooling allocator
     /// reserves slots of this size [256 MiB].
     pub max_memory_bytes: usize,
-    /// How many action instances may exist at once across all actions [256].
+    /// How many action instances may exist at once across all actions \[256\].
     pub pool_size: u32,
     /// Root certificates (PEM) that outbound HTTPS trusts besides the usual
     /// public roots: for APIs behind a private certificate authority.
@@ -73,7 +73,7 @@ impl Default for HostConfig {
 /// Bounds on an action's outbound HTTP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpLimits {
-    /// Requests per invocation; more get `budget-exhausted` [8].
+    /// Requests per invocation; more get `budget-exhausted` \[8\].
     pub max_requests: u32,
     /// Response body bytes; a larger body gets `too-large` [1 MiB].
     pub max_response_bytes: usize,

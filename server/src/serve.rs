@@ -27,7 +27,7 @@ pub struct ServeOptions {
     /// The data directory [./data]; not used when `postgres` is given.
     pub data: PathBuf,
     /// A PostgreSQL database to keep everything in instead, shared with
-    /// other replicas (`postgres://USER@HOST/DB`) [none]. It needs
+    /// other replicas (`postgres://USER@HOST/DB`) \[none\]. It needs
     /// `secret_key`.
     pub postgres: Option<String>,
     /// The operator key: secret values at rest are encrypted, and compiled
@@ -41,14 +41,14 @@ pub struct ServeOptions {
     pub auth: Auth,
     /// The largest component an upload may carry [64 MiB].
     pub max_upload_bytes: usize,
-    /// Invocations running at once, in total; more get 429 [128].
+    /// Invocations running at once, in total; more get 429 \[128\].
     pub max_concurrency: usize,
-    /// Invocations running at once per action; more get 429 [32].
+    /// Invocations running at once per action; more get 429 \[32\].
     pub max_concurrency_per_action: usize,
     /// How long calls in flight may take to finish at shutdown [10 s].
     pub shutdown_grace: Duration,
     /// Connections open at once; at the cap, the connection idle longest is
-    /// closed to make room [1024].
+    /// closed to make room \[1024\].
     pub max_connections: usize,
     /// How long a client may take to send a request's line and headers [10 s].
     pub header_timeout: Duration,
@@ -57,9 +57,9 @@ pub struct ServeOptions {
     /// How long an upload's compilation may take, waiting included, before
     /// the upload is answered 503 [300 s].
     pub compile_timeout: Duration,
-    /// Uploads compiled at once [2].
+    /// Uploads compiled at once \[2\].
     pub max_parallel_compiles: usize,
-    /// How many uploaded versions of each action are kept [20].
+    /// How many uploaded versions of each action are kept \[20\].
     pub keep_versions: usize,
     /// How long invocation records are kept [1000 per action, 7 days].
     pub record_retention: crate::records::Retention,

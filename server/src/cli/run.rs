@@ -42,7 +42,7 @@ pub(crate) struct RunArgs {
     /// The name to load the action under; defaults to the file's stem.
     #[arg(long)]
     name: Option<String>,
-    /// A destination the action may call, such as 'GET https://api.example.com/orders'
+    /// A destination the action may call, such as `GET https://api.example.com/orders`
     /// (repeatable). Without one, every request is denied.
     #[arg(long = "allow", value_name = "GRANT")]
     allow: Vec<String>,

@@ -1,7 +1,7 @@
 //! Webhook adapters: each decodes a platform's request into an action, a
 //! context and input attributes, and encodes the result (or the error) the
 //! way the platform expects. One file per platform; what they share (the
-//! token, the body's caps, the call) is [`answer`] here. `docs/platforms.md`
+//! token, the body's caps, the call) is `answer` here. `docs/platforms.md`
 //! describes each format and its mapping.
 
 mod dialogflow_cx;

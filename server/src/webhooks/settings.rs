@@ -29,11 +29,11 @@ pub struct PlatformSettings {
     pub actions: BTreeMap<String, String>,
     /// The slot (Rasa) or session parameter (CX) set to `true` when the
     /// action succeeds and `false` on a business failure
-    /// [`action_success`]; `""` sets none.
+    /// \[`action_success`\]; `""` sets none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub success_attribute: Option<String>,
     /// The slot (or metadata key) or session parameter that holds the user's
-    /// IANA time zone [`timezone`].
+    /// IANA time zone \[`timezone`\].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone_attribute: Option<String>,
     /// How long the platform waits for an answer, in milliseconds: the
@@ -42,7 +42,7 @@ pub struct PlatformSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
     /// Rasa only: the query parameter its `token:` setting sends the token
-    /// in, as Rasa's `token_name:` says [`token`].
+    /// in, as Rasa's `token_name:` says \[`token`\].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_name: Option<String>,
 }
@@ -72,7 +72,7 @@ impl PlatformSettings {
         self.timezone_attribute.as_deref().unwrap_or("timezone")
     }
 
-    /// The query parameter that carries the token [`token`].
+    /// The query parameter that carries the token \[`token`\].
     pub fn token_name(&self) -> &str {
         self.token_name.as_deref().unwrap_or("token")
     }
