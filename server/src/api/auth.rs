@@ -5,6 +5,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
+use std::borrow::Cow;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
@@ -171,7 +172,9 @@ impl Auth {
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "));
-        self.admit(presented, allowed, "send `Authorization: Bearer <token>`")
+        self.admit(presented, allowed, || {
+            "send `Authorization: Bearer <token>`".into()
+        })
     }
 
     /// Like [`Auth::check`], for a webhook: the token may also come the
@@ -191,24 +194,28 @@ impl Auth {
         let authorization = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok());
-        let basic = authorization
-            .and_then(|value| value.strip_prefix("Basic "))
-            .and_then(basic_password);
+        let basic = || {
+            authorization
+                .and_then(|value| value.strip_prefix("Basic "))
+                .and_then(basic_password)
+        };
         let bearer = authorization.and_then(|value| value.strip_prefix("Bearer "));
-        let from_query = query.zip(query_token).and_then(|(query, name)| {
-            url::form_urlencoded::parse(query.as_bytes())
-                .find(|(key, _)| key == name)
-                .map(|(_, value)| value.into_owned())
-        });
+        let from_query = || {
+            query.zip(query_token).and_then(|(query, name)| {
+                url::form_urlencoded::parse(query.as_bytes())
+                    .find(|(key, _)| key == name)
+                    .map(|(_, value)| value.into_owned())
+            })
+        };
         let custom = headers
             .get(TOKEN_HEADER)
             .and_then(|value| value.to_str().ok());
-        let presented = custom
+        let presented: Option<Cow<str>> = custom
             .or(bearer)
-            .map(str::to_owned)
-            .or(basic)
-            .or(from_query);
-        let how = match query_token {
+            .map(Cow::Borrowed)
+            .or_else(|| basic().map(Cow::Owned))
+            .or_else(|| from_query().map(Cow::Owned));
+        self.admit(presented.as_deref(), allowed, || match query_token {
             Some(name) => format!(
                 "send the invoke token as `Authorization: Bearer <token>`, in \
                  `X-Action-Host-Token`, as the basic auth password, or as the query parameter \
@@ -217,22 +224,22 @@ impl Auth {
             None => "send the invoke token as `Authorization: Bearer <token>`, in \
                      `X-Action-Host-Token` or as the basic auth password"
                 .into(),
-        };
-        self.admit(presented.as_deref(), allowed, &how)
+        })
     }
 
     /// The role of the token `presented`, if it is one of `allowed`; `how`
-    /// says how to send one when none came.
+    /// says how to send one when none came (built only then: most requests
+    /// carry a token).
     fn admit(
         &self,
         presented: Option<&str>,
         allowed: &[Role],
-        how: &str,
+        how: impl FnOnce() -> String,
     ) -> Result<Option<Role>, ApiError> {
         let Auth::Tokens(tokens) = self else {
             return Ok(None);
         };
-        let presented = presented.ok_or_else(|| ApiError::Unauthorized(how.into()))?;
+        let presented = presented.ok_or_else(|| ApiError::Unauthorized(how()))?;
         let role = tokens
             .role_of(presented)
             .ok_or_else(|| ApiError::Unauthorized("unknown token".into()))?;
