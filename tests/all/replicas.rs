@@ -352,27 +352,23 @@ async fn the_database_holds_no_secret_value_in_the_clear() {
 #[tokio::test]
 async fn a_replica_refuses_to_start_without_the_operator_key_and_says_why() {
     let db = Database::new();
-    let output = Server::command()
-        .args(["serve", "--listen", "127.0.0.1:0", "--store", &db.url])
-        .env_remove("ACTION_HOST_SECRET_KEY")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = common::server::refused(
+        Server::command()
+            .args(["serve", "--listen", "127.0.0.1:0", "--store", &db.url])
+            .env_remove("ACTION_HOST_SECRET_KEY"),
+    );
     assert!(stderr.contains("ACTION_HOST_SECRET_KEY"), "{stderr}");
-    let wrong = Server::command()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--store",
-            "postgres://nobody@127.0.0.1:1/none",
-        ])
-        .env("ACTION_HOST_SECRET_KEY", KEY)
-        .output()
-        .unwrap();
-    assert!(!wrong.status.success());
-    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    let stderr = common::server::refused(
+        Server::command()
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--store",
+                "postgres://nobody@127.0.0.1:1/none",
+            ])
+            .env("ACTION_HOST_SECRET_KEY", KEY),
+    );
     assert!(
         stderr.contains("cannot connect to PostgreSQL at postgres://nobody@127.0.0.1:1/none"),
         "{stderr}"

@@ -464,14 +464,12 @@ async fn tokens_that_are_short_or_shared_by_two_roles_are_refused_at_start() {
         for variable in common::server::TOKEN_VARIABLES {
             command.env_remove(variable);
         }
-        let out = command
-            .envs(env)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = common::server::refused(
+            command
+                .envs(env)
+                .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+                .arg(dir.path()),
+        );
         assert!(stderr.contains(why), "{stderr}");
     }
 }

@@ -450,20 +450,18 @@ fn a_token_name_outside_rasa_is_refused_at_start() {
         "[webhooks.dialogflow-cx]\ntoken_name = \"auth\"\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_action-host"))
-        .args([
-            "serve",
-            "--config",
-            host_file.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--data")
-        .arg(dir.path().join("data"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = common::server::refused(
+        Command::new(env!("CARGO_BIN_EXE_action-host"))
+            .args([
+                "serve",
+                "--config",
+                host_file.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data")
+            .arg(dir.path().join("data")),
+    );
     assert!(
         stderr.contains("webhooks.dialogflow-cx: token_name is Rasa's"),
         "{stderr}"

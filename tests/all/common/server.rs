@@ -261,3 +261,36 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `command`, which must refuse to start, and returns its standard
+/// error. A service that starts instead would serve forever, so a run that
+/// outlives a deadline is killed and fails the test rather than hanging it.
+pub fn refused(command: &mut Command) -> String {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut text);
+        text
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("it started instead of refusing: {}", reader.join().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = reader.join().unwrap();
+    assert!(!status.success(), "it exited successfully: {stderr}");
+    stderr
+}
