@@ -42,6 +42,7 @@ pub mod webhooks;
 
 pub use api::auth::{Auth, Role, Tokens};
 pub use api::error::ApiError;
+pub use api::traced::{MAX_REQUEST_ID_LEN, REQUEST_ID, TraceRequests, Traced};
 pub use api::views;
 pub use api::{Api, AppState, router};
 pub use catalog::{Bounds, Catalog, RollbackSettings, VersionRef};

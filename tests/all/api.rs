@@ -201,6 +201,66 @@ async fn unknown_routes_and_methods_answer_in_json_with_a_request_id() {
     }
 }
 
+/// A platform's or load balancer's request id is kept, in the answer and in
+/// the log, so one id follows a request through both systems; one too long
+/// to put on every log line, or not visible ASCII, is replaced.
+#[tokio::test]
+async fn a_clients_request_id_is_answered_and_logged_unless_it_is_unfit() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = loaded(dir.path(), ServeOptions::default()).await;
+    let sent = "Root=1-67891233-abcdef012345678912345678";
+    let (answer, lines) = log_of(
+        "info",
+        call_with(
+            &service,
+            Method::POST,
+            "/v1/actions/nothing/invoke",
+            INVOKE,
+            &[("x-request-id", sent)],
+            Body::from("{}"),
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(answer.headers["x-request-id"], sent);
+    assert!(
+        lines.is_empty(),
+        "a 404 is not the service's failure: {lines:?}"
+    );
+
+    let (answer, lines) = log_of(
+        "info",
+        call_with(
+            &service,
+            Method::GET,
+            "/metrics",
+            "not-a-token",
+            &[("x-request-id", sent)],
+            Body::empty(),
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(answer.headers["x-request-id"], sent);
+    assert!(lines.is_empty(), "{lines:?}");
+
+    let too_long = "x".repeat(action_host_server::MAX_REQUEST_ID_LEN + 1);
+    for unfit in [too_long.as_str(), "two words"] {
+        let answer = call_with(
+            &service,
+            Method::GET,
+            "/healthz",
+            DESIGNER,
+            &[("x-request-id", unfit)],
+            Body::empty(),
+        )
+        .await;
+        let id = answer.headers["x-request-id"].to_str().unwrap();
+        assert_ne!(id, unfit);
+        assert_eq!(id.len(), 36, "a new UUID: {id}");
+    }
+}
+
 /// The log lines a call writes, as the service writes them (JSON, through
 /// the service's filter for `spec`), while `run` runs on this thread.
 async fn log_of<F: std::future::Future>(spec: &str, run: F) -> (F::Output, Vec<Value>) {
@@ -298,13 +358,12 @@ async fn a_call_logs_in_its_request_span_with_the_action_and_the_invocation() {
         .find(|line| line["fields"]["message"] == "response failed")
         .unwrap_or_else(|| panic!("no line for the server error: {lines:?}"));
     assert_eq!(failed["level"], "ERROR");
-    let status = answer.status.as_u16().to_string();
-    assert!(
-        failed["fields"]["classification"]
-            .as_str()
-            .is_some_and(|c| c.contains(&status)),
+    assert_eq!(
+        failed["fields"]["status"],
+        answer.status.as_u16(),
         "{failed}"
     );
+    assert!(failed["fields"]["latency_ms"].is_f64(), "{failed}");
     assert_eq!(failed["spans"][0]["action"], "fixture", "{failed}");
 }
 

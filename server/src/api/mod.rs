@@ -22,23 +22,19 @@ pub(crate) mod body;
 pub mod error;
 pub mod invocations;
 pub(crate) mod precondition;
+pub(crate) mod traced;
 pub mod views;
 
 use axum::Router;
-use axum::http::{HeaderName, Method, Request};
+use axum::http::Method;
 use axum::routing::{get, post, put};
 use std::sync::Arc;
 use std::time::Duration;
-use tower::ServiceBuilder;
-use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
-use tower_http::request_id::{
-    MakeRequestUuid, PropagateRequestId, PropagateRequestIdLayer, SetRequestId, SetRequestIdLayer,
-};
-use tower_http::trace::{MakeSpan, Trace, TraceLayer};
 
 use crate::catalog::Catalog;
 use auth::Auth;
 use error::ApiError;
+pub use traced::{CALL_FIELDS, TraceRequests, Traced};
 
 /// What every handler shares.
 pub struct AppState {
@@ -54,45 +50,11 @@ pub struct AppState {
     pub webhooks: crate::webhooks::WebhookSettings,
 }
 
-/// The header that names a request in the service's log and its answer.
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// The API as it serves: the routes inside the request-id and tracing
-/// layers. The layers wrap the router once, not each route (as
-/// `Router::layer` would), so a request passes through them once, without a
-/// boxed copy of every layer per route.
-pub type Api = SetRequestId<
-    Trace<PropagateRequestId<Router>, SharedClassifier<ServerErrorsAsFailures>, RequestSpan>,
-    MakeRequestUuid,
->;
-
-/// The span of one request: its method, path and id, and, once the catalog
-/// runs an action for it, the action's name and the invocation id
-/// ([`CALL_FIELDS`]). One span per request, not one per layer, because under
-/// load each span costs the log subscriber work on every poll.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RequestSpan;
-
-/// The fields of [`RequestSpan`] that the catalog fills in.
-pub const CALL_FIELDS: [&str; 2] = ["action", "invocation_id"];
-
-impl<B> MakeSpan<B> for RequestSpan {
-    fn make_span(&mut self, request: &Request<B>) -> tracing::Span {
-        let id = request
-            .headers()
-            .get(&REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-");
-        tracing::info_span!(
-            "request",
-            method = %request.method(),
-            path = %request.uri().path(),
-            request_id = %id,
-            action = tracing::field::Empty,
-            invocation_id = tracing::field::Empty,
-        )
-    }
-}
+/// The API as it serves: the routes, each request with its id and span
+/// (`traced.rs`). The layer wraps the router once, not each route (as
+/// `Router::layer` would), so a request passes through it once, without a
+/// boxed copy per route.
+pub type Api = Traced<Router>;
 
 /// The service's routes, with request ids and a tracing span per request.
 pub fn router(state: Arc<AppState>) -> Api {
@@ -124,9 +86,5 @@ pub fn router(state: Arc<AppState>) -> Api {
             ApiError::MethodNotAllowed(method.to_string())
         })
         .with_state(state);
-    ServiceBuilder::new()
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(TraceLayer::new_for_http().make_span_with(RequestSpan))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .service(routes)
+    tower::Layer::layer(&TraceRequests, routes)
 }
