@@ -5,7 +5,7 @@
 //! 1. the sandbox: `Prepared::invoke` (JSON input in, the fresh instance, the
 //!    outcome out);
 //! 2. the catalog: admission bounds, metrics, the call's span;
-//! 3. the axum router, in process (`oneshot`): request id, trace span,
+//! 3. the axum router, in process (`oneshot`): request id and span,
 //!    routing, the token check, reading and parsing the JSON body, the
 //!    context, and writing the JSON answer;
 //! 4. the same router with the service's log subscriber (`info`, text, to a
@@ -110,7 +110,8 @@ async fn measure(root: &Path) -> anyhow::Result<()> {
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::sink)
                     .with_ansi(false)
-                    .with_target(false),
+                    .with_target(false)
+                    .fmt_fields(action_host_server::logging::PlainFields),
             )
     };
     let log = tracing::Dispatch::new(log);

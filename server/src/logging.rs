@@ -10,9 +10,16 @@
 //! `RUST_LOG` almost always holds, is therefore read by [`Targets`], which
 //! decides once per call site and keeps no state per span; `EnvFilter` is
 //! used only when the value needs it.
+//!
+//! [`PlainFields`] writes the fields of the text format without colour.
 
+use std::fmt::{self, Write as _};
 use tracing::Subscriber;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::field::{RecordFields, VisitOutput as _};
 use tracing_subscriber::filter::Targets;
+use tracing_subscriber::fmt::FormatFields;
+use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -48,6 +55,188 @@ where
 /// [`DEFAULT_FILTER`] as targets.
 fn default_targets() -> Targets {
     Targets::new().with_default(tracing::Level::INFO)
+}
+
+/// The fields of a log line or span, written exactly as tracing-subscriber's
+/// default text format writes them without colour (`name="text" n=3`), for
+/// less: that format styles each field's name and `=` even when it has no
+/// colour to add, an allocation each, and grows a span's text a few bytes at
+/// a time. Every request has a span with five fields, so that was a dozen
+/// allocations per request for lines that are almost never written
+/// (BENCHMARKS.md). Here the common fields (names, quoted text that needs no
+/// escaping, numbers, `%` and `?` values) are collected on the stack and
+/// written at once; anything else (a message, an error, text to escape) is
+/// handed to tracing-subscriber's own visitor, so the output is the same.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PlainFields;
+
+impl<'writer> FormatFields<'writer> for PlainFields {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
+        let mut line = Fields::default();
+        fields.record(&mut line);
+        line.result?;
+        writer.write_str(line.text.as_str())
+    }
+}
+
+/// What [`PlainFields`] collects of one set of fields.
+struct Fields {
+    text: StackText,
+    /// Whether a field was written, so the next needs a space before it
+    /// (the message may have written nothing and still count).
+    written: bool,
+    result: fmt::Result,
+}
+
+impl Default for Fields {
+    fn default() -> Fields {
+        Fields {
+            text: StackText::default(),
+            written: false,
+            result: Ok(()),
+        }
+    }
+}
+
+impl Fields {
+    /// Writes the separator and `name=`, or returns `false` for a name
+    /// tracing-subscriber treats specially (`message`, raw `r#` names, the
+    /// `log.` metadata of records from the `log` crate).
+    fn start(&mut self, field: &Field) -> bool {
+        let name = field.name();
+        if name == "message" || name.starts_with("r#") || name.starts_with("log.") {
+            return false;
+        }
+        if self.written {
+            self.text.push(" ");
+        }
+        self.written = true;
+        self.text.push(name);
+        self.text.push("=");
+        true
+    }
+
+    /// Hands one field to tracing-subscriber's own visitor.
+    fn delegate(&mut self, field: &Field, record: impl FnOnce(&mut DefaultVisitor<'_>)) {
+        let mut visitor = DefaultVisitor::new(Writer::new(&mut self.text), !self.written);
+        record(&mut visitor);
+        self.result = self.result.and(visitor.finish());
+        // It writes every field but the `log.` metadata.
+        self.written |= !field.name().starts_with("log.");
+    }
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        // Debug quotes text, escaping `"`, `\`, controls and some Unicode;
+        // text that needs none of that is written as is.
+        let plain = value
+            .bytes()
+            .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\');
+        if plain && self.start(field) {
+            self.text.push("\"");
+            self.text.push(value);
+            self.text.push("\"");
+        } else {
+            self.delegate(field, |visitor| visitor.record_str(field, value));
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if self.start(field) {
+            self.result = self.result.and(write!(self.text, "{value}"));
+        } else {
+            self.delegate(field, |visitor| visitor.record_u64(field, value));
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if self.start(field) {
+            self.result = self.result.and(write!(self.text, "{value}"));
+        } else {
+            self.delegate(field, |visitor| visitor.record_i64(field, value));
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if self.start(field) {
+            self.text.push(if value { "true" } else { "false" });
+        } else {
+            self.delegate(field, |visitor| visitor.record_bool(field, value));
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.delegate(field, |visitor| visitor.record_error(field, value));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if self.start(field) {
+            self.result = self.result.and(write!(self.text, "{value:?}"));
+        } else {
+            self.delegate(field, |visitor| visitor.record_debug(field, value));
+        }
+    }
+}
+
+/// Text kept on the stack while it is short: a span's fields fit, and then
+/// cost the line one allocation instead of one per doubling.
+struct StackText {
+    short: [u8; StackText::SHORT],
+    len: usize,
+    long: String,
+}
+
+impl StackText {
+    const SHORT: usize = 256;
+
+    fn push(&mut self, text: &str) {
+        if self.long.is_empty() && self.len + text.len() <= StackText::SHORT {
+            self.short[self.len..self.len + text.len()].copy_from_slice(text.as_bytes());
+            self.len += text.len();
+        } else {
+            if self.long.is_empty() {
+                let mut long = String::with_capacity(2 * StackText::SHORT + text.len());
+                long.push_str(self.short_str());
+                self.long = long;
+            }
+            self.long.push_str(text);
+        }
+    }
+
+    fn short_str(&self) -> &str {
+        // Only whole `&str`s are copied in, so the bytes are UTF-8.
+        std::str::from_utf8(&self.short[..self.len]).expect("whole strings were pushed")
+    }
+
+    fn as_str(&self) -> &str {
+        if self.long.is_empty() {
+            self.short_str()
+        } else {
+            &self.long
+        }
+    }
+}
+
+impl Default for StackText {
+    fn default() -> StackText {
+        StackText {
+            short: [0; StackText::SHORT],
+            len: 0,
+            long: String::new(),
+        }
+    }
+}
+
+impl fmt::Write for StackText {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        self.push(text);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -119,5 +308,109 @@ mod tests {
             assert!(tracing::enabled!(Level::INFO));
             assert!(!tracing::enabled!(Level::DEBUG));
         });
+    }
+
+    /// The text lines `log` writes through the service's text format with
+    /// the field formatter `fields`.
+    fn text_of<N>(fields: N, log: impl Fn()) -> String
+    where
+        N: for<'w> FormatFields<'w> + Send + Sync + 'static,
+    {
+        #[derive(Clone, Default)]
+        struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_target(false)
+            .without_time()
+            .fmt_fields(fields);
+        let dispatch = tracing::Dispatch::new(Registry::default().with(layer));
+        tracing::dispatcher::with_default(&dispatch, log);
+        String::from_utf8(lines.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[derive(Debug)]
+    struct Failed(Option<Box<Failed>>);
+    impl std::fmt::Display for Failed {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(
+                f,
+                "failed {}",
+                if self.0.is_some() { "outer" } else { "inner" }
+            )
+        }
+    }
+    impl std::error::Error for Failed {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.0.as_deref().map(|e| e as _)
+        }
+    }
+
+    /// Every kind of field, in events and in spans, and text that needs
+    /// escaping: written the same as tracing-subscriber's default.
+    #[test]
+    fn plain_fields_write_what_the_default_writes() {
+        let log = || {
+            let long = "x".repeat(300);
+            let span = tracing::info_span!(
+                "request",
+                method = %"POST",
+                path = "/v1/actions/greeting/invoke",
+                request_id = "2ce535f8-e461-4187-af08-6f2978a15d75",
+                action = tracing::field::Empty,
+                invocation_id = tracing::field::Empty,
+            );
+            let _entered = span.enter();
+            span.record("action", "greeting");
+            span.record("invocation_id", tracing::field::display("01a2-7"));
+            tracing::info!("plain message");
+            tracing::info!(n = 3, m = -4, yes = true, ratio = 0.25, "numbers {}", 1);
+            tracing::warn!(text = "quote \" and \\ and\nline", empty = "", "escapes");
+            tracing::warn!(unicode = "caf\u{e9} \u{1b}[31mred", tab = "a\tb");
+            tracing::warn!(r#type = "raw", shown = %"display", debugged = ?Some("x"));
+            tracing::error!(
+                error = &Failed(Some(Box::new(Failed(None)))) as &dyn std::error::Error
+            );
+            tracing::error!(error = &Failed(None) as &dyn std::error::Error, "alone");
+            tracing::info!(long = long.as_str(), "a field longer than the stack buffer");
+            let inner = tracing::info_span!("inner", long = long.as_str(), count = 2u64);
+            inner.in_scope(|| tracing::info!(message = "message as a field", after = 1));
+            tracing::info!("\u{1b}[2Jmessage with an escape");
+        };
+        let ours = text_of(PlainFields, log);
+        let theirs = text_of(tracing_subscriber::fmt::format::DefaultFields::new(), log);
+        assert_eq!(ours.lines().count(), 10, "{ours}");
+        for (ours, theirs) in ours.lines().zip(theirs.lines()) {
+            assert_eq!(ours, theirs);
+        }
+        assert_eq!(ours, theirs);
+    }
+
+    proptest::proptest! {
+        /// Any text in a field, of a span or an event, is written as the
+        /// default writes it (quoted and escaped alike).
+        #[test]
+        fn any_text_is_written_as_the_default_writes_it(text in ".{0,300}", message in ".{0,40}") {
+            let log = || {
+                let span = tracing::info_span!("s", text = text.as_str());
+                let _entered = span.enter();
+                span.record("text", text.as_str());
+                tracing::info!(text = text.as_str(), "{message}");
+            };
+            let ours = text_of(PlainFields, log);
+            let theirs = text_of(tracing_subscriber::fmt::format::DefaultFields::new(), log);
+            proptest::prop_assert_eq!(ours, theirs);
+        }
     }
 }

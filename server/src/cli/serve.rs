@@ -110,11 +110,18 @@ fn init_logging(format: LogFormat) {
     use tracing_subscriber::util::SubscriberInitExt as _;
     let spec = std::env::var("RUST_LOG").ok();
     let (filter, refused) = action_host_server::logging::filter(spec.as_deref());
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let lines = fmt::layer()
         .with_writer(action_host_server::LogWriter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_ansi(colour);
     let lines = match format {
-        LogFormat::Text => lines.with_target(false).boxed(),
+        LogFormat::Text if colour => lines.with_target(false).boxed(),
+        // The same text, without an allocation per field of every request's
+        // span (logging.rs).
+        LogFormat::Text => lines
+            .with_target(false)
+            .fmt_fields(action_host_server::logging::PlainFields)
+            .boxed(),
         LogFormat::Json => lines.json().flatten_event(true).boxed(),
     };
     tracing_subscriber::registry()
