@@ -4,6 +4,7 @@
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value as Json};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::bindings::types::{ActionError, Attribute, Context, Outcome};
@@ -261,13 +262,51 @@ fn now_ms() -> i64 {
 /// sorts after every id this process made before it. Records list calls
 /// newest first by start, then id, so two calls in the same millisecond keep
 /// the order they ran in.
+///
+/// The time and a sequence number within its millisecond come from one
+/// atomic counter, the rest is random: every call makes an id, and the uuid
+/// crate's own ordered ids take a lock that all threads share.
 pub fn new_invocation_id() -> String {
-    uuid::Uuid::now_v7().to_string()
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    String::from(
+        ordered_uuid(&LAST_ID, now_ms())
+            .hyphenated()
+            .encode_lower(&mut text),
+    )
+}
+
+/// The last id's millisecond and sequence number, `ms << SEQUENCE_BITS | n`.
+static LAST_ID: AtomicU64 = AtomicU64::new(0);
+
+/// Ids one millisecond numbers: more in one millisecond borrow the next one,
+/// so ids stay in order and unique, a little ahead of the clock.
+const SEQUENCE_BITS: u32 = 16;
+
+/// A version 7 UUID at `now_ms`, after every one made before it with `last`:
+/// 48 bits of milliseconds, the version, 16 bits of sequence (the 12 of
+/// `rand_a` and the first 4 after the variant), then 58 random bits.
+fn ordered_uuid(last: &AtomicU64, now_ms: i64) -> uuid::Uuid {
+    let now = u64::try_from(now_ms).unwrap_or(0) << SEQUENCE_BITS;
+    let previous = last
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(now.max(last + 1))
+        })
+        .expect("the update always returns a value");
+    let next = now.max(previous + 1);
+    let (ms, sequence) = (next >> SEQUENCE_BITS, next & ((1 << SEQUENCE_BITS) - 1));
+    let random = fastrand::u64(..);
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    bytes[6] = 0x70 | (sequence >> 12) as u8;
+    bytes[7] = (sequence >> 4) as u8;
+    bytes[8] = 0x80 | ((sequence & 0xf) as u8) << 2 | (random >> 62) as u8;
+    bytes[9..].copy_from_slice(&random.to_be_bytes()[1..]);
+    uuid::Uuid::from_bytes(bytes)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::new_invocation_id;
+    use super::{AtomicU64, new_invocation_id, ordered_uuid};
 
     #[test]
     fn invocation_ids_sort_in_the_order_they_were_made() {
@@ -279,5 +318,55 @@ mod tests {
         assert_eq!(ids, sorted);
         sorted.dedup();
         assert_eq!(sorted.len(), ids.len(), "ids repeat");
+    }
+
+    #[test]
+    fn an_invocation_id_is_a_version_7_uuid_of_its_time() {
+        let at = 1_768_465_800_123;
+        let id = ordered_uuid(&AtomicU64::new(0), at);
+        assert_eq!(id.get_version(), Some(uuid::Version::SortRand));
+        assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+        let (seconds, nanos) = id.get_timestamp().unwrap().to_unix();
+        assert_eq!(seconds * 1000 + u64::from(nanos) / 1_000_000, at as u64);
+        let text = new_invocation_id();
+        assert_eq!(
+            uuid::Uuid::parse_str(&text)
+                .unwrap()
+                .hyphenated()
+                .to_string(),
+            text
+        );
+    }
+
+    #[test]
+    fn ids_made_on_many_threads_at_once_are_unique_and_each_threads_in_order() {
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| (0..20_000).map(|_| new_invocation_id()).collect::<Vec<_>>())
+            })
+            .collect();
+        let mut all = Vec::new();
+        for thread in threads {
+            let ids = thread.join().unwrap();
+            assert!(ids.is_sorted(), "one thread's ids are in the order made");
+            all.extend(ids);
+        }
+        let made = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), made, "ids repeat");
+    }
+
+    #[test]
+    fn a_clock_that_goes_back_never_makes_an_earlier_id() {
+        let last = AtomicU64::new(0);
+        let later = ordered_uuid(&last, 1_900_000_000_000);
+        let earlier_clock = ordered_uuid(&last, 1_800_000_000_000);
+        assert!(earlier_clock > later);
+        // More ids in one millisecond than it numbers borrow the next.
+        let ids: Vec<_> = (0..70_000)
+            .map(|_| ordered_uuid(&last, 1_900_000_000_000))
+            .collect();
+        assert!(ids.is_sorted() && ids[0] > earlier_clock);
     }
 }
