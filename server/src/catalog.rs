@@ -16,13 +16,14 @@ use serde_json::{Map, Value as Json};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tracing::Instrument as _;
 
 use crate::api::error::ApiError;
 use crate::api::views::{
     ActionList, ActionView, AskedHost, Health, TriedCall, VersionList, VersionView,
 };
+use crate::bound::{Bound, Slot};
 use crate::config_file::{ActionDoc, HostFile};
 use crate::metrics::Metrics;
 use crate::records::{InvocationRecord, Ran, RecordQuery, Recorder, Replay, Retention};
@@ -72,7 +73,7 @@ struct Serving {
     record: ActionRecord,
     action: Prepared,
     /// The action's share of the invocation bound, kept across versions.
-    calls: Arc<Semaphore>,
+    calls: Arc<Bound>,
 }
 
 /// What is loading at start and what could not be served.
@@ -95,7 +96,7 @@ pub struct Catalog {
     metrics: Metrics,
     /// Takes the records of calls to the store, off their path.
     recorder: Recorder,
-    total: Arc<Semaphore>,
+    total: Arc<Bound>,
     compiles: Arc<Semaphore>,
     /// Held by every change, so that reading the record, writing it and
     /// serving it happen as one step.
@@ -110,7 +111,7 @@ impl Catalog {
     pub fn new(host: Host, store: Arc<dyn Store>, host_file: HostFile, bounds: Bounds) -> Catalog {
         Catalog {
             feed: Mutex::new(Some(store.changes())),
-            total: Arc::new(Semaphore::new(bounds.max_concurrency)),
+            total: Bound::new(bounds.max_concurrency),
             compiles: Arc::new(Semaphore::new(bounds.max_parallel_compiles.max(1))),
             recorder: Recorder::start(Arc::clone(&store), bounds.record_retention),
             host,
@@ -909,7 +910,7 @@ impl Catalog {
     fn install(&self, name: &str, record: ActionRecord, action: Prepared) -> Arc<Serving> {
         let mut serving = self.write_serving();
         let calls = serving.get(name).map_or_else(
-            || Arc::new(Semaphore::new(self.bounds.max_concurrency_per_action)),
+            || Bound::new(self.bounds.max_concurrency_per_action),
             |previous| Arc::clone(&previous.calls),
         );
         let entry = Arc::new(Serving {
@@ -952,21 +953,13 @@ impl Catalog {
 
     /// Takes a place for one invocation of `name`, or refuses at once: the
     /// service never queues calls without bound.
-    fn admit(
-        &self,
-        name: &str,
-        serving: &Serving,
-    ) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), ApiError> {
+    fn admit(&self, name: &str, serving: &Serving) -> Result<(Slot, Slot), ApiError> {
         let overloaded = || {
             self.metrics.overloaded(name);
             ApiError::Overloaded
         };
-        let total = Arc::clone(&self.total)
-            .try_acquire_owned()
-            .map_err(|_| overloaded())?;
-        let action = Arc::clone(&serving.calls)
-            .try_acquire_owned()
-            .map_err(|_| overloaded())?;
+        let total = self.total.try_take().ok_or_else(overloaded)?;
+        let action = serving.calls.try_take().ok_or_else(overloaded)?;
         Ok((total, action))
     }
 

@@ -26,6 +26,7 @@
 //! already answers (`serve.rs`, with progress from `progress.rs`).
 
 mod api;
+mod bound;
 mod catalog;
 mod client;
 mod config_file;
