@@ -25,7 +25,7 @@ use crate::api::views::{
 };
 use crate::bound::{Bound, Slot};
 use crate::config_file::{ActionDoc, HostFile};
-use crate::metrics::Metrics;
+use crate::metrics::{ActionStats, Metrics};
 use crate::records::{InvocationRecord, Ran, RecordQuery, Recorder, Replay, Retention};
 use crate::store::{ActionRecord, Store, StoreError, VersionEntry};
 
@@ -74,6 +74,8 @@ struct Serving {
     action: Prepared,
     /// The action's share of the invocation bound, kept across versions.
     calls: Arc<Bound>,
+    /// Its calls' counters.
+    stats: Arc<ActionStats>,
 }
 
 /// What is loading at start and what could not be served.
@@ -265,7 +267,7 @@ impl Catalog {
             Err(error) => error.kind.as_str(),
         };
         let took = started.elapsed();
-        self.metrics.invocation(name, label, took);
+        serving.stats.invocation(label, took);
         span.in_scope(|| tracing::debug!(result = label, took_us = took.as_micros() as u64));
         let offer = may_record && recording.keeps(&result);
         // Built only when kept or shown: with the default (failures only),
@@ -917,6 +919,7 @@ impl Catalog {
             record,
             action,
             calls,
+            stats: self.metrics.action(name),
         });
         serving.insert(name.to_owned(), Arc::clone(&entry));
         entry

@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use action_host::Host;
@@ -15,68 +16,107 @@ const BUCKETS: [f64; 12] = [
 /// Counters and histograms of invocations, by action.
 #[derive(Default)]
 pub(crate) struct Metrics {
-    inner: Mutex<Inner>,
+    /// Each action's counters, kept after it is deleted so the totals never
+    /// go back. The lock is taken when an action is installed, refused or
+    /// shown, never by a call: the serving entry holds its own counters.
+    actions: Mutex<BTreeMap<String, Arc<ActionStats>>>,
 }
 
+/// The results a call can have: `success`, `failure`, or the error kind.
+const RESULTS: [&str; 8] = [
+    "success",
+    "failure",
+    "invalid-input",
+    "upstream",
+    "denied",
+    "timeout",
+    "internal",
+    "unknown-action",
+];
+
+/// One action's counters, updated without a lock.
 #[derive(Default)]
-struct Inner {
-    /// (action, result) -> count; result is `success`, `failure` or an error kind.
-    invocations: BTreeMap<String, BTreeMap<&'static str, u64>>,
-    latency: BTreeMap<String, Histogram>,
-    /// action -> calls refused with 429.
-    overloaded: BTreeMap<String, u64>,
+pub(crate) struct ActionStats {
+    /// Calls by result, in the order of [`RESULTS`].
+    results: [AtomicU64; RESULTS.len()],
+    /// Calls no longer than each of [`BUCKETS`].
+    buckets: [AtomicU64; BUCKETS.len()],
+    sum_nanos: AtomicU64,
+    count: AtomicU64,
+    /// Calls refused with 429.
+    overloaded: AtomicU64,
 }
 
-#[derive(Default, Clone)]
-struct Histogram {
-    buckets: [u64; BUCKETS.len()],
-    sum: f64,
-    count: u64,
+impl ActionStats {
+    /// Records one call's result (`success`, `failure` or an error kind's
+    /// name) and duration.
+    pub(crate) fn invocation(&self, result: &str, duration: Duration) {
+        let index = RESULTS
+            .iter()
+            .position(|r| *r == result)
+            .unwrap_or(RESULTS.len() - 1);
+        self.results[index].fetch_add(1, Ordering::Relaxed);
+        let seconds = duration.as_secs_f64();
+        for (bucket, bound) in self.buckets.iter().zip(BUCKETS) {
+            if seconds <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Calls by result, for the results seen.
+    fn counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        RESULTS
+            .iter()
+            .zip(&self.results)
+            .map(|(result, n)| (*result, n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+    }
 }
 
 impl Metrics {
-    /// Records one invocation's result and duration.
-    pub(crate) fn invocation(&self, action: &str, result: &'static str, duration: Duration) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        // Look up before inserting: this runs on every call, and the keys
-        // need allocating only the first time.
-        if !inner.invocations.contains_key(action) {
-            inner.invocations.insert(action.to_owned(), BTreeMap::new());
+    /// The counters of `action`, made on first use.
+    pub(crate) fn action(&self, action: &str) -> Arc<ActionStats> {
+        let mut actions = self.actions.lock().unwrap_or_else(|p| p.into_inner());
+        // Look up before inserting: the name is allocated only the first time.
+        if let Some(stats) = actions.get(action) {
+            return Arc::clone(stats);
         }
-        let results = inner.invocations.get_mut(action).expect("inserted above");
-        *results.entry(result).or_default() += 1;
-        if !inner.latency.contains_key(action) {
-            inner
-                .latency
-                .insert(action.to_owned(), Histogram::default());
-        }
-        let histogram = inner.latency.get_mut(action).expect("inserted above");
-        let seconds = duration.as_secs_f64();
-        for (bucket, bound) in histogram.buckets.iter_mut().zip(BUCKETS) {
-            if seconds <= bound {
-                *bucket += 1;
-            }
-        }
-        histogram.sum += seconds;
-        histogram.count += 1;
+        let stats = Arc::new(ActionStats::default());
+        actions.insert(action.to_owned(), Arc::clone(&stats));
+        stats
     }
 
     /// Records a call refused because of the concurrency bounds.
     pub(crate) fn overloaded(&self, action: &str) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        *inner.overloaded.entry(action.to_owned()).or_default() += 1;
+        self.action(action)
+            .overloaded
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn all(&self) -> Vec<(String, Arc<ActionStats>)> {
+        let actions = self.actions.lock().unwrap_or_else(|p| p.into_inner());
+        actions
+            .iter()
+            .map(|(name, stats)| (name.clone(), Arc::clone(stats)))
+            .collect()
+    }
+
+    fn get(&self, action: &str) -> Option<Arc<ActionStats>> {
+        let actions = self.actions.lock().unwrap_or_else(|p| p.into_inner());
+        actions.get(action).cloned()
     }
 
     /// Invocations of `action` by result.
     pub(crate) fn counts(&self, action: &str) -> BTreeMap<String, u64> {
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner
-            .invocations
-            .get(action)
-            .map(|results| {
-                results
-                    .iter()
-                    .map(|(result, n)| ((*result).to_owned(), *n))
+        self.get(action)
+            .map(|stats| {
+                stats
+                    .counts()
+                    .map(|(result, n)| (result.to_owned(), n))
                     .collect()
             })
             .unwrap_or_default()
@@ -88,13 +128,16 @@ impl Metrics {
     /// it; a page needs no more than its order of magnitude). `None` before
     /// the first call; past the last bucket, its bound.
     pub(crate) fn p50_ms(&self, action: &str) -> Option<f64> {
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let histogram = inner.latency.get(action).filter(|h| h.count > 0)?;
-        let middle = histogram.count.div_ceil(2);
+        let stats = self.get(action)?;
+        let count = stats.count.load(Ordering::Relaxed);
+        if count == 0 {
+            return None;
+        }
+        let middle = count.div_ceil(2);
         let bound = BUCKETS
             .iter()
-            .zip(histogram.buckets)
-            .find(|(_, n)| *n >= middle)
+            .zip(&stats.buckets)
+            .find(|(_, n)| n.load(Ordering::Relaxed) >= middle)
             .map_or(BUCKETS[BUCKETS.len() - 1], |(bound, _)| *bound);
         Some(bound * 1000.0)
     }
@@ -102,26 +145,29 @@ impl Metrics {
     /// Everything, in the Prometheus text format. Action names are plain
     /// (a-z, 0-9, '-', '_'), so label values need no escaping.
     pub(crate) fn render(&self, host: &Host) -> String {
-        let inner = self
-            .inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone_data();
+        let actions = self.all();
         let mut out = String::new();
         out.push_str("# HELP action_host_invocations_total Invocations by action and result.\n");
         out.push_str("# TYPE action_host_invocations_total counter\n");
-        for (action, result, n) in inner.invocations.iter().flat_map(|(action, results)| {
-            results.iter().map(move |(result, n)| (action, result, n))
-        }) {
-            let _ = writeln!(
-                out,
-                "action_host_invocations_total{{action=\"{action}\",result=\"{result}\"}} {n}"
-            );
+        for (action, stats) in &actions {
+            for (result, n) in stats.counts() {
+                let _ = writeln!(
+                    out,
+                    "action_host_invocations_total{{action=\"{action}\",result=\"{result}\"}} {n}"
+                );
+            }
         }
         out.push_str("# HELP action_host_invocation_duration_seconds Time of an invocation, from the request to the result.\n");
         out.push_str("# TYPE action_host_invocation_duration_seconds histogram\n");
-        for (action, h) in &inner.latency {
-            for (bound, n) in BUCKETS.iter().zip(h.buckets) {
+        for (action, stats) in &actions {
+            // A call ending while this reads may be in a bucket and not yet
+            // in the count: no bucket shows more than the count.
+            let count = stats.count.load(Ordering::Relaxed);
+            if count == 0 {
+                continue;
+            }
+            for (bound, n) in BUCKETS.iter().zip(&stats.buckets) {
+                let n = n.load(Ordering::Relaxed).min(count);
                 let _ = writeln!(
                     out,
                     "action_host_invocation_duration_seconds_bucket{{action=\"{action}\",le=\"{bound}\"}} {n}"
@@ -129,18 +175,16 @@ impl Metrics {
             }
             let _ = writeln!(
                 out,
-                "action_host_invocation_duration_seconds_bucket{{action=\"{action}\",le=\"+Inf\"}} {}",
-                h.count
+                "action_host_invocation_duration_seconds_bucket{{action=\"{action}\",le=\"+Inf\"}} {count}"
             );
             let _ = writeln!(
                 out,
                 "action_host_invocation_duration_seconds_sum{{action=\"{action}\"}} {}",
-                h.sum
+                stats.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9
             );
             let _ = writeln!(
                 out,
-                "action_host_invocation_duration_seconds_count{{action=\"{action}\"}} {}",
-                h.count
+                "action_host_invocation_duration_seconds_count{{action=\"{action}\"}} {count}"
             );
         }
         out.push_str("# HELP action_host_outbound_requests_total Outbound HTTP requests by action and result.\n");
@@ -162,11 +206,14 @@ impl Metrics {
         }
         out.push_str("# HELP action_host_overloaded_total Calls refused with 429 by the concurrency bounds.\n");
         out.push_str("# TYPE action_host_overloaded_total counter\n");
-        for (action, n) in &inner.overloaded {
-            let _ = writeln!(
-                out,
-                "action_host_overloaded_total{{action=\"{action}\"}} {n}"
-            );
+        for (action, stats) in &actions {
+            let n = stats.overloaded.load(Ordering::Relaxed);
+            if n > 0 {
+                let _ = writeln!(
+                    out,
+                    "action_host_overloaded_total{{action=\"{action}\"}} {n}"
+                );
+            }
         }
         out.push_str("# HELP action_host_compilations_total Components compiled (not read from the artifact cache).\n");
         out.push_str("# TYPE action_host_compilations_total counter\n");
@@ -186,16 +233,6 @@ impl Metrics {
     }
 }
 
-impl Inner {
-    fn clone_data(&self) -> Inner {
-        Inner {
-            invocations: self.invocations.clone(),
-            latency: self.latency.clone(),
-            overloaded: self.overloaded.clone(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,18 +241,62 @@ mod tests {
     fn the_median_is_the_bound_of_the_bucket_that_holds_the_middle_call() {
         let metrics = Metrics::default();
         assert_eq!(metrics.p50_ms("greeting"), None);
+        let greeting = metrics.action("greeting");
+        assert_eq!(metrics.p50_ms("greeting"), None, "no call yet");
         for micros in [40, 80, 90, 2_000, 9_000_000] {
-            metrics.invocation("greeting", "success", Duration::from_micros(micros));
+            greeting.invocation("success", Duration::from_micros(micros));
         }
         // The third of five calls took 90 us: the 100 us bucket.
         assert_eq!(metrics.p50_ms("greeting"), Some(0.1));
         for _ in 0..10 {
-            metrics.invocation("greeting", "success", Duration::from_secs(9));
+            greeting.invocation("success", Duration::from_secs(9));
         }
         assert_eq!(
             metrics.p50_ms("greeting"),
             Some(5000.0),
             "past the last bucket"
+        );
+    }
+
+    #[test]
+    fn each_actions_counts_histogram_and_refusals_are_rendered() {
+        let metrics = Metrics::default();
+        let greeting = metrics.action("greeting");
+        greeting.invocation("success", Duration::from_micros(80));
+        greeting.invocation("success", Duration::from_millis(3));
+        greeting.invocation("timeout", Duration::from_secs(2));
+        metrics.overloaded("greeting");
+        metrics.action("quiet");
+        let host = action_host::Host::new(action_host::HostConfig {
+            pool_size: 1,
+            ..action_host::HostConfig::default()
+        })
+        .unwrap();
+        let text = metrics.render(&host);
+        for line in [
+            "action_host_invocations_total{action=\"greeting\",result=\"success\"} 2",
+            "action_host_invocations_total{action=\"greeting\",result=\"timeout\"} 1",
+            "action_host_invocation_duration_seconds_bucket{action=\"greeting\",le=\"0.0001\"} 1",
+            "action_host_invocation_duration_seconds_bucket{action=\"greeting\",le=\"0.005\"} 2",
+            "action_host_invocation_duration_seconds_bucket{action=\"greeting\",le=\"5\"} 3",
+            "action_host_invocation_duration_seconds_bucket{action=\"greeting\",le=\"+Inf\"} 3",
+            "action_host_invocation_duration_seconds_sum{action=\"greeting\"} 2.00308",
+            "action_host_invocation_duration_seconds_count{action=\"greeting\"} 3",
+            "action_host_overloaded_total{action=\"greeting\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+        }
+        assert!(
+            !text.contains("failure"),
+            "a result never seen is not a series"
+        );
+        assert!(
+            !text.contains("quiet"),
+            "an action never called has no series"
+        );
+        assert_eq!(
+            metrics.counts("greeting"),
+            BTreeMap::from([("success".into(), 2), ("timeout".into(), 1)])
         );
     }
 }
