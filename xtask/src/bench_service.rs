@@ -200,6 +200,11 @@ impl Server {
 }
 
 impl Server {
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits (up to two minutes) until the service's `/healthz` says `ok`:
     /// everything it deploys at start is loaded.
     pub(crate) fn wait_until_ready(&self) -> Result<()> {

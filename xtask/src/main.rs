@@ -5,7 +5,7 @@ use anyhow::{Context as _, Result, bail};
 use std::process::Command;
 const USAGE: &str =
     "usage: cargo xtask <demo | test | plugins | bench | bench-languages | bench-service |
-                    bench-request | bench-replicas>
+                    bench-request | bench-replicas | bench-ab>
 
   demo     build the example actions from source and serve them on 127.0.0.1:8080
   test     build the plugins, then run every test (the browser tests in headless
@@ -21,7 +21,9 @@ const USAGE: &str =
            where the time of one HTTP call goes: each layer of the service alone
   bench-replicas
            two replicas on one PostgreSQL: how fast a change reaches the other,
-           and their throughput against a service on a data directory";
+           and their throughput against a service on a data directory
+  bench-ab BINARY_A BINARY_B [--rounds N] [--seconds S]
+           the CPU per request of two builds of action-host, loaded at once";
 
 fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
@@ -34,10 +36,12 @@ fn main() -> Result<()> {
         "bench-languages" => bench("action-host-server", "languages"),
         "bench-request" => bench("action-host-server", "request"),
         "bench" => bench("action-host", "invoke"),
+        "bench-ab" => bench_ab::run(&root(), &std::env::args().skip(2).collect::<Vec<_>>()),
         _ => bail!("{USAGE}"),
     }
 }
 
+mod bench_ab;
 mod bench_replicas;
 mod bench_service;
 
