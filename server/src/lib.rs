@@ -3,11 +3,12 @@
 //! one [`action_host::Host`].
 //!
 //! The path of one HTTP request: the listener (`listener.rs`, connection
-//! bounds) hands it to the axum router (`api/mod.rs`), whose handler
-//! (`api/actions.rs`, or an adapter in `webhooks/`) checks the token's role
-//! (`api/auth.rs`), reads the body within its caps (`api/body.rs`) and asks
-//! the [`Catalog`] (`catalog.rs`): to invoke the serving version within the
-//! admission bounds, or to deploy, configure, roll back or delete, which it
+//! bounds) hands it to the axum router (`api/mod.rs`), which gives it an id
+//! and a span (`api/traced.rs`); its handler (`api/actions.rs`, or an
+//! adapter in `webhooks/`) checks the token's role (`api/auth.rs`), reads
+//! the body within its caps (`api/body.rs`) and asks the [`Catalog`]
+//! (`catalog.rs`): to invoke the serving version within the admission bounds
+//! (`bound.rs`), or to deploy, configure, roll back or delete, which it
 //! prepares with the host, writes to the [`Store`] (`store/`) by
 //! compare-and-set, and only then serves. The answer is a typed view
 //! (`api/views.rs`) or an [`ApiError`] (`api/error.rs`, one table of status
