@@ -9,8 +9,9 @@
 //! process) does not depend on how the two share the cores. Each round's
 //! B/A ratio is printed, then the median and its interquartile range. A and
 //! B may be the same binary with a different environment
-//! (`ACTION_HOST_AB_ENV_B="RUST_LOG=warn"`): that measures a setting, and
-//! run as A against A it shows the noise floor.
+//! (`ACTION_HOST_AB_ENV_B="RUST_LOG=warn,action_host::cli=info"`,
+//! which keeps the line that says where it listens): that measures a
+//! setting, and run as A against A it shows the noise floor.
 
 use anyhow::{Context as _, Result, bail};
 use std::path::{Path, PathBuf};

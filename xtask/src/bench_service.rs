@@ -1,7 +1,9 @@
 //! `cargo xtask bench-service`: requests per second and latency of
 //! `POST /v1/actions/greeting/invoke` on `action-host serve`, beside a native
 //! hyper webhook server doing the same work, both loaded by wrk over
-//! keep-alive connections on loopback, in the same run.
+//! keep-alive connections on loopback, in the same run. Given a binary
+//! (`cargo xtask bench-service BINARY`, say an older commit's production
+//! build), it measures that build instead of this tree's.
 
 use anyhow::{Context as _, Result, bail};
 use std::io::{BufRead, BufReader};
@@ -13,7 +15,13 @@ pub(crate) const CONNECTIONS: &str = "32";
 pub(crate) const SECONDS: &str = "10s";
 pub(crate) const ROUNDS: usize = 3;
 
-pub(crate) fn run(root: &Path) -> Result<()> {
+pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
+    let binary = match args {
+        [] => root.join("target/production/action-host"),
+        [binary] if Path::new(binary).is_file() => std::path::PathBuf::from(binary),
+        [binary] => bail!("{binary} is not a file: give the action-host binary to measure"),
+        _ => bail!("usage: cargo xtask bench-service [BINARY]"),
+    };
     crate::plugins()?;
     crate::cargo(&[
         "build",
@@ -27,12 +35,13 @@ pub(crate) fn run(root: &Path) -> Result<()> {
         "native_webhook",
     ])?;
     ensure_wrk()?;
+    println!("measuring {}", binary.display());
 
     let data = root.join("target/bench-data");
     let _ = std::fs::remove_dir_all(&data);
     let greeting = root.join("plugins/target/wasm32-wasip2/release/greeting.wasm");
     let service = Server::start(
-        Command::new(root.join("target/production/action-host"))
+        Command::new(&binary)
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--data"])
             .arg(&data)
@@ -177,24 +186,35 @@ impl Server {
             .spawn()
             .context("failed to start a server")?;
         let stderr = BufReader::new(child.stderr.take().context("no stderr")?);
-        let mut lines = stderr.lines();
-        let base = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    // The service's log line has a timestamp and level first.
-                    if let Some((_, rest)) = line.split_once("listening on ") {
-                        break rest
-                            .split_whitespace()
-                            .next()
-                            .unwrap_or_default()
-                            .to_owned();
+        // Read on a thread of its own, so a server that never says where it
+        // listens (a RUST_LOG that hides its info lines) fails the
+        // benchmark instead of hanging it; the thread keeps draining
+        // stderr afterwards so the server never blocks on a full pipe.
+        let (tell, listening) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tell = Some(tell);
+            for line in stderr.lines() {
+                let Ok(line) = line else { break };
+                // The service's log line has a timestamp and level first.
+                if let Some((_, rest)) = line.split_once("listening on ") {
+                    let base = rest.split_whitespace().next().unwrap_or_default();
+                    if let Some(tell) = tell.take() {
+                        let _ = tell.send(base.to_owned());
                     }
                 }
-                _ => bail!("a server exited before it listened"),
+            }
+        });
+        let base = match listening.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(base) => base,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "a server exited or did not log `listening on` within 60 s (its RUST_LOG \
+                     must keep info lines of action_host::cli)"
+                )
             }
         };
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
         Ok(Server { child, base })
     }
 }

@@ -15,8 +15,9 @@ const USAGE: &str =
   bench    build the plugins, then run the invocation benchmark (production profile)
   bench-languages
            the greeting written in Rust, JavaScript and Python, fresh instance per call
-  bench-service
+  bench-service [BINARY]
            the service over HTTP with wrk, beside a native hyper webhook server
+           (BINARY: measure that build of action-host instead of this tree's)
   bench-request
            where the time of one HTTP call goes: each layer of the service alone
   bench-replicas
@@ -31,7 +32,9 @@ fn main() -> Result<()> {
         "plugins" => plugins(),
         "demo" => demo(),
         "test" => test(),
-        "bench-service" => bench_service::run(&root()),
+        "bench-service" => {
+            bench_service::run(&root(), &std::env::args().skip(2).collect::<Vec<_>>())
+        }
         "bench-replicas" => bench_replicas::run(&root()),
         "bench-languages" => bench("action-host-server", "languages"),
         "bench-request" => bench("action-host-server", "request"),
