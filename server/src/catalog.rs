@@ -25,7 +25,7 @@ use crate::api::views::{
 };
 use crate::bound::{Bound, Slot};
 use crate::config_file::{ActionDoc, HostFile};
-use crate::metrics::{ActionStats, Metrics};
+use crate::metrics::{ActionStats, Ended, Metrics};
 use crate::records::{InvocationRecord, Ran, RecordQuery, Recorder, Replay, Retention};
 use crate::store::{ActionRecord, Store, StoreError, VersionEntry};
 
@@ -224,7 +224,7 @@ impl Catalog {
         keep: Keep,
     ) -> Result<Called, ApiError> {
         let serving = self.serving(name).ok_or_else(|| self.missing(name))?;
-        let _permits = self.admit(name, &serving)?;
+        let _permits = self.admit(&serving)?;
         let recording = serving.record.settings.recording.unwrap_or_default();
         let may_record = recording.may_record();
         let kept_context = (may_record || keep == Keep::Always).then(|| context.clone());
@@ -261,14 +261,10 @@ impl Catalog {
         } else {
             call.await
         };
-        let label = match &result {
-            Ok(done) if done.success => "success",
-            Ok(_) => "failure",
-            Err(error) => error.kind.as_str(),
-        };
+        let ended = Ended::of(&result);
         let took = started.elapsed();
-        serving.stats.invocation(label, took);
-        span.in_scope(|| tracing::debug!(result = label, took_us = took.as_micros() as u64));
+        serving.stats.invocation(ended, took);
+        span.in_scope(|| tracing::debug!(result = ended.name(), took_us = took.as_micros() as u64));
         let offer = may_record && recording.keeps(&result);
         // Built only when kept or shown: with the default (failures only),
         // a successful call costs no record.
@@ -345,7 +341,7 @@ impl Catalog {
             ),
         };
         // A replay runs code like any call: within the same bounds.
-        let _permits = self.admit(name, &serving)?;
+        let _permits = self.admit(&serving)?;
         Ok(crate::records::replay(&action, recorded, number, &sha256).await)
     }
 
@@ -956,9 +952,9 @@ impl Catalog {
 
     /// Takes a place for one invocation of `name`, or refuses at once: the
     /// service never queues calls without bound.
-    fn admit(&self, name: &str, serving: &Serving) -> Result<(Slot, Slot), ApiError> {
+    fn admit(&self, serving: &Serving) -> Result<(Slot, Slot), ApiError> {
         let overloaded = || {
-            self.metrics.overloaded(name);
+            serving.stats.refused();
             ApiError::Overloaded
         };
         let total = self.total.try_take().ok_or_else(overloaded)?;

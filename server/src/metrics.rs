@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use action_host::Host;
+use action_host::{ErrorKind, Host, Invocation, InvokeError};
 
 /// Upper bounds of the latency histogram's buckets, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -22,23 +22,71 @@ pub(crate) struct Metrics {
     actions: Mutex<BTreeMap<String, Arc<ActionStats>>>,
 }
 
-/// The results a call can have: `success`, `failure`, or the error kind.
-const RESULTS: [&str; 8] = [
-    "success",
-    "failure",
-    "invalid-input",
-    "upstream",
-    "denied",
-    "timeout",
-    "internal",
-    "unknown-action",
-];
+/// What a call came to, as its counters and its record name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// The action ran and reported success.
+    Success,
+    /// The action ran and reported a business failure.
+    Failure,
+    /// The call ended in an error of this kind.
+    Error(ErrorKind),
+}
+
+impl Ended {
+    /// Every way a call can end, in the order of an action's counters.
+    const ALL: [Ended; 8] = [
+        Ended::Success,
+        Ended::Failure,
+        Ended::Error(ErrorKind::InvalidInput),
+        Ended::Error(ErrorKind::Upstream),
+        Ended::Error(ErrorKind::Denied),
+        Ended::Error(ErrorKind::Timeout),
+        Ended::Error(ErrorKind::Internal),
+        Ended::Error(ErrorKind::UnknownAction),
+    ];
+
+    /// How `result` ended.
+    pub(crate) fn of(result: &Result<Invocation, InvokeError>) -> Ended {
+        match result {
+            Ok(done) if done.success => Ended::Success,
+            Ok(_) => Ended::Failure,
+            Err(error) => Ended::Error(error.kind),
+        }
+    }
+
+    /// `success`, `failure` or the error kind's name.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Ended::Success => "success",
+            Ended::Failure => "failure",
+            Ended::Error(kind) => kind.as_str(),
+        }
+    }
+
+    /// Its place in [`Ended::ALL`]; a kind the library adds fails to
+    /// compile here rather than being counted as another.
+    fn index(self) -> usize {
+        match self {
+            Ended::Success => 0,
+            Ended::Failure => 1,
+            Ended::Error(kind) => match kind {
+                ErrorKind::InvalidInput => 2,
+                ErrorKind::Upstream => 3,
+                ErrorKind::Denied => 4,
+                ErrorKind::Timeout => 5,
+                ErrorKind::Internal => 6,
+                ErrorKind::UnknownAction => 7,
+            },
+        }
+    }
+}
 
 /// One action's counters, updated without a lock.
 #[derive(Default)]
 pub(crate) struct ActionStats {
-    /// Calls by result, in the order of [`RESULTS`].
-    results: [AtomicU64; RESULTS.len()],
+    /// Calls by how they ended, in the order of [`Ended::ALL`].
+    results: [AtomicU64; Ended::ALL.len()],
     /// Calls no longer than each of [`BUCKETS`].
     buckets: [AtomicU64; BUCKETS.len()],
     sum_nanos: AtomicU64,
@@ -48,14 +96,9 @@ pub(crate) struct ActionStats {
 }
 
 impl ActionStats {
-    /// Records one call's result (`success`, `failure` or an error kind's
-    /// name) and duration.
-    pub(crate) fn invocation(&self, result: &str, duration: Duration) {
-        let index = RESULTS
-            .iter()
-            .position(|r| *r == result)
-            .unwrap_or(RESULTS.len() - 1);
-        self.results[index].fetch_add(1, Ordering::Relaxed);
+    /// Records how one call ended and how long it took.
+    pub(crate) fn invocation(&self, ended: Ended, duration: Duration) {
+        self.results[ended.index()].fetch_add(1, Ordering::Relaxed);
         let seconds = duration.as_secs_f64();
         for (bucket, bound) in self.buckets.iter().zip(BUCKETS) {
             if seconds <= bound {
@@ -67,12 +110,17 @@ impl ActionStats {
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Records a call refused because of the concurrency bounds.
+    pub(crate) fn refused(&self) {
+        self.overloaded.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Calls by result, for the results seen.
     fn counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        RESULTS
+        Ended::ALL
             .iter()
             .zip(&self.results)
-            .map(|(result, n)| (*result, n.load(Ordering::Relaxed)))
+            .map(|(ended, n)| (ended.name(), n.load(Ordering::Relaxed)))
             .filter(|(_, n)| *n > 0)
     }
 }
@@ -88,13 +136,6 @@ impl Metrics {
         let stats = Arc::new(ActionStats::default());
         actions.insert(action.to_owned(), Arc::clone(&stats));
         stats
-    }
-
-    /// Records a call refused because of the concurrency bounds.
-    pub(crate) fn overloaded(&self, action: &str) {
-        self.action(action)
-            .overloaded
-            .fetch_add(1, Ordering::Relaxed);
     }
 
     fn all(&self) -> Vec<(String, Arc<ActionStats>)> {
@@ -244,12 +285,12 @@ mod tests {
         let greeting = metrics.action("greeting");
         assert_eq!(metrics.p50_ms("greeting"), None, "no call yet");
         for micros in [40, 80, 90, 2_000, 9_000_000] {
-            greeting.invocation("success", Duration::from_micros(micros));
+            greeting.invocation(Ended::Success, Duration::from_micros(micros));
         }
         // The third of five calls took 90 us: the 100 us bucket.
         assert_eq!(metrics.p50_ms("greeting"), Some(0.1));
         for _ in 0..10 {
-            greeting.invocation("success", Duration::from_secs(9));
+            greeting.invocation(Ended::Success, Duration::from_secs(9));
         }
         assert_eq!(
             metrics.p50_ms("greeting"),
@@ -259,13 +300,24 @@ mod tests {
     }
 
     #[test]
+    fn every_way_a_call_ends_has_its_own_counter_and_name() {
+        for (place, ended) in Ended::ALL.iter().enumerate() {
+            assert_eq!(ended.index(), place, "{ended:?}");
+        }
+        let mut names: Vec<_> = Ended::ALL.iter().map(|e| e.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), Ended::ALL.len());
+    }
+
+    #[test]
     fn each_actions_counts_histogram_and_refusals_are_rendered() {
         let metrics = Metrics::default();
         let greeting = metrics.action("greeting");
-        greeting.invocation("success", Duration::from_micros(80));
-        greeting.invocation("success", Duration::from_millis(3));
-        greeting.invocation("timeout", Duration::from_secs(2));
-        metrics.overloaded("greeting");
+        greeting.invocation(Ended::Success, Duration::from_micros(80));
+        greeting.invocation(Ended::Success, Duration::from_millis(3));
+        greeting.invocation(Ended::Error(ErrorKind::Timeout), Duration::from_secs(2));
+        greeting.refused();
         metrics.action("quiet");
         let host = action_host::Host::new(action_host::HostConfig {
             pool_size: 1,

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
+use crate::metrics::Ended;
 use crate::store::Store;
 
 /// Which calls of an action leave a record.
@@ -195,9 +196,10 @@ impl InvocationRecord {
 
     /// The outcome and error fields for `result`.
     fn result_fields(result: &Result<Invocation, InvokeError>) -> ResultFields {
+        let ended = Ended::of(result).name().to_owned();
         match result {
             Ok(done) => (
-                if done.success { "success" } else { "failure" }.to_owned(),
+                ended,
                 Some(RecordedOutcome {
                     success: done.success,
                     attributes: done.attributes.clone(),
@@ -207,7 +209,7 @@ impl InvocationRecord {
                 done.logs.clone(),
             ),
             Err(error) => (
-                error.kind.as_str().to_owned(),
+                ended,
                 None,
                 Some(RecordedError {
                     kind: error.kind,
