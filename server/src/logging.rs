@@ -9,17 +9,23 @@
 //! levels only (`info`, `action_host=debug,hyper=warn`), which is what
 //! `RUST_LOG` almost always holds, is therefore read by [`Targets`], which
 //! decides once per call site and keeps no state per span; `EnvFilter` is
-//! used only when the value needs it.
+//! used only when the value needs it. That filter keeps the service's own
+//! spans at any level it logs at (see `WithContext`), so that a warning
+//! still names its request, action and invocation under `RUST_LOG=warn`;
+//! with span or field directives, `EnvFilter`'s rules alone apply.
 //!
 //! [`PlainFields`] writes the fields of the text format without colour.
 
 use std::fmt::{self, Write as _};
-use tracing::Subscriber;
 use tracing::field::{Field, Visit};
+use tracing::level_filters::LevelFilter;
+use tracing::subscriber::Interest;
+use tracing::{Level, Metadata, Subscriber};
 use tracing_subscriber::field::{RecordFields, VisitOutput as _};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::FormatFields;
 use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
+use tracing_subscriber::layer;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -41,7 +47,7 @@ where
         return (Box::new(default_targets()), None);
     };
     if let Ok(targets) = spec.parse::<Targets>() {
-        return (Box::new(targets), None);
+        return (Box::new(WithContext(targets)), None);
     }
     match EnvFilter::try_new(spec) {
         Ok(filter) => (Box::new(filter), None),
@@ -53,8 +59,54 @@ where
 }
 
 /// [`DEFAULT_FILTER`] as targets.
-fn default_targets() -> Targets {
-    Targets::new().with_default(tracing::Level::INFO)
+fn default_targets() -> WithContext {
+    WithContext(Targets::new().with_default(Level::INFO))
+}
+
+/// A targets-and-levels filter that also keeps the service's own spans
+/// wherever it lets any line through. A span writes no line of its own; it
+/// names the request, the action and the invocation on every line logged
+/// inside it. Those spans are at `info`, so without this `RUST_LOG=warn`
+/// would drop them and leave the very warnings and errors an operator
+/// filters for without the request they belong to.
+struct WithContext(Targets);
+
+impl WithContext {
+    fn keeps(&self, metadata: &Metadata<'_>) -> bool {
+        let target = metadata.target();
+        if metadata.is_span() && target.starts_with(OWN_TARGETS) && *metadata.level() <= Level::INFO
+        {
+            self.0.would_enable(target, &Level::ERROR)
+        } else {
+            self.0.would_enable(target, metadata.level())
+        }
+    }
+}
+
+/// The prefix of the targets of the service's and the library's own code.
+const OWN_TARGETS: &str = "action_host";
+
+impl<S: Subscriber> Layer<S> for WithContext {
+    fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
+        if self.keeps(metadata) {
+            Interest::always()
+        } else {
+            Interest::never()
+        }
+    }
+
+    fn enabled(&self, metadata: &Metadata<'_>, _: layer::Context<'_, S>) -> bool {
+        self.keeps(metadata)
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        // Raised to `info` so that the spans' call sites are asked at all;
+        // every other `info` call site is then refused once and remembered.
+        match <Targets as Layer<S>>::max_level_hint(&self.0) {
+            Some(LevelFilter::OFF) => Some(LevelFilter::OFF),
+            hint => hint.map(|hint| hint.max(LevelFilter::INFO)),
+        }
+    }
 }
 
 /// The fields of a log line or span, written exactly as tracing-subscriber's
@@ -296,6 +348,39 @@ mod tests {
     }
 
     #[test]
+    fn warnings_keep_the_request_they_belong_to() {
+        let log = || {
+            let request = tracing::info_span!("request", request_id = "r-1", action = "greeting");
+            let _in_request = request.enter();
+            // Another crate's span is not the service's context: filtered as ever.
+            let connection = tracing::info_span!(target: "hyper", "connection", peer = 7u64);
+            let _in_connection = connection.enter();
+            tracing::info!("ran");
+            tracing::warn!("slow upstream");
+        };
+        for spec in ["warn", "error,action_host_server=warn"] {
+            let text = filtered_text_of(spec, PlainFields, log);
+            assert!(
+                text.contains("WARN request{request_id=\"r-1\" action=\"greeting\"}: "),
+                "RUST_LOG={spec}: {text}"
+            );
+            assert!(text.contains("slow upstream"), "RUST_LOG={spec}: {text}");
+            assert!(!text.contains("connection"), "RUST_LOG={spec}: {text}");
+            assert!(!text.contains("ran"), "RUST_LOG={spec}: {text}");
+        }
+        let all = filtered_text_of("info", PlainFields, log);
+        assert!(all.contains("connection{peer=7}"), "{all}");
+        assert!(all.contains("ran"), "{all}");
+        let quiet_hyper = filtered_text_of("info,hyper=warn", PlainFields, log);
+        assert!(quiet_hyper.contains("request{"), "{quiet_hyper}");
+        assert!(!quiet_hyper.contains("connection"), "{quiet_hyper}");
+        for spec in ["off", "warn,action_host_server=off"] {
+            let text = filtered_text_of(spec, PlainFields, log);
+            assert!(text.is_empty(), "RUST_LOG={spec}: {text}");
+        }
+    }
+
+    #[test]
     fn a_bad_filter_is_named_and_the_default_used() {
         let (filter, refused) = filter::<Registry>(Some("action_host=loud"));
         let why = refused.unwrap();
@@ -313,6 +398,14 @@ mod tests {
     /// The text lines `log` writes through the service's text format with
     /// the field formatter `fields`.
     fn text_of<N>(fields: N, log: impl Fn()) -> String
+    where
+        N: for<'w> FormatFields<'w> + Send + Sync + 'static,
+    {
+        filtered_text_of("trace", fields, log)
+    }
+
+    /// [`text_of`], filtered as `RUST_LOG=spec` filters the service's log.
+    fn filtered_text_of<N>(spec: &str, fields: N, log: impl Fn()) -> String
     where
         N: for<'w> FormatFields<'w> + Send + Sync + 'static,
     {
@@ -335,7 +428,9 @@ mod tests {
             .with_target(false)
             .without_time()
             .fmt_fields(fields);
-        let dispatch = tracing::Dispatch::new(Registry::default().with(layer));
+        let (filter, refused) = filter(Some(spec));
+        assert_eq!(refused, None);
+        let dispatch = tracing::Dispatch::new(Registry::default().with(filter).with(layer));
         tracing::dispatcher::with_default(&dispatch, log);
         String::from_utf8(lines.0.lock().unwrap().clone()).unwrap()
     }
