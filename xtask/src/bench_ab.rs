@@ -10,7 +10,8 @@
 //! B/A ratio is printed, then the median and its interquartile range. A and
 //! B may be the same binary with a different environment
 //! (`ACTION_HOST_AB_ENV_B="RUST_LOG=warn,action_host::cli=info"`,
-//! which keeps the line that says where it listens): that measures a
+//! which keeps the line that says where it listens) or a different
+//! recording mode for B's greeting (`--recording-b off`): that measures a
 //! setting, and run as A against A it shows the noise floor.
 
 use anyhow::{Context as _, Result, bail};
@@ -54,19 +55,26 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     };
     let a = serve(&options.a, "bench-ab-a", "")?;
     let b = serve(&options.b, "bench-ab-b", &env_b)?;
+    if let Some(mode) = &options.recording_b {
+        b.set_recording("greeting", mode)?;
+    }
     let script = invoke_script(root)?;
     let url = |server: &Server| format!("{}/v1/actions/greeting/invoke", server.base);
 
     // Warm both up together, then measure.
     both(&script, &url(&a), &url(&b), 2)?;
     println!(
-        "A: {}\nB: {}{}",
+        "A: {}\nB: {}{}{}",
         options.a.display(),
         options.b.display(),
         if env_b.is_empty() {
             String::new()
         } else {
             format!(" with {env_b}")
+        },
+        match &options.recording_b {
+            Some(mode) => format!(", recording `{mode}`"),
+            None => String::new(),
         }
     );
     println!(
@@ -108,18 +116,27 @@ struct Options {
     b: PathBuf,
     rounds: usize,
     seconds: u32,
+    /// B's greeting's recording mode, when not the default.
+    recording_b: Option<String>,
 }
 
 impl Options {
     fn parse(args: &[String]) -> Result<Options> {
-        const USAGE: &str =
-            "usage: cargo xtask bench-ab BINARY_A BINARY_B [--rounds N] [--seconds S]";
+        const USAGE: &str = "usage: cargo xtask bench-ab BINARY_A BINARY_B [--rounds N] [--seconds S] \
+             [--recording-b off|failures|all]";
         let (mut binaries, mut rounds, mut seconds) = (Vec::new(), ROUNDS, SECONDS);
+        let mut recording_b = None;
         let mut args = args.iter();
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--rounds" => rounds = number(args.next(), USAGE)?,
                 "--seconds" => seconds = number(args.next(), USAGE)?,
+                "--recording-b" => match args.next().map(String::as_str) {
+                    Some(mode @ ("off" | "failures" | "all")) => {
+                        recording_b = Some(mode.to_owned())
+                    }
+                    _ => bail!("{USAGE}"),
+                },
                 _ => binaries.push(PathBuf::from(arg)),
             }
         }
@@ -137,6 +154,7 @@ impl Options {
             b,
             rounds,
             seconds,
+            recording_b,
         })
     }
 }

@@ -11,6 +11,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 pub(crate) const TOKEN: &str = "bench-invoke-token";
+/// The designer's token of the servers benchmarks start.
+const DESIGNER_TOKEN: &str = "bench-designer-token";
 pub(crate) const CONNECTIONS: &str = "32";
 pub(crate) const SECONDS: &str = "10s";
 pub(crate) const ROUNDS: usize = 3;
@@ -178,7 +180,7 @@ impl Server {
     pub(crate) fn start(command: &mut Command) -> Result<Server> {
         let mut child = command
             .env("ACTION_HOST_OPERATOR_TOKEN", "bench-operator-token")
-            .env("ACTION_HOST_DESIGNER_TOKEN", "bench-designer-token")
+            .env("ACTION_HOST_DESIGNER_TOKEN", DESIGNER_TOKEN)
             .env("ACTION_HOST_METRICS_TOKEN", "bench-metrics-token")
             .env("ACTION_HOST_INVOKE_TOKEN", TOKEN)
             .stdout(Stdio::null())
@@ -247,6 +249,28 @@ impl Server {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+    }
+
+    /// Sets the recording mode of `action` (as a designer would), so that
+    /// a benchmark can measure a call without its record.
+    pub(crate) fn set_recording(&self, action: &str, mode: &str) -> Result<()> {
+        use std::io::{Read as _, Write as _};
+        let address = self.base.trim_start_matches("http://");
+        let body = format!("{{\"mode\": \"{mode}\"}}");
+        let mut stream = std::net::TcpStream::connect(address)?;
+        write!(
+            stream,
+            "PUT /v1/actions/{action}/recording HTTP/1.1\r\nHost: bench\r\n\
+             Authorization: Bearer {DESIGNER_TOKEN}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        if !answer.starts_with("HTTP/1.1 200") {
+            bail!("setting {action}'s recording to `{mode}` failed: {answer}");
+        }
+        Ok(())
     }
 }
 

@@ -23,7 +23,7 @@ const USAGE: &str =
   bench-replicas
            two replicas on one PostgreSQL: how fast a change reaches the other,
            and their throughput against a service on a data directory
-  bench-ab BINARY_A BINARY_B [--rounds N] [--seconds S]
+  bench-ab BINARY_A BINARY_B [--rounds N] [--seconds S] [--recording-b MODE]
            the CPU per request of two builds of action-host, loaded at once";
 
 fn main() -> Result<()> {
