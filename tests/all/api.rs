@@ -341,30 +341,43 @@ async fn a_call_logs_in_its_request_span_with_the_action_and_the_invocation() {
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(lines, Vec::<Value>::new());
 
-    // A server error is logged, in the request's span.
+    // A server error is logged, in the request's span, also when the
+    // filter lets only warnings and errors through.
     assert_eq!(
         put(&service, "fixture", "fixture").await.status,
         StatusCode::CREATED
     );
-    let panicking = json!({"input": {"behave": "panic"}});
-    let (answer, lines) = log_of(
-        "info",
-        post(&service, "/v1/actions/fixture/invoke", INVOKE, panicking),
-    )
-    .await;
-    assert!(answer.status.is_server_error(), "{}", answer.body);
-    let failed = lines
-        .iter()
-        .find(|line| line["fields"]["message"] == "response failed")
-        .unwrap_or_else(|| panic!("no line for the server error: {lines:?}"));
-    assert_eq!(failed["level"], "ERROR");
-    assert_eq!(
-        failed["fields"]["status"],
-        answer.status.as_u16(),
-        "{failed}"
-    );
-    assert!(failed["fields"]["latency_ms"].is_f64(), "{failed}");
-    assert_eq!(failed["spans"][0]["action"], "fixture", "{failed}");
+    for spec in ["info", "warn"] {
+        let panicking = json!({"input": {"behave": "panic"}});
+        let (answer, lines) = log_of(
+            spec,
+            post(&service, "/v1/actions/fixture/invoke", INVOKE, panicking),
+        )
+        .await;
+        assert!(answer.status.is_server_error(), "{}", answer.body);
+        let failed = lines
+            .iter()
+            .find(|line| line["fields"]["message"] == "response failed")
+            .unwrap_or_else(|| panic!("{spec}: no line for the server error: {lines:?}"));
+        assert_eq!(failed["level"], "ERROR");
+        assert_eq!(
+            failed["fields"]["status"],
+            answer.status.as_u16(),
+            "{failed}"
+        );
+        assert!(failed["fields"]["latency_ms"].is_f64(), "{failed}");
+        let span = &failed["spans"][0];
+        assert_eq!(span["action"], "fixture", "{spec}: {failed}");
+        assert_eq!(
+            span["request_id"],
+            answer.headers["x-request-id"].to_str().unwrap(),
+            "{spec}: {failed}"
+        );
+        assert_eq!(
+            span["invocation_id"], answer.body["error"]["invocation_id"],
+            "{spec}: {failed}"
+        );
+    }
 }
 
 #[tokio::test]
