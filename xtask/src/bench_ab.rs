@@ -135,7 +135,10 @@ impl Options {
                     Some(mode @ ("off" | "failures" | "all")) => {
                         recording_b = Some(mode.to_owned())
                     }
-                    _ => bail!("{USAGE}"),
+                    other => bail!(
+                        "--recording-b takes off, failures or all, not {:?}; {USAGE}",
+                        other.unwrap_or("nothing")
+                    ),
                 },
                 _ => binaries.push(PathBuf::from(arg)),
             }

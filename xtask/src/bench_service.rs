@@ -230,17 +230,9 @@ impl Server {
     /// Waits (up to two minutes) until the service's `/healthz` says `ok`:
     /// everything it deploys at start is loaded.
     pub(crate) fn wait_until_ready(&self) -> Result<()> {
-        use std::io::{Read as _, Write as _};
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        let address = self.base.trim_start_matches("http://");
         loop {
-            let mut answer = String::new();
-            if let Ok(mut stream) = std::net::TcpStream::connect(address) {
-                let _ = stream.write_all(
-                    b"GET /healthz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n",
-                );
-                let _ = stream.read_to_string(&mut answer);
-            }
+            let answer = self.exchange("GET /healthz", "", "").unwrap_or_default();
             if answer.contains("\"status\":\"ok\"") {
                 return Ok(());
             }
@@ -254,23 +246,33 @@ impl Server {
     /// Sets the recording mode of `action` (as a designer would), so that
     /// a benchmark can measure a call without its record.
     pub(crate) fn set_recording(&self, action: &str, mode: &str) -> Result<()> {
+        let answer = self.exchange(
+            &format!("PUT /v1/actions/{action}/recording"),
+            &format!("Authorization: Bearer {DESIGNER_TOKEN}\r\n"),
+            &format!("{{\"mode\": \"{mode}\"}}"),
+        )?;
+        if !answer.starts_with("HTTP/1.1 200") {
+            bail!("setting {action}'s recording to `{mode}` failed: {answer}");
+        }
+        Ok(())
+    }
+
+    /// One request on a connection of its own (`request`: method and path;
+    /// `headers`: lines ending in CRLF; `body`: JSON or empty), and the
+    /// whole answer as text.
+    fn exchange(&self, request: &str, headers: &str, body: &str) -> std::io::Result<String> {
         use std::io::{Read as _, Write as _};
         let address = self.base.trim_start_matches("http://");
-        let body = format!("{{\"mode\": \"{mode}\"}}");
         let mut stream = std::net::TcpStream::connect(address)?;
         write!(
             stream,
-            "PUT /v1/actions/{action}/recording HTTP/1.1\r\nHost: bench\r\n\
-             Authorization: Bearer {DESIGNER_TOKEN}\r\nContent-Type: application/json\r\n\
+            "{request} HTTP/1.1\r\nHost: bench\r\n{headers}Content-Type: application/json\r\n\
              Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )?;
         let mut answer = String::new();
         stream.read_to_string(&mut answer)?;
-        if !answer.starts_with("HTTP/1.1 200") {
-            bail!("setting {action}'s recording to `{mode}` failed: {answer}");
-        }
-        Ok(())
+        Ok(answer)
     }
 }
 
