@@ -68,6 +68,46 @@ pub enum VersionRef {
     Sha256(String),
 }
 
+impl VersionRef {
+    /// Reads a version as a person writes it: a number, or a SHA-256.
+    pub fn parse(text: &str) -> Result<VersionRef, String> {
+        match text.parse::<u64>() {
+            Ok(number) => Ok(VersionRef::Number(number)),
+            Err(_) => VersionRef::sha256(text).map_err(|_| {
+                format!(
+                    "expected a version number or a SHA-256, got {}",
+                    shown(text)
+                )
+            }),
+        }
+    }
+
+    /// Reads a SHA-256 in hexadecimal, either case (versions are listed in
+    /// lower case). Anything else is refused here, naming the problem,
+    /// rather than looked for and reported missing.
+    pub fn sha256(text: &str) -> Result<VersionRef, String> {
+        if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(VersionRef::Sha256(text.to_ascii_lowercase()))
+        } else {
+            Err(format!(
+                "`sha256` must be 64 hexadecimal digits, as the versions list shows them, \
+                 not {}",
+                shown(text)
+            ))
+        }
+    }
+}
+
+/// `text` quoted for a message when it is short, else its length: a client's
+/// mistake is named without echoing whatever it sent.
+fn shown(text: &str) -> String {
+    if text.chars().count() <= 80 {
+        format!("{text:?}")
+    } else {
+        format!("a text of {} characters", text.chars().count())
+    }
+}
+
 /// What serves under one name.
 struct Serving {
     record: ActionRecord,
@@ -1113,6 +1153,28 @@ mod tests {
             manifest_version: "1.0.0".into(),
             settings: ActionDoc::default(),
         }
+    }
+
+    #[test]
+    fn a_version_is_a_number_or_a_sha256_and_anything_else_is_named() {
+        assert_eq!(VersionRef::parse("3"), Ok(VersionRef::Number(3)));
+        let upper = "AB".repeat(32);
+        assert_eq!(
+            VersionRef::parse(&upper),
+            Ok(VersionRef::Sha256("ab".repeat(32)))
+        );
+        let latest = VersionRef::parse("latest").unwrap_err();
+        assert!(latest.contains("\"latest\""), "{latest}");
+        for bad in ["", "../../versions/x", &"a".repeat(63), &"g".repeat(64)] {
+            let why = VersionRef::sha256(bad).unwrap_err();
+            assert!(why.contains("64 hexadecimal digits"), "{why}");
+        }
+        // What a client sent is not echoed at any length.
+        let long = VersionRef::sha256(&"x".repeat(5000)).unwrap_err();
+        assert!(
+            long.len() < 200 && long.contains("5000 characters"),
+            "{long}"
+        );
     }
 
     #[test]

@@ -435,13 +435,13 @@ async fn versions_are_kept_and_a_rollback_serves_an_earlier_one_without_compilin
     let versions = get(&service, "/v1/actions/thing/versions").await;
     assert_eq!(versions.body["versions"][1]["serving"], true);
 
-    // By SHA-256, forward again.
+    // By SHA-256 (in either case), forward again.
     let fixture_sha = sha256_hex(&common::plugin_bytes("fixture"));
     let forward = post(
         &service,
         "/v1/actions/thing/rollback",
         DESIGNER,
-        json!({"sha256": fixture_sha}),
+        json!({"sha256": fixture_sha.to_uppercase()}),
     )
     .await;
     assert_eq!(forward.body["version"], 2);
@@ -476,6 +476,23 @@ async fn versions_are_kept_and_a_rollback_serves_an_earlier_one_without_compilin
             StatusCode::UNPROCESSABLE_ENTITY,
             "{}",
             refused.body
+        );
+    }
+    // What is not a SHA-256 is named as such, not looked up as a file or
+    // echoed back at length.
+    for bad in ["../../versions/x".to_owned(), "f".repeat(100_000)] {
+        let refused = post(
+            &service,
+            "/v1/actions/thing/rollback",
+            DESIGNER,
+            json!({ "sha256": bad }),
+        )
+        .await;
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+        let message = refused.body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("64 hexadecimal digits") && message.len() < 200,
+            "{message}"
         );
     }
     assert_eq!(get(&service, "/v1/actions/thing").await.body["version"], 3);

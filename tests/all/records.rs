@@ -677,6 +677,15 @@ async fn a_replay_reruns_with_the_recorded_context_clock_and_answers_without_the
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{broken}");
     let (status, bad) = replay(&service, &seen["id"], Body::from(r#"{"version": "one"}"#)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+    let (status, bad) = replay(&service, &seen["id"], Body::from(r#"{"sha256": "../x"}"#)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+    assert!(
+        bad["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("64 hexadecimal digits"),
+        "{bad}"
+    );
     // The invoke token cannot replay what it cannot read.
     let path = format!("/v1/invocations/{}/replay", seen["id"].as_str().unwrap());
     assert_eq!(

@@ -130,7 +130,7 @@ pub(crate) async fn rollback(
     }
     let to = match (body.version, body.sha256) {
         (Some(version), None) => VersionRef::Number(version),
-        (None, Some(sha256)) => VersionRef::Sha256(sha256),
+        (None, Some(sha256)) => VersionRef::sha256(&sha256).map_err(ApiError::InvalidInput)?,
         _ => return Err(ApiError::InvalidInput(format!("name one version: {usage}"))),
     };
     state

@@ -135,7 +135,10 @@ pub(crate) async fn replay(
         match (on.version, on.sha256) {
             (None, None) => (None, None),
             (Some(version), None) => (Some(VersionRef::Number(version)), None),
-            (None, Some(sha256)) => (Some(VersionRef::Sha256(sha256)), None),
+            (None, Some(sha256)) => (
+                Some(VersionRef::sha256(&sha256).map_err(ApiError::InvalidInput)?),
+                None,
+            ),
             (Some(_), Some(_)) => {
                 return Err(ApiError::InvalidInput(format!(
                     "name one version, not both: {usage}"

@@ -2,8 +2,8 @@
 //! command line, for designers and CI. The service's URL and token come
 //! from the environment (or flags), never from the process list by default.
 
-use action_host_server::Client;
-use anyhow::{Context as _, Result, bail};
+use action_host_server::{Client, VersionRef};
+use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -154,12 +154,9 @@ pub(crate) async fn actions(args: ActionsArgs) -> Result<ExitCode> {
             target,
         } => {
             let client = target.client()?;
-            let mut body = match to.parse::<u64>() {
-                Ok(version) => json!({"version": version}),
-                Err(_) if to.len() == 64 && to.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                    json!({"sha256": to.to_ascii_lowercase()})
-                }
-                Err(_) => bail!("expected a version number or a SHA-256, got `{to}`"),
+            let mut body = match VersionRef::parse(&to).map_err(anyhow::Error::msg)? {
+                VersionRef::Number(version) => json!({"version": version}),
+                VersionRef::Sha256(sha256) => json!({"sha256": sha256}),
             };
             if as_uploaded {
                 body["settings"] = json!("as-uploaded");
