@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tracing::Instrument as _;
 
-use crate::api::error::ApiError;
+use crate::api::error::{ApiError, quoted};
 use crate::api::views::{
     ActionList, ActionView, AskedHost, Health, TriedCall, VersionList, VersionView,
 };
@@ -76,7 +76,7 @@ impl VersionRef {
             Err(_) => VersionRef::sha256(text).map_err(|_| {
                 format!(
                     "expected a version number or a SHA-256, got {}",
-                    shown(text)
+                    quoted(text)
                 )
             }),
         }
@@ -92,19 +92,9 @@ impl VersionRef {
             Err(format!(
                 "`sha256` must be 64 hexadecimal digits, as the versions list shows them, \
                  not {}",
-                shown(text)
+                quoted(text)
             ))
         }
-    }
-}
-
-/// `text` quoted for a message when it is short, else its length: a client's
-/// mistake is named without echoing whatever it sent.
-fn shown(text: &str) -> String {
-    if text.chars().count() <= 80 {
-        format!("{text:?}")
-    } else {
-        format!("a text of {} characters", text.chars().count())
     }
 }
 

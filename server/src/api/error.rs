@@ -74,6 +74,18 @@ fn clipped(text: &str) -> String {
     text.chars().take(64).collect()
 }
 
+/// `text` that a client sent, quoted for a message: whole when short, else
+/// [`clipped`] and its length, so that a mistake is named without echoing
+/// whatever was sent.
+pub(crate) fn quoted(text: &str) -> String {
+    let clipped = clipped(text);
+    if clipped.len() == text.len() {
+        format!("{text:?}")
+    } else {
+        format!("{clipped:?}... ({} characters)", text.chars().count())
+    }
+}
+
 impl ApiError {
     /// The status and code of each kind: the one place they are decided.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
