@@ -228,6 +228,22 @@ async fn rasa_errors_are_in_the_shape_rasa_reads() {
     let (status, answer) = rasa(&server, &named(rasa_request(json!({})), "action_nope")).await;
     check(status, &answer, StatusCode::NOT_FOUND, "action_nope");
     assert_eq!(answer["action_name"], "action_nope");
+    // A name of any length the body allows is named by its length, not echoed
+    // into the message.
+    let long = "a".repeat(100_000);
+    let (status, answer) = rasa(&server, &named(rasa_request(json!({})), &long)).await;
+    check(
+        status,
+        &answer,
+        StatusCode::NOT_FOUND,
+        "(100000 characters)",
+    );
+    let message = answer["error"].as_str().unwrap();
+    assert!(
+        message.len() < 200,
+        "{}",
+        &message[..message.len().min(300)]
+    );
 
     // The action refuses its input: 400, which Rasa reads as a rejection.
     let (status, answer) = rasa(&server, &rasa_request(json!({"behave": "reject"}))).await;

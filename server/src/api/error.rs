@@ -126,7 +126,8 @@ impl ApiError {
         match self {
             ApiError::NoRoute => "no such route".into(),
             ApiError::MethodNotAllowed(method) => format!("{method} is not allowed here"),
-            ApiError::UnknownAction(name) => format!("no action is deployed as `{name}`"),
+            // The name may come from a webhook body of any length: quoted, not echoed.
+            ApiError::UnknownAction(name) => format!("no action is deployed as {}", quoted(name)),
             ApiError::UnknownInvocation(id) => format!(
                 "no record is kept of the invocation `{}` (it was not recorded, or is past \
                  the retention bound)",
@@ -272,5 +273,16 @@ mod tests {
         );
         let error = ApiError::from(LoadError::InvalidName("A".into()));
         assert_eq!(error.status_and_code().1, "invalid-action");
+    }
+
+    #[test]
+    fn an_unknown_name_is_quoted_whole_when_short_and_by_its_length_when_long() {
+        let short = ApiError::UnknownAction("action_nope".into()).message();
+        assert_eq!(short, r#"no action is deployed as "action_nope""#);
+        let odd = ApiError::UnknownAction("two\nlines".into()).message();
+        assert!(!odd.contains('\n'), "{odd}");
+        let long = ApiError::UnknownAction("a".repeat(100_000)).message();
+        assert!(long.len() < 200, "{long}");
+        assert!(long.ends_with("... (100000 characters)"), "{long}");
     }
 }
