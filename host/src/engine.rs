@@ -98,7 +98,35 @@ pub(crate) fn build(config: &HostConfig, page_scan: bool) -> Result<Engine> {
         .cranelift_opt_level(wasmtime::OptLevel::Speed);
     Engine::new(&wasm)
         .map_err(anyhow::Error::from)
-        .context("failed to create the WebAssembly engine")
+        .with_context(|| {
+            let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+            match address_space_limit(&limits) {
+                // The pool's reservation is the usual reason then, and its
+                // size in hexadecimal bytes does not say what to change.
+                Some(bytes) => format!(
+                    "failed to create the WebAssembly engine: its instance pool reserves \
+                     address space for {slots} instances up front (reserved, not used), and \
+                     this process may map only {} MiB (its virtual memory limit, `ulimit -v`): \
+                     lift that limit",
+                    bytes >> 20
+                ),
+                None => "failed to create the WebAssembly engine".into(),
+            }
+        })
+}
+
+/// The process's virtual memory limit in bytes, from the text of
+/// `/proc/self/limits`; `None` when it is unlimited or unknown.
+fn address_space_limit(proc_limits: &str) -> Option<u64> {
+    let line = proc_limits
+        .lines()
+        .find(|line| line.starts_with("Max address space"))?;
+    // The columns: the name, the soft limit, the hard limit, the unit.
+    line["Max address space".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Advances an engine's epoch every [`EPOCH_TICK`] until dropped.
@@ -147,6 +175,22 @@ mod tests {
         assert!(swap_is_on(&format!(
             "{header}/dev/zram0                              partition\t4194300\t\t512\t\t100\n"
         )));
+    }
+
+    #[test]
+    fn the_address_space_limit_is_read_from_proc_limits() {
+        let header =
+            "Limit                     Soft Limit           Hard Limit           Units     \n";
+        let limited = format!(
+            "{header}Max stack size            8388608              unlimited            bytes     \n\
+             Max address space         4096000000           unlimited            bytes     \n"
+        );
+        assert_eq!(address_space_limit(&limited), Some(4_096_000_000));
+        let unlimited = format!(
+            "{header}Max address space         unlimited            unlimited            bytes\n"
+        );
+        assert_eq!(address_space_limit(&unlimited), None);
+        assert_eq!(address_space_limit(""), None);
     }
 
     /// Each instance must see the memory image, whatever the one before it in

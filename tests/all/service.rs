@@ -474,6 +474,27 @@ async fn tokens_that_are_short_or_shared_by_two_roles_are_refused_at_start() {
     }
 }
 
+/// Under a virtual memory limit too small for the instance pool's
+/// reservation, start-up names the limit rather than only the failed mapping.
+#[test]
+fn an_address_space_too_small_for_the_pool_is_named_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new("sh");
+    command
+        .args([
+            "-c",
+            "ulimit -v 4000000 && exec \"$0\" serve --listen 127.0.0.1:0 --data \"$1\"",
+        ])
+        .arg(env!("CARGO_BIN_EXE_action-host"))
+        .arg(dir.path());
+    let stderr = common::server::refused(&mut command);
+    assert!(
+        stderr.contains("its instance pool reserves address space")
+            && stderr.contains("may map only 3906 MiB (its virtual memory limit, `ulimit -v`)"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn each_error_has_its_status_and_names_the_problem() {
     let dir = tempfile::tempdir().unwrap();
