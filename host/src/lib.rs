@@ -116,6 +116,7 @@ pub use context::CallContext;
 pub use error::{ErrorKind, InvokeError, LoadError};
 pub use host::{Host, Inspection, Prepared};
 pub use invoke::{CallOptions, CallTrace, Invocation, new_invocation_id};
+pub use load::check_name;
 pub use log::{Level, LogLine, Source};
 pub use manifest::{AttributeSpec, Manifest, ValueKind};
 pub use plugin::{Interface, StartsFrom};

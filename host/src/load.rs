@@ -439,8 +439,10 @@ pub(crate) fn interface(engine: &Engine, component: &Component) -> Interface {
     }
 }
 
-/// Checks an action name: it appears in URLs, file names and metrics labels.
-pub(crate) fn check_name(name: &str) -> Result<(), LoadError> {
+/// Checks an action name: 1 to 64 characters of `a-z`, `0-9`, `-` and `_`.
+/// It appears in URLs, file names and metrics labels, so an embedder that
+/// keys anything by name can rely on this being the whole rule.
+pub fn check_name(name: &str) -> Result<(), LoadError> {
     let valid = (1..=64).contains(&name.len())
         && name
             .bytes()

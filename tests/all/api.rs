@@ -7,6 +7,7 @@ use crate::common;
 use crate::common::server::{DESIGNER, INVOKE, METRICS, OPERATOR};
 
 use action_host::{HostConfig, sha256_hex};
+use action_host_server::records::RecordQuery;
 use action_host_server::{Auth, DataDir, Progress, ServeOptions, Service, Store, Tokens};
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
@@ -198,6 +199,132 @@ async fn unknown_routes_and_methods_answer_in_json_with_a_request_id() {
     for answer in [missing, wrong] {
         let id = answer.headers["x-request-id"].to_str().unwrap();
         assert_eq!(id.len(), 36, "{id}");
+    }
+}
+
+/// A name that axum decodes into a path (`..%2F`) is refused on every route
+/// that takes a name, before anything reads or removes a file with it: here
+/// the record of another data directory beside this one stays untouched, and
+/// no answer says which files exist or where the data directory is.
+#[tokio::test]
+async fn a_name_that_is_a_path_reaches_no_file_outside_the_data_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let (ours, other) = (root.path().join("data"), root.path().join("other"));
+    let neighbour = loaded(&other, ServeOptions::default()).await;
+    assert_eq!(
+        put(&neighbour, "greeting", "greeting").await.status,
+        StatusCode::CREATED
+    );
+    let victim = other.join("actions").join("greeting.json");
+    let before = std::fs::read(&victim).unwrap();
+    let service = loaded(&ours, ServeOptions::default()).await;
+    assert_eq!(
+        put(&service, "greeting", "greeting").await.status,
+        StatusCode::CREATED
+    );
+
+    let settings = || Body::from(json!({}).to_string());
+    for name in [
+        "..%2F..%2Fother%2Factions%2Fgreeting",
+        "..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+        "greeting%2F..%2Fgreeting",
+        "Greeting",
+    ] {
+        let base = format!("/v1/actions/{name}");
+        for (method, path, token, body) in [
+            (Method::GET, base.clone(), DESIGNER, Body::empty()),
+            (Method::DELETE, base.clone(), DESIGNER, Body::empty()),
+            (
+                Method::GET,
+                format!("{base}/versions"),
+                DESIGNER,
+                Body::empty(),
+            ),
+            (
+                Method::POST,
+                format!("{base}/rollback"),
+                DESIGNER,
+                Body::from(json!({"version": 1}).to_string()),
+            ),
+            (Method::PUT, format!("{base}/grants"), OPERATOR, settings()),
+            (Method::PUT, format!("{base}/config"), DESIGNER, settings()),
+            (
+                Method::PUT,
+                format!("{base}/recording"),
+                DESIGNER,
+                settings(),
+            ),
+            (
+                Method::GET,
+                format!("{base}/invocations"),
+                DESIGNER,
+                Body::empty(),
+            ),
+            (
+                Method::POST,
+                format!("{base}/invoke"),
+                INVOKE,
+                Body::from(greet().to_string()),
+            ),
+            (
+                Method::POST,
+                format!("{base}/try"),
+                DESIGNER,
+                Body::from(greet().to_string()),
+            ),
+        ] {
+            let answer = call(&service, method.clone(), &path, token, body).await;
+            let message = answer.body["error"]["message"].as_str().unwrap_or_default();
+            assert_eq!(
+                answer.status,
+                StatusCode::NOT_FOUND,
+                "{method} {path}: {}",
+                answer.body
+            );
+            assert_eq!(
+                answer.body["error"]["code"], "unknown-action",
+                "{method} {path}"
+            );
+            assert!(
+                message.starts_with("no action can be deployed as")
+                    && message.ends_with("a name is 1 to 64 characters of a-z, 0-9, '-' and '_'")
+                    && !message.contains(root.path().to_str().unwrap()),
+                "{method} {path}: {message}"
+            );
+        }
+        // An upload under such a name is refused by the load pipeline, as before.
+        let upload = put(&service, name, "greeting").await;
+        assert_eq!(
+            upload.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            upload.body
+        );
+        assert_eq!(upload.body["error"]["code"], "invalid-action");
+    }
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        before,
+        "the neighbour's record changed"
+    );
+    let served = post(&neighbour, "/v1/actions/greeting/invoke", INVOKE, greet()).await;
+    assert_eq!(served.status, StatusCode::OK, "{}", served.body);
+
+    // The store itself refuses such a name or hash, whoever asks it.
+    let key = DataDir::kept_key(&ours).unwrap();
+    let store = DataDir::open(&ours, &key).unwrap();
+    let name = store
+        .record("../../other/actions/greeting")
+        .await
+        .unwrap_err();
+    let folder = store.invocations("../other", &RecordQuery::default()).await;
+    let hash = store.version("../../other/versions/x").await.unwrap_err();
+    for (error, says) in [
+        (format!("{name:#}"), "invalid action name"),
+        (format!("{:#}", folder.unwrap_err()), "invalid action name"),
+        (format!("{hash:#}"), "is not a SHA-256"),
+    ] {
+        assert!(error.contains(says), "{error}");
     }
 }
 

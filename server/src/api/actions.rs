@@ -14,6 +14,7 @@ use crate::api::AppState;
 use crate::api::auth::{AsDesigner, AsInvoker, AsOperator, AsScraper, Role};
 use crate::api::body::{JsonBody, Upload};
 use crate::api::error::ApiError;
+use crate::api::name::ActionName;
 use crate::api::precondition::IfRevision;
 use crate::api::views::{ActionList, ActionView, Health, Me, TriedCall, VersionList};
 use crate::catalog::{RollbackSettings, VersionRef};
@@ -53,7 +54,7 @@ pub(crate) async fn list(_: AsDesigner, State(state): Shared) -> Json<ActionList
 pub(crate) async fn show(
     _: AsDesigner,
     State(state): Shared,
-    Path(name): Path<String>,
+    ActionName(name): ActionName,
 ) -> Result<Json<ActionView>, ApiError> {
     state.catalog.view(&name).map(Json)
 }
@@ -80,7 +81,7 @@ pub(crate) async fn upload(
 pub(crate) async fn delete(
     _: AsDesigner,
     State(state): Shared,
-    Path(name): Path<String>,
+    ActionName(name): ActionName,
     IfRevision(expect): IfRevision,
 ) -> Result<StatusCode, ApiError> {
     state.catalog.delete(&name, expect).await?;
@@ -91,7 +92,7 @@ pub(crate) async fn delete(
 pub(crate) async fn versions(
     _: AsDesigner,
     State(state): Shared,
-    Path(name): Path<String>,
+    ActionName(name): ActionName,
 ) -> Result<Json<VersionList>, ApiError> {
     state.catalog.versions(&name).map(Json)
 }
@@ -111,7 +112,7 @@ struct RollbackBody {
 pub(crate) async fn rollback(
     AsDesigner(role): AsDesigner,
     State(state): Shared,
-    Path(name): Path<String>,
+    ActionName(name): ActionName,
     IfRevision(expect): IfRevision,
     JsonBody(body): JsonBody,
 ) -> Result<Json<ActionView>, ApiError> {
@@ -147,7 +148,7 @@ pub(crate) async fn rollback(
 pub(crate) async fn grants(
     _: AsOperator,
     State(state): Shared,
-    Path(name): Path<String>,
+    ActionName(name): ActionName,
     IfRevision(expect): IfRevision,
     JsonBody(body): JsonBody,
 ) -> Result<Json<ActionView>, ApiError> {
@@ -205,7 +206,7 @@ fn keep_secret_values(mut doc: ActionDoc, current: &ActionDoc) -> Result<ActionD
 pub(crate) async fn config(
     _: AsDesigner,
     State(state): Shared,
-    Path(name): Path<String>,
+    ActionName(name): ActionName,
     IfRevision(expect): IfRevision,
     JsonBody(body): JsonBody,
 ) -> Result<Json<ActionView>, ApiError> {
@@ -225,7 +226,7 @@ pub(crate) async fn config(
 pub(crate) async fn invoke(
     _: AsInvoker,
     State(state): Shared,
-    Path(name): Path<String>,
+    ActionName(name): ActionName,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Invocation>, ApiError> {
     let (context, input) = invoke_body(body)?;
@@ -239,7 +240,7 @@ pub(crate) async fn invoke(
 pub(crate) async fn try_it(
     _: AsDesigner,
     State(state): Shared,
-    Path(name): Path<String>,
+    ActionName(name): ActionName,
     JsonBody(body): JsonBody,
 ) -> Result<Json<TriedCall>, ApiError> {
     let (context, input) = invoke_body(body)?;

@@ -22,6 +22,8 @@ pub enum ApiError {
     MethodNotAllowed(String),
     /// No action is deployed under the name.
     UnknownAction(String),
+    /// No action can have the name (`action_host::check_name`).
+    ImpossibleName(String),
     /// The action is being restored or deployed at start and serves soon.
     Loading {
         /// Which action.
@@ -94,7 +96,9 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NoRoute => (StatusCode::NOT_FOUND, "not-found"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed"),
-            ApiError::UnknownAction(_) => (StatusCode::NOT_FOUND, "unknown-action"),
+            ApiError::UnknownAction(_) | ApiError::ImpossibleName(_) => {
+                (StatusCode::NOT_FOUND, "unknown-action")
+            }
             ApiError::Loading { .. } => (StatusCode::SERVICE_UNAVAILABLE, "loading"),
             ApiError::UnknownVersion(_) => (StatusCode::NOT_FOUND, "unknown-version"),
             ApiError::UnknownInvocation(_) => (StatusCode::NOT_FOUND, "unknown-invocation"),
@@ -128,6 +132,11 @@ impl ApiError {
             ApiError::MethodNotAllowed(method) => format!("{method} is not allowed here"),
             // The name may come from a webhook body of any length: quoted, not echoed.
             ApiError::UnknownAction(name) => format!("no action is deployed as {}", quoted(name)),
+            ApiError::ImpossibleName(name) => format!(
+                "no action can be deployed as {}: a name is 1 to 64 characters of a-z, 0-9, \
+                 '-' and '_'",
+                quoted(name)
+            ),
             ApiError::UnknownInvocation(id) => format!(
                 "no record is kept of the invocation `{}` (it was not recorded, or is past \
                  the retention bound)",

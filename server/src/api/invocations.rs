@@ -10,6 +10,7 @@ use crate::api::AppState;
 use crate::api::auth::AsDesigner;
 use crate::api::body::{JsonBody, Upload};
 use crate::api::error::ApiError;
+use crate::api::name::ActionName;
 use crate::api::precondition::IfRevision;
 use crate::api::views::ActionView;
 use crate::catalog::VersionRef;
@@ -25,7 +26,7 @@ const MAX_PAGE: usize = 200;
 pub(crate) async fn recording(
     _: AsDesigner,
     State(state): Shared,
-    Path(name): Path<String>,
+    ActionName(name): ActionName,
     IfRevision(expect): IfRevision,
     JsonBody(body): JsonBody,
 ) -> Result<Json<ActionView>, ApiError> {
@@ -72,7 +73,7 @@ pub struct InvocationPage {
 pub(crate) async fn list(
     _: AsDesigner,
     State(state): Shared,
-    Path(name): Path<String>,
+    ActionName(name): ActionName,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<InvocationPage>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;

@@ -21,6 +21,7 @@ pub mod auth;
 pub(crate) mod body;
 pub mod error;
 pub mod invocations;
+pub(crate) mod name;
 pub(crate) mod precondition;
 pub(crate) mod traced;
 pub mod views;

@@ -146,7 +146,7 @@ impl DataDir {
 
     /// Stores a component by its SHA-256 (a no-op when it is already there).
     fn write_version(&self, sha256: &str, bytes: &[u8]) -> Result<()> {
-        let path = self.version_path(sha256);
+        let path = self.version_path(sha256)?;
         if path.exists() {
             return Ok(());
         }
@@ -155,19 +155,19 @@ impl DataDir {
 
     /// The component stored under `sha256`.
     fn read_version(&self, sha256: &str) -> Result<Vec<u8>> {
-        let path = self.version_path(sha256);
+        let path = self.version_path(sha256)?;
         fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
     }
 
     /// Points the action `name` at a record, replacing the pointer atomically.
     fn set_action(&self, name: &str, record: &ActionRecord) -> Result<()> {
         let stored = self.codec.encode(name, record)?;
-        write_atomically(&self.action_path(name), &stored)
+        write_atomically(&self.action_path(name)?, &stored)
     }
 
     /// The record of the action `name`, if it has one.
     fn action(&self, name: &str) -> Result<Option<ActionRecord>> {
-        let path = self.action_path(name);
+        let path = self.action_path(name)?;
         match fs::read(&path) {
             Ok(bytes) => {
                 let (record, _) = self
@@ -183,7 +183,7 @@ impl DataDir {
 
     /// Removes the action `name`'s record (its versions stay until pruned).
     fn remove_action(&self, name: &str) -> Result<()> {
-        let path = self.action_path(name);
+        let path = self.action_path(name)?;
         match fs::remove_file(&path) {
             Ok(()) => sync_dir(path.parent().expect("actions/ has a parent")),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -210,8 +210,17 @@ impl DataDir {
         Ok(found)
     }
 
-    fn version_path(&self, sha256: &str) -> PathBuf {
-        self.root.join("versions").join(format!("{sha256}.wasm"))
+    // The three paths below are made from names and hashes that requests
+    // carry: each refuses what is not one, so that no caller can reach
+    // outside its folder (`../x`) by forgetting to check first.
+
+    fn version_path(&self, sha256: &str) -> Result<PathBuf> {
+        let hash = sha256.len() == 64
+            && sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        anyhow::ensure!(hash, "`{sha256:.80}` is not a SHA-256 in lower-case hex");
+        Ok(self.root.join("versions").join(format!("{sha256}.wasm")))
     }
 
     fn artifact_path(&self, key: &EngineKey, entry: CacheEntry) -> PathBuf {
@@ -224,8 +233,9 @@ impl DataDir {
             .join(format!("{key}.{extension}"))
     }
 
-    fn action_path(&self, name: &str) -> PathBuf {
-        self.root.join("actions").join(format!("{name}.json"))
+    fn action_path(&self, name: &str) -> Result<PathBuf> {
+        action_host::check_name(name)?;
+        Ok(self.root.join("actions").join(format!("{name}.json")))
     }
 }
 
@@ -255,7 +265,7 @@ impl Store for DataDir {
     }
 
     async fn version_len(&self, sha256: &str) -> StoreResult<u64> {
-        let path = self.version_path(sha256);
+        let path = self.version_path(sha256)?;
         let metadata = tokio::fs::metadata(&path)
             .await
             .with_context(|| format!("cannot read {}", path.display()))?;
@@ -274,7 +284,7 @@ impl Store for DataDir {
                 kept.extend(record.versions.into_iter().map(|v| v.sha256));
             }
             for sha256 in sha256s.iter().filter(|s| !kept.contains(*s)) {
-                let path = data.version_path(sha256);
+                let path = data.version_path(sha256)?;
                 match fs::remove_file(&path) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -415,15 +425,16 @@ fn remove_temporary_files(dir: &Path) -> Result<()> {
 /// written whole and renamed into place but not fsynced: a crash may lose the
 /// last records, which are a log, and a file a crash left damaged is skipped.
 impl DataDir {
-    fn invocations_of(&self, action: &str) -> PathBuf {
-        self.root.join("invocations").join(action)
+    fn invocations_of(&self, action: &str) -> Result<PathBuf> {
+        action_host::check_name(action)?;
+        Ok(self.root.join("invocations").join(action))
     }
 
     fn write_invocation(&self, record: &InvocationRecord) -> Result<()> {
         if !is_invocation_id(&record.id) {
             anyhow::bail!("`{}` is not an invocation id", record.id);
         }
-        let dir = self.invocations_of(&record.action);
+        let dir = self.invocations_of(&record.action)?;
         match fs::DirBuilder::new().mode(0o700).create(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
                 return Err(e).with_context(|| format!("cannot create {}", dir.display()));
@@ -466,12 +477,14 @@ impl DataDir {
             .filter_map(|entry| entry.ok())
             .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
             .filter_map(|entry| entry.file_name().into_string().ok())
+            // Only folders the store made: another would fail every sweep.
+            .filter(|name| action_host::check_name(name).is_ok())
             .collect())
     }
 
     /// The record files of `action`, newest first, as (cursor, path).
     fn invocation_files(&self, action: &str) -> Result<Vec<(String, PathBuf)>> {
-        let dir = self.invocations_of(action);
+        let dir = self.invocations_of(action)?;
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -617,6 +630,9 @@ fn sync_dir(dir: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// A component's SHA-256, as the store names versions.
+    const SHA: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
     /// One key for every test: the directories are reopened with it.
     fn test_key() -> OperatorKey {
         OperatorKey::from_hex(&"5a".repeat(32)).unwrap()
@@ -626,10 +642,10 @@ mod tests {
     fn records_and_versions_survive_reopening() {
         let tmp = tempfile::tempdir().unwrap();
         let data = DataDir::open(tmp.path(), &test_key()).unwrap();
-        data.write_version("abc", b"component").unwrap();
+        data.write_version(SHA, b"component").unwrap();
         let record = ActionRecord {
             revision: 1,
-            sha256: "abc".into(),
+            sha256: SHA.into(),
             version: 3,
             settings: crate::ActionDoc::default(),
             changed_at_ms: 0,
@@ -641,7 +657,7 @@ mod tests {
         data.put(&key, CacheEntry::SnapshotNote, b"why");
 
         let again = DataDir::open(tmp.path(), &test_key()).unwrap();
-        assert_eq!(again.read_version("abc").unwrap(), b"component");
+        assert_eq!(again.read_version(SHA).unwrap(), b"component");
         assert_eq!(again.action("greeting").unwrap().unwrap().version, 3);
         assert_eq!(again.get(&key, CacheEntry::Artifact).unwrap(), b"artifact");
         assert_eq!(again.get(&key, CacheEntry::SnapshotNote).unwrap(), b"why");
@@ -659,7 +675,7 @@ mod tests {
         again.remove_action("greeting").unwrap();
         assert!(again.action("greeting").unwrap().is_none());
         assert!(
-            again.read_version("abc").is_ok(),
+            again.read_version(SHA).is_ok(),
             "versions outlive their pointer"
         );
     }
@@ -678,13 +694,13 @@ mod tests {
         fs::create_dir(root.join("versions")).unwrap();
         fs::set_permissions(root.join("versions"), fs::Permissions::from_mode(0o755)).unwrap();
         let data = DataDir::open(&root, &test_key()).unwrap();
-        data.write_version("abc", b"component").unwrap();
+        data.write_version(SHA, b"component").unwrap();
         DataDir::kept_key(&root).unwrap();
         assert_eq!(mode(&root), 0o755);
         for dir in ["versions", "artifacts", "actions"] {
             assert_eq!(mode(&root.join(dir)), 0o700, "{dir}");
         }
-        assert_eq!(mode(&root.join("versions/abc.wasm")), 0o600);
+        assert_eq!(mode(&root.join(format!("versions/{SHA}.wasm"))), 0o600);
         assert_eq!(mode(&root.join("secret.key")), 0o600);
         // The key is made once and then kept.
         assert_eq!(
@@ -725,12 +741,12 @@ mod tests {
     fn no_temporary_file_is_left_behind() {
         let tmp = tempfile::tempdir().unwrap();
         let data = DataDir::open(tmp.path(), &test_key()).unwrap();
-        data.write_version("abc", b"x").unwrap();
+        data.write_version(SHA, b"x").unwrap();
         let names: Vec<_> = fs::read_dir(tmp.path().join("versions"))
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(names, ["abc.wasm"]);
+        assert_eq!(names, [format!("{SHA}.wasm").as_str()]);
     }
 
     fn record(revision: u64, sha256: &str) -> ActionRecord {
@@ -787,19 +803,20 @@ mod tests {
     async fn versions_are_written_once_and_pruned_only_when_no_record_keeps_them() {
         let tmp = tempfile::tempdir().unwrap();
         let data = DataDir::open(tmp.path(), &test_key()).unwrap();
-        data.put_version("x", "first".into()).await.unwrap();
-        data.put_version("x", "second".into()).await.unwrap();
-        assert_eq!(data.version("x").await.unwrap(), b"first");
-        assert_eq!(data.version_len("x").await.unwrap(), 5);
-        data.put_version("y", "other".into()).await.unwrap();
-        data.swap_record("a", None, Some(record(1, "x")))
+        const OTHER: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+        data.put_version(SHA, "first".into()).await.unwrap();
+        data.put_version(SHA, "second".into()).await.unwrap();
+        assert_eq!(data.version(SHA).await.unwrap(), b"first");
+        assert_eq!(data.version_len(SHA).await.unwrap(), 5);
+        data.put_version(OTHER, "other".into()).await.unwrap();
+        data.swap_record("a", None, Some(record(1, SHA)))
             .await
             .unwrap();
-        data.prune_versions(vec!["x".into(), "y".into()])
+        data.prune_versions(vec![SHA.into(), OTHER.into()])
             .await
             .unwrap();
-        assert!(data.version("x").await.is_ok(), "kept by a's record");
-        assert!(data.version("y").await.is_err());
+        assert!(data.version(SHA).await.is_ok(), "kept by a's record");
+        assert!(data.version(OTHER).await.is_err());
     }
 
     #[test]
