@@ -156,7 +156,7 @@ impl LogSink {
             }
         }
         let mut lines = std::mem::take(&mut buffer.lines);
-        if buffer.dropped_bytes > 0 {
+        if buffer.dropped_lines > 0 || buffer.dropped_bytes > 0 {
             lines.push(LogLine {
                 level: Level::Warn,
                 source: Source::Host,
@@ -192,14 +192,20 @@ impl LogSink {
     }
 }
 
+/// What each kept line counts against the log cap besides its text: its own
+/// place in the host's memory. Without it an empty line would cost nothing,
+/// and an action could make the host keep millions of them.
+pub(crate) const LINE_OVERHEAD: usize = 32;
+
 impl LogBuffer {
     fn push(&mut self, level: Level, source: Source, message: &str) {
-        if self.used + message.len() > self.cap {
+        let cost = message.len() + LINE_OVERHEAD;
+        if self.used + cost > self.cap {
             self.dropped_lines += 1;
             self.dropped_bytes += message.len();
             return;
         }
-        self.used += message.len();
+        self.used += cost;
         self.lines.push(LogLine {
             level,
             source,
@@ -226,7 +232,7 @@ impl LogBuffer {
         // without bound.
         let room = self
             .cap
-            .saturating_sub(self.used + self.partial(source).len());
+            .saturating_sub(self.used + LINE_OVERHEAD + self.partial(source).len());
         let kept = bytes.len().min(room);
         self.partial(source).extend_from_slice(&bytes[..kept]);
         self.dropped_bytes += bytes.len() - kept;
@@ -333,7 +339,7 @@ mod tests {
 
     #[test]
     fn lines_past_the_cap_are_dropped_and_counted() {
-        let sink = LogSink::new(10);
+        let sink = LogSink::new(2 * (5 + LINE_OVERHEAD));
         sink.push(Level::Info, Source::Log, "12345");
         sink.push(Level::Info, Source::Log, "67890");
         sink.push(Level::Info, Source::Log, "dropped");
@@ -344,6 +350,24 @@ mod tests {
             lines[2].message.contains("7 bytes dropped (1 whole lines)"),
             "{}",
             lines[2].message
+        );
+    }
+
+    #[test]
+    fn empty_lines_count_against_the_cap_too() {
+        let sink = LogSink::new(16 << 10);
+        for _ in 0..1_000_000 {
+            sink.push(Level::Info, Source::Log, "");
+        }
+        let lines = sink.finish();
+        assert_eq!(lines.len(), (16 << 10) / LINE_OVERHEAD + 1);
+        let note = &lines.last().unwrap().message;
+        assert!(
+            note.contains(&format!(
+                "0 bytes dropped ({} whole lines)",
+                1_000_000 - (16 << 10) / LINE_OVERHEAD
+            )),
+            "{note}"
         );
     }
 
@@ -378,7 +402,7 @@ mod tests {
 
     #[test]
     fn an_endless_line_without_newline_stays_within_the_cap() {
-        let sink = LogSink::new(100);
+        let sink = LogSink::new(100 + LINE_OVERHEAD);
         for _ in 0..1000 {
             sink.write_output(Source::Stderr, &[b'x'; 1000]);
         }
