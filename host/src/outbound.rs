@@ -136,6 +136,15 @@ const HOST_SET_HEADERS: &[&str] = &[
     "content-length",
 ];
 
+/// The longest URL the gate takes: what common servers accept, and a bound
+/// on what a refused attempt makes the host copy.
+pub(crate) const MAX_URL_BYTES: usize = 8 << 10;
+
+/// The most bytes of header names and values one request may carry as the
+/// action wrote it (wasi:http's field limit) and once its secrets are filled in.
+pub(crate) const MAX_HEADER_BYTES: usize = crate::state::FIELD_SIZE_LIMIT;
+pub(crate) const MAX_FILLED_HEADER_BYTES: usize = 4 * MAX_HEADER_BYTES;
+
 /// Whether the host sets the header `name` itself, so an action may not.
 pub(crate) fn is_host_set_header(name: &str) -> bool {
     HOST_SET_HEADERS.contains(&name.to_ascii_lowercase().as_str())
@@ -212,9 +221,13 @@ impl Outbound {
         let method = reqwest::Method::from_bytes(destination.method.as_bytes()).map_err(|_| {
             OutboundError::InvalidRequest(format!("invalid method `{}`", destination.method))
         })?;
+        // Redaction reads the response's bytes: a compressed body would carry
+        // an echoed secret past it, so the host asks for none (an action's
+        // own `accept-encoding` is dropped at the gate).
         let mut request = client
             .request(method, destination.url.clone())
-            .timeout(timeout);
+            .timeout(timeout)
+            .header(reqwest::header::ACCEPT_ENCODING, "identity");
         for (name, value) in headers {
             request = request.header(name, value);
         }
@@ -231,6 +244,18 @@ impl Outbound {
             .is_some_and(|length| length > cap as u64)
         {
             return Err(OutboundError::TooLarge);
+        }
+        if !self.redactions.is_empty()
+            && let Some(coding) = response
+                .headers()
+                .get(reqwest::header::CONTENT_ENCODING)
+                .filter(|coding| !coding.as_bytes().eq_ignore_ascii_case(b"identity"))
+        {
+            return Err(OutboundError::Transport(format!(
+                "the response is compressed (`{}`) although the host asked for none, so the \
+                 host cannot find the action's secrets in it to redact them",
+                clip(&String::from_utf8_lossy(coding.as_bytes()))
+            )));
         }
         let status = response.status().as_u16();
         let mut headers: Vec<(String, String)> = Vec::new();
@@ -415,6 +440,12 @@ impl Gate {
         if self.sent.fetch_add(1, Ordering::Relaxed) >= limits.max_requests {
             return Err(OutboundError::BudgetExhausted);
         }
+        if request.url.len() > MAX_URL_BYTES {
+            return Err(OutboundError::InvalidRequest(format!(
+                "the URL of {} bytes is over the cap of {MAX_URL_BYTES} bytes",
+                request.url.len()
+            )));
+        }
         let destination = Destination::parse(&request.method, &request.url)
             .map_err(OutboundError::InvalidRequest)?;
         if !outbound
@@ -461,12 +492,29 @@ impl Gate {
                 .map(|(index, _)| index)
                 .collect(),
         };
+        let header_bytes: usize = (request.headers.iter())
+            .map(|(name, value)| name.len() + value.len())
+            .sum();
+        if header_bytes > MAX_HEADER_BYTES {
+            return Err(OutboundError::InvalidRequest(format!(
+                "the headers of {header_bytes} bytes are over the cap of {MAX_HEADER_BYTES} bytes"
+            )));
+        }
         for (name, _) in &request.headers {
             if is_host_set_header(name) {
                 return Err(OutboundError::InvalidRequest(format!(
                     "the header `{}` is set by the host",
                     clip(name)
                 )));
+            }
+            // A part of a response could hold part of a secret that an
+            // upstream echoes, which redaction cannot recognise.
+            if name.eq_ignore_ascii_case("range") {
+                return Err(OutboundError::InvalidRequest(
+                    "the header `range` is refused: a partial response could carry part of a \
+                     secret past redaction"
+                        .into(),
+                ));
             }
         }
         if request.body.len() > limits.max_request_body_bytes {
@@ -479,11 +527,23 @@ impl Gate {
         let headers = request
             .headers
             .into_iter()
+            // The host asks for an uncompressed response (see `send`).
+            .filter(|(name, _)| !name.eq_ignore_ascii_case("accept-encoding"))
             .map(|(name, value)| {
                 let value = fill_secrets(&name, &value, &outbound.secrets, &destination)?;
                 Ok((name, value))
             })
             .collect::<Result<Vec<_>, OutboundError>>()?;
+        // A secret may be named many times in one value: bound what that makes.
+        let filled_bytes: usize = (headers.iter())
+            .map(|(name, value)| name.len() + value.len())
+            .sum();
+        if filled_bytes > MAX_FILLED_HEADER_BYTES {
+            return Err(OutboundError::InvalidRequest(format!(
+                "the headers are over {} KiB once their secrets are filled in",
+                MAX_FILLED_HEADER_BYTES >> 10
+            )));
+        }
         let left = self
             .deadline
             .saturating_duration_since(Instant::now())

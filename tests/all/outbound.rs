@@ -623,6 +623,84 @@ async fn a_secret_an_upstream_echoes_back_is_redacted_before_the_action_sees_it(
     );
 }
 
+/// An action cannot get an echoed secret past redaction by asking for a
+/// compressed or a partial response, and the gate bounds what a request's
+/// URL and headers, secrets filled in, make the host hold.
+#[tokio::test]
+async fn no_compressed_or_partial_response_carries_a_secret_and_requests_are_bounded() {
+    let mock = Mock::start().await;
+    let upstream = format!("http://127.0.0.1:{}", mock.port);
+    let value = "s".repeat(200);
+    let settings = ActionSettings {
+        grants: grants(&[&upstream]),
+        secrets: vec![Secret::new("token", &value, grants(&[&upstream]))],
+        ..ActionSettings::default()
+    };
+    let host = host_with("fixture", settings.clone()).await;
+    let send = |path: &str, headers: Value| json!({"behave": "http", "url": mock.url(path), "headers": headers});
+    let refused = |done: &Invocation, kind: &str, words: &str| {
+        assert_eq!(done.attributes["error"], kind, "{:?}", done.attributes);
+        let detail = done.attributes["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(words), "{detail}");
+    };
+
+    // The action's own accept-encoding is dropped: the upstream is asked for
+    // an uncompressed answer, which redaction can read.
+    let asked = send(
+        "/echo",
+        json!({"authorization": "Bearer {{secret:token}}", "accept-encoding": "gzip"}),
+    );
+    let done = call(&host, asked).await;
+    assert_eq!(done.attributes["status"], 200, "{:?}", done.attributes);
+    assert!(!serde_json::to_string(&done).unwrap().contains(&value));
+    assert_eq!(
+        mock.received()[0].header("accept-encoding"),
+        Some("identity")
+    );
+    // An upstream that compresses anyway is not read into the action.
+    let done = call(&host, send("/compressed", json!({}))).await;
+    refused(&done, "transport", "the response is compressed (`gzip`)");
+    // A range of an echo could hold part of the secret.
+    let done = call(&host, send("/echo", json!({"range": "bytes=0-20"}))).await;
+    refused(&done, "invalid-request", "the header `range` is refused");
+
+    // Without secrets there is nothing to redact: a compressed answer passes.
+    let plain = host_with(
+        "fixture",
+        ActionSettings {
+            grants: grants(&[&upstream]),
+            ..ActionSettings::default()
+        },
+    )
+    .await;
+    let done = call(&plain, send("/compressed", json!({}))).await;
+    assert_eq!(done.attributes["status"], 200, "{:?}", done.attributes);
+
+    // The bounds: a URL, the headers as written, and as filled in.
+    let long_url = mock.url(&format!("/{}", "u".repeat(8 << 10)));
+    let done = call(&host, json!({"behave": "http", "url": long_url})).await;
+    refused(&done, "invalid-request", "over the cap of 8192 bytes");
+    let done = call(&host, send("/echo", json!({"x-big": "h".repeat(17 << 10)}))).await;
+    refused(
+        &done,
+        "invalid-request",
+        "the headers of 17413 bytes are over the cap",
+    );
+    let many = "{{secret:token}}".repeat(1000);
+    let done = call(&host, send("/echo", json!({"authorization": many}))).await;
+    refused(
+        &done,
+        "invalid-request",
+        "over 64 KiB once their secrets are filled in",
+    );
+    let sent: Vec<_> = mock.received().into_iter().map(|r| r.path).collect();
+    assert_eq!(
+        sent,
+        ["/echo", "/compressed", "/compressed"],
+        "a refused one was sent"
+    );
+}
+
 #[tokio::test]
 async fn a_secret_fills_only_the_headers_it_is_bound_to() {
     let mock = Mock::start().await;

@@ -32,7 +32,8 @@ impl Received {
 /// The server. Paths: `/big` (2 MiB with a length), `/big-chunked` (2 MiB,
 /// chunked), `/slow` (answers after 3 s), `/redirect?to=URL` (302),
 /// `/api/users/{id}/orders/last` (an order as JSON; 404 for `nobody`),
-/// `/crm/leads` (201 with a lead id), `/echo...` (every request header back, in
+/// `/crm/leads` (201 with a lead id), `/compressed` (a gzip body, whatever was
+/// asked), `/echo...` (every request header back, in
 /// the headers and a chunked body), `/echo-json` (the request headers as JSON), `/slow...` (200 after 3 s), `/weather/current?city=C` (the weather;
 /// 404 for `Atlantis`, invalid JSON for `Garbled`), `/members/{id}` (a gold
 /// member; 404 for `nobody`), `/news/headlines?topic=T` (four headlines;
@@ -188,6 +189,18 @@ async fn serve(mut stream: TcpStream, log: Arc<Mutex<Vec<Received>>>) {
             "200 OK",
             r#"{"articles":[{"title":"Rain returns to Lisbon","source":"Daily Example"},{"title":"Tea prices steady","source":"Market Example"},{"title":"Robots learn to knit","source":"Tech Example"},{"title":"A fourth story","source":"Daily Example"}]}"#,
         )
+    } else if path == "/compressed" {
+        // An upstream that compresses whatever the client asked for.
+        let body = b"\x1f\x8b\x08\x00 not really gzip";
+        [
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            )
+            .into_bytes(),
+            body.to_vec(),
+        ]
+        .concat()
     } else if let Some(to) = path.strip_prefix("/redirect?to=") {
         format!(
             "HTTP/1.1 302 Found\r\nlocation: {to}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
