@@ -189,6 +189,16 @@ async fn run_traced(
     trace.memory_peak_bytes = store.data().memory.peak() as u64;
     drop(store);
     trace.exchanges = deck.take();
+    let dropped = deck.dropped();
+    if dropped > 0 {
+        log.closing_note(
+            Level::Warn,
+            format!(
+                "the record keeps the first {} outbound requests; {dropped} more were made",
+                crate::tape::TAPE_EXCHANGES
+            ),
+        );
+    }
     let logs = log.finish();
     match result {
         Ok((success, attributes, messages)) => Ok(Invocation {

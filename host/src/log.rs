@@ -146,6 +146,16 @@ impl LogSink {
         });
     }
 
+    /// Adds a host note past the notes' cap: for what the host says once, at
+    /// the end of a call, which a flood of notes must not crowd out.
+    pub(crate) fn closing_note(&self, level: Level, message: String) {
+        self.lock().lines.push(LogLine {
+            level,
+            source: Source::Host,
+            message,
+        });
+    }
+
     /// Ends the log: flushes unterminated output and notes what the cap dropped.
     pub(crate) fn finish(&self) -> Vec<LogLine> {
         let mut buffer = self.lock();

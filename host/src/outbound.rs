@@ -338,8 +338,9 @@ pub(crate) struct Seen {
     headers: Vec<(String, String)>,
     pub(crate) body: RecordedBody,
     started: Instant,
-    /// Its place on the tape, kept unfinished until its end is known.
-    place: usize,
+    /// Its place on the tape, kept unfinished until its end is known; `None`
+    /// once the tape is full (a replay still answers it from the record).
+    place: Option<usize>,
 }
 
 impl Gate {
@@ -368,21 +369,37 @@ impl Gate {
         let method = request.method.trim().to_ascii_uppercase();
         // The gate's reading of the URL, so that a replay matches the
         // request however the action spelled it.
-        let url = Destination::parse(&request.method, &request.url)
-            .map_or_else(|_| request.url.clone(), |d| d.url.to_string());
+        // A URL or headers over the gate's caps are refused, and kept only
+        // clipped: what the tape holds stays bounded whatever the action sends.
+        let url = if request.url.len() > MAX_URL_BYTES {
+            clip(&request.url).into_owned()
+        } else {
+            Destination::parse(&request.method, &request.url)
+                .map_or_else(|_| request.url.clone(), |d| d.url.to_string())
+        };
+        let header_bytes: usize = (request.headers.iter())
+            .map(|(name, value)| name.len() + value.len())
+            .sum();
+        let headers: Vec<(String, String)> = if header_bytes > MAX_HEADER_BYTES {
+            (request.headers.iter().take(16))
+                .map(|(name, value)| (clip(name).into_owned(), clip(value).into_owned()))
+                .collect()
+        } else {
+            request.headers.clone()
+        };
         let body = RecordedBody::of(&request.body);
         let place = self.deck.open(|| Exchange {
             method: method.clone(),
             url: url.clone(),
-            request_headers: request.headers.clone(),
+            request_headers: headers.clone(),
             request_body: body.clone(),
             outcome: crate::tape::unfinished(),
             duration_ms: 0.0,
-        })?;
+        });
         Some(Seen {
             method,
             url,
-            headers: request.headers.clone(),
+            headers,
             body,
             started: Instant::now(),
             place,
@@ -414,8 +431,9 @@ impl Deck {
     /// Keeps what came of a request the tape saw.
     pub(crate) fn kept(&self, seen: Option<Seen>, result: &Result<Response, OutboundError>) {
         let Some(seen) = seen else { return };
+        let Some(place) = seen.place else { return };
         self.close(
-            seen.place,
+            place,
             Exchange {
                 duration_ms: crate::tape::millis(seen.started.elapsed()),
                 method: seen.method,

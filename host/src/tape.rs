@@ -19,6 +19,12 @@ use crate::outbound::{OutboundError, Response};
 /// The most bytes of each request and response body a record keeps.
 pub const BODY_CAP: usize = 64 << 10;
 
+/// The most requests one call's tape keeps; past them it counts. Every
+/// attempt, refused or not, spends the request budget, so an action that
+/// goes on trying past it gets only the same refusal, which the tape need
+/// not hold for each of thousands of tries.
+pub const TAPE_EXCHANGES: usize = 64;
+
 /// One outbound request and what came of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Exchange {
@@ -137,8 +143,15 @@ pub(crate) struct Deck {
     recording: bool,
     /// Each request in the order the action made it, its answer filled in
     /// when it comes.
-    kept: Mutex<Vec<Slot>>,
+    kept: Mutex<Kept>,
     script: Option<Mutex<VecDeque<Exchange>>>,
+}
+
+/// The requests a tape keeps, and how many more it did not.
+#[derive(Default)]
+struct Kept {
+    slots: Vec<Slot>,
+    dropped: usize,
 }
 
 /// A kept exchange, and since when it has waited for its answer if it has
@@ -178,24 +191,32 @@ impl Deck {
     /// Keeps a request the action has just made, with the outcome
     /// [`unfinished`] until [`Deck::close`] gives its end: a call cut off at its deadline still
     /// shows what it was waiting for. Returns its place; `None` when the
-    /// tape keeps nothing.
+    /// tape keeps nothing, or no more ([`TAPE_EXCHANGES`]).
     pub(crate) fn open(&self, request: impl FnOnce() -> Exchange) -> Option<usize> {
         if !self.recording {
             return None;
         }
-        let exchange = request();
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
-        kept.push(Slot {
-            exchange,
+        if kept.slots.len() >= TAPE_EXCHANGES {
+            kept.dropped += 1;
+            return None;
+        }
+        kept.slots.push(Slot {
+            exchange: request(),
             waiting_since: Some(Instant::now()),
         });
-        Some(kept.len() - 1)
+        Some(kept.slots.len() - 1)
+    }
+
+    /// How many requests came after the tape was full.
+    pub(crate) fn dropped(&self) -> usize {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner()).dropped
     }
 
     /// Gives the request kept at `place` its end.
     pub(crate) fn close(&self, place: usize, exchange: Exchange) {
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(slot) = kept.get_mut(place) {
+        if let Some(slot) = kept.slots.get_mut(place) {
             *slot = Slot {
                 exchange,
                 waiting_since: None,
@@ -244,7 +265,7 @@ impl Deck {
     /// The exchanges kept, in the order the action made the requests; one
     /// still waiting is [`UNFINISHED`], with how long it waited.
     pub(crate) fn take(&self) -> Vec<Exchange> {
-        let kept = std::mem::take(&mut *self.kept.lock().unwrap_or_else(|p| p.into_inner()));
+        let kept = std::mem::take(&mut self.kept.lock().unwrap_or_else(|p| p.into_inner()).slots);
         kept.into_iter()
             .map(|slot| {
                 let mut exchange = slot.exchange;

@@ -6,7 +6,8 @@ use crate::common;
 
 use crate::common::mock::Mock;
 use action_host::{
-    ActionSettings, CallContext, Grant, Host, HostConfig, HttpLimits, Invocation, Secret,
+    ActionSettings, CallContext, CallOptions, Grant, Host, HostConfig, HttpLimits, Invocation,
+    Secret, TAPE_EXCHANGES, Tape,
 };
 use serde_json::{Map, Value, json};
 use std::time::{Duration, Instant};
@@ -699,6 +700,60 @@ async fn no_compressed_or_partial_response_carries_a_secret_and_requests_are_bou
         ["/echo", "/compressed", "/compressed"],
         "a refused one was sent"
     );
+}
+
+/// A recorded call that loops on refused requests with a long URL keeps at
+/// most [`TAPE_EXCHANGES`] of them, each with its URL clipped, and says how
+/// many more it made; a replay of it answers as the recorded call was answered.
+#[tokio::test]
+async fn a_recorded_flood_of_requests_keeps_a_bounded_tape() {
+    let host = Host::new(HostConfig {
+        pool_size: 4,
+        ..HostConfig::default()
+    })
+    .unwrap();
+    let prepared = host
+        .prepare(
+            "fixture",
+            &common::plugin_bytes("fixture"),
+            ActionSettings::default(),
+            None,
+        )
+        .await
+        .unwrap();
+    let flood = json!({"behave": "http-flood", "count": 10_000, "size": 64 << 10});
+    let record = CallOptions {
+        tape: Tape::Record,
+        ..CallOptions::default()
+    };
+    let input = flood.as_object().unwrap();
+    let (done, trace) = prepared
+        .call("i-1".into(), CallContext::default(), input, record)
+        .await;
+    let done = done.unwrap();
+    assert_eq!(done.attributes["budget_exhausted"], 10_000 - 8);
+    assert_eq!(trace.exchanges.len(), TAPE_EXCHANGES);
+    assert!(
+        trace.exchanges.iter().all(|e| e.url.len() < 1024),
+        "URLs kept whole"
+    );
+    let said = format!(
+        "the record keeps the first {TAPE_EXCHANGES} outbound requests; {} more were made",
+        10_000 - TAPE_EXCHANGES
+    );
+    assert!(
+        done.logs.iter().any(|l| l.message == said),
+        "{:?}",
+        done.logs
+    );
+    let replay = CallOptions {
+        tape: Tape::Replay(trace.exchanges),
+        ..CallOptions::default()
+    };
+    let (again, _) = prepared
+        .call("i-2".into(), CallContext::default(), input, replay)
+        .await;
+    assert_eq!(again.unwrap().attributes, done.attributes);
 }
 
 #[tokio::test]
