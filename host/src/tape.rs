@@ -230,13 +230,23 @@ impl Deck {
     pub(crate) fn replayed(&self, method: &str, url: &str) -> Option<Replayed> {
         let script = self.script.as_ref()?;
         let mut script = script.lock().unwrap_or_else(|p| p.into_inner());
+        let is_this = |e: &Exchange| e.method.eq_ignore_ascii_case(method) && e.url == url;
+        // Only admitted requests ask the record; what the gate refused when
+        // the record was made it refuses again first, so those are passed
+        // over, unless this is one (the gate admits it now).
+        while script
+            .front()
+            .is_some_and(|next| refused_by_gate(next) && !is_this(next))
+        {
+            script.pop_front();
+        }
         let Some(next) = script.front() else {
             return Some(Replayed::Answer(Err(OutboundError::Denied(format!(
                 "replay: the record has no request {method} {} (it made no more requests)",
                 crate::log::clip(url)
             )))));
         };
-        if !next.method.eq_ignore_ascii_case(method) || next.url != url {
+        if !is_this(next) {
             return Some(Replayed::Answer(Err(OutboundError::Denied(format!(
                 "replay: the record has no request {method} {} here (its next was {} {})",
                 crate::log::clip(url),
@@ -276,6 +286,17 @@ impl Deck {
             })
             .collect()
     }
+}
+
+/// Whether the gate refused `exchange` before it was sent: its budget, its
+/// well-formedness check or its grants (a denial at connect time, by the
+/// resolver, is one too, and is answered when it is asked for).
+fn refused_by_gate(exchange: &Exchange) -> bool {
+    matches!(
+        &exchange.outcome,
+        ExchangeOutcome::Error { kind, .. }
+            if ["denied", "invalid-request", "budget-exhausted"].contains(&kind.as_str())
+    )
 }
 
 /// The outcome of a request whose answer has not come.
@@ -395,6 +416,37 @@ mod tests {
             panic!("a request past the record's end was answered");
         };
         assert!(why.contains("made no more requests"), "{why}");
+    }
+
+    #[test]
+    fn a_replay_skips_what_the_gate_refused_when_the_record_was_made() {
+        let refused = |url: &str, kind: &str| Exchange {
+            outcome: ExchangeOutcome::Error {
+                kind: kind.into(),
+                message: None,
+            },
+            ..exchange("GET", url, 0)
+        };
+        // The gate refuses these again in the replay, before the record is
+        // asked: the admitted request after them must still find its answer.
+        let deck = Deck::new(Tape::Replay(vec![
+            refused("https://other.example.com/", "denied"),
+            refused("https://api.example.com/a", "invalid-request"),
+            exchange("GET", "https://api.example.com/b", 200),
+            refused("https://internal.example.com/", "denied"),
+        ]));
+        assert_eq!(
+            answer(&deck, "GET", "https://api.example.com/b")
+                .unwrap()
+                .status,
+            200
+        );
+        // One the gate admits now but refused then (a resolver's denial, say)
+        // gets the recorded refusal.
+        let Err(OutboundError::Denied(_)) = answer(&deck, "GET", "https://internal.example.com/")
+        else {
+            panic!("the recorded refusal was not replayed");
+        };
     }
 
     fn answer(deck: &Deck, method: &str, url: &str) -> Result<Response, OutboundError> {
