@@ -1,12 +1,14 @@
 //! What a call leaves for a record of it, and what a replay of that record
 //! takes back: each outbound request with its answer, in order.
 //!
-//! A recording call keeps every request the action made, refused or sent,
-//! as the gate saw it. A replayed call passes the gate as any other (the
-//! grants are the current ones), but its admitted requests are answered from
-//! the record, in order, instead of the network: a request that is not the
-//! record's next one is denied with a message saying so, because answering
-//! it with another request's response would make the replay lie.
+//! A recording call keeps the requests the action made (up to
+//! [`TAPE_EXCHANGES`]), refused or sent, as the gate saw them. A replayed
+//! call passes the gate as any other (the grants are the current ones), but
+//! its admitted requests are answered from the record, in order, instead of
+//! the network; the record's requests that the gate refused are passed over,
+//! as the gate refuses them again first. A request that is not the record's
+//! next one is denied with a message saying so, because answering it with
+//! another request's response would make the replay lie.
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
