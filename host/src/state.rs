@@ -378,7 +378,17 @@ type SendFuture = Box<
     dyn Future<Output = wasmtime_wasi_http::Result<(::http::Response<WasiBody>, BodySent)>> + Send,
 >;
 
+/// The most bytes of one write to an outgoing `wasi:http` body; the host
+/// holds at most two such writes of a body that is not being sent. The
+/// default (1 MiB) let a guest park 2 MiB in the host per body it kept,
+/// hundreds of them per call, past its own memory limit.
+const OUTGOING_BODY_CHUNK: usize = 8 << 10;
+
 impl wasmtime_wasi_http::WasiHttpHooks for HttpHooks {
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        OUTGOING_BODY_CHUNK
+    }
+
     fn send_request(
         &mut self,
         request: ::http::Request<WasiBody>,

@@ -844,6 +844,13 @@ async fn wasi_resources_a_guest_keeps_are_bounded_by_the_hosts_caps() {
         .await
         .unwrap();
     assert_eq!(random.attributes["bytes"], 4096);
+    // Bodies of requests never sent: the host buffers little of each, not
+    // megabytes the guest's memory limit does not see.
+    let bodies = hog(json!({"behave": "bodies", "count": 100, "size": 8 << 20}))
+        .await
+        .unwrap();
+    let buffered = bodies.attributes["buffered"].as_i64().unwrap();
+    assert!(buffered <= 100 * (32 << 10), "{buffered} bytes buffered");
 }
 
 #[tokio::test]

@@ -5,13 +5,17 @@
 //!   header of `size` bytes, and keeps them all. The host must stop it at its
 //!   resource cap, with each fields resource under its size limit.
 //! - `random`: asks `wasi:random` for `size` random bytes in one call.
+//! - `bodies`: creates `count` outgoing `wasi:http` requests and writes up to
+//!   `size` bytes into each one's body, as much as the host takes before
+//!   anything is sent, keeping them all. The host must bound what it buffers.
 //!
-//! On success it returns `made` (how many resources it made) or `bytes`.
+//! On success it returns `made` (how many resources it made), `bytes`, or
+//! `buffered` (the body bytes the host took).
 
 wit_bindgen::generate!({ path: "../../wit", world: "plugin" });
 
 use exports::webhook::action::action::Guest;
-use wasip2::http::types::Fields;
+use wasip2::http::types::{Fields, OutgoingRequest};
 use webhook::action::types::{
     ActionError, Attribute, AttributeSpec, Context, Manifest, Outcome, Value, ValueKind,
 };
@@ -76,6 +80,36 @@ impl Guest for Hog {
             "random" => {
                 let bytes = wasip2::random::random::get_random_bytes(integer("size") as u64);
                 ("bytes", bytes.len() as i64)
+            }
+            "bodies" => {
+                let failed = |what: &str| ActionError::Internal(format!("{what} failed"));
+                let chunk = vec![b'b'; 1 << 20];
+                let mut kept = Vec::new();
+                let mut buffered = 0i64;
+                for _ in 0..integer("count") {
+                    let request = OutgoingRequest::new(Fields::new());
+                    let body = request.body().map_err(|()| failed("body"))?;
+                    let stream = body.write().map_err(|()| failed("write"))?;
+                    let mut left = integer("size") as usize;
+                    while left > 0 {
+                        let room = stream.check_write().map_err(|_| failed("check-write"))?;
+                        let n = (room as usize).min(left).min(chunk.len());
+                        if n == 0 {
+                            break;
+                        }
+                        stream.write(&chunk[..n]).map_err(|_| failed("write"))?;
+                        buffered += n as i64;
+                        left -= n;
+                    }
+                    kept.push((request, body, stream));
+                }
+                // Children before their parents.
+                for (request, body, stream) in kept.into_iter().rev() {
+                    drop(stream);
+                    drop(body);
+                    drop(request);
+                }
+                ("buffered", buffered)
             }
             other => {
                 return Err(ActionError::InvalidInput(format!(
