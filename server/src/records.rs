@@ -253,11 +253,28 @@ impl InvocationRecord {
                 e.url.len() + headers + body(&e.request_body) + answer
             })
             .sum();
-        let logs: usize = self.logs.iter().map(|l| l.message.len()).sum();
+        // A line of the log or an exchange costs its place besides its text:
+        // an action can make many empty ones.
+        let logs: usize = self.logs.iter().map(|l| l.message.len() + 32).sum();
         let outcome = self.outcome.as_ref().map_or(0, |o| {
             o.messages.iter().map(String::len).sum::<usize>() + map_weight(&o.attributes)
         });
-        (exchanges + logs + outcome + map_weight(&self.input) + 1024) as u64
+        let error = self.error.as_ref().map_or(0, |e| e.message.len());
+        let CallContext {
+            conversation_id,
+            user_id,
+            scenario,
+            intent,
+            locale,
+            timezone,
+        } = &self.context;
+        let context: usize = [conversation_id, user_id, scenario, intent, locale, timezone]
+            .into_iter()
+            .map(|field| field.as_ref().map_or(0, String::len))
+            .sum();
+        let each = 64 * self.exchanges.len();
+        (exchanges + each + logs + outcome + error + context + map_weight(&self.input) + 1024)
+            as u64
     }
 
     /// What a list of records shows of this one.

@@ -7,7 +7,9 @@ use crate::common::mock::Mock;
 use crate::common::server::{DESIGNER, INVOKE, METRICS, OPERATOR};
 
 use action_host::{CallContext, HostConfig};
-use action_host_server::records::{InvocationRecord, RecordQuery, Recorder, Retention};
+use action_host_server::records::{
+    InvocationRecord, RecordQuery, RecordedError, Recorder, Retention,
+};
 use action_host_server::{Auth, DataDir, Postgres, Progress, ServeOptions, Service, Store, Tokens};
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
@@ -401,6 +403,33 @@ fn record(action: &str, at_ms: i64, result: &str) -> InvocationRecord {
         duration_ms: 1.0,
         memory_peak_bytes: 65536,
     }
+}
+
+/// What a record weighs against the queue's byte bound counts every part a
+/// caller or an action can make large: the context and an error's message
+/// as well as the input, and each log line and exchange besides its text.
+#[test]
+fn a_records_weight_counts_its_context_error_and_every_line() {
+    let empty = record("greeting", 0, "success").weight();
+    let mut large_context = record("greeting", 0, "invalid-input");
+    large_context.context.conversation_id = Some("c".repeat(1 << 20));
+    assert!(large_context.weight() >= empty + (1 << 20));
+    let mut large_error = record("greeting", 0, "internal");
+    large_error.error = Some(RecordedError {
+        kind: action_host::ErrorKind::Internal,
+        message: "m".repeat(1 << 20),
+    });
+    assert!(large_error.weight() >= empty + (1 << 20));
+    let mut empty_lines = record("greeting", 0, "success");
+    empty_lines.logs = vec![
+        action_host::LogLine {
+            level: action_host::Level::Info,
+            source: action_host::Source::Log,
+            message: String::new(),
+        };
+        100_000
+    ];
+    assert!(empty_lines.weight() >= empty + 100_000 * 32);
 }
 
 /// What every store must do with records: keep them once, list them newest
