@@ -88,6 +88,17 @@ pub(crate) fn quoted(text: &str) -> String {
     }
 }
 
+/// A name a client sent, for a message: in backticks as the service writes
+/// names when it is short and plain, else [`quoted`].
+fn named(text: &str) -> String {
+    let plain = text.len() <= 64 && text.bytes().all(|b| b.is_ascii_graphic() && b != b'`');
+    if plain {
+        format!("`{text}`")
+    } else {
+        quoted(text)
+    }
+}
+
 impl ApiError {
     /// The status and code of each kind: the one place they are decided.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
@@ -131,11 +142,11 @@ impl ApiError {
             ApiError::NoRoute => "no such route".into(),
             ApiError::MethodNotAllowed(method) => format!("{method} is not allowed here"),
             // The name may come from a webhook body of any length: quoted, not echoed.
-            ApiError::UnknownAction(name) => format!("no action is deployed as {}", quoted(name)),
+            ApiError::UnknownAction(name) => format!("no action is deployed as {}", named(name)),
             ApiError::ImpossibleName(name) => format!(
                 "no action can be deployed as {}: a name is 1 to 64 characters of a-z, 0-9, \
                  '-' and '_'",
-                quoted(name)
+                named(name)
             ),
             ApiError::UnknownInvocation(id) => format!(
                 "no record is kept of the invocation `{}` (it was not recorded, or is past \
@@ -285,9 +296,9 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_name_is_quoted_whole_when_short_and_by_its_length_when_long() {
+    fn an_unknown_name_is_named_whole_when_short_and_by_its_length_when_long() {
         let short = ApiError::UnknownAction("action_nope".into()).message();
-        assert_eq!(short, r#"no action is deployed as "action_nope""#);
+        assert_eq!(short, "no action is deployed as `action_nope`");
         let odd = ApiError::UnknownAction("two\nlines".into()).message();
         assert!(!odd.contains('\n'), "{odd}");
         let long = ApiError::UnknownAction("a".repeat(100_000)).message();
