@@ -35,12 +35,21 @@ pub(crate) async fn replay(args: ReplayArgs) -> Result<ExitCode> {
     })?;
     let (file, version) = match &args.wasm {
         Some(file) => (file.clone(), 0),
-        None => (
-            args.data
-                .join("versions")
-                .join(format!("{}.wasm", recorded.sha256)),
-            recorded.version,
-        ),
+        None => {
+            // The record names a file in the data directory: only by a hash.
+            action_host_server::VersionRef::sha256(&recorded.sha256).map_err(|why| {
+                anyhow::anyhow!(
+                    "{} is not an invocation record: {why}",
+                    args.record.display()
+                )
+            })?;
+            (
+                args.data
+                    .join("versions")
+                    .join(format!("{}.wasm", recorded.sha256)),
+                recorded.version,
+            )
+        }
     };
     let bytes = std::fs::read(&file).with_context(|| match &args.wasm {
         Some(_) => format!("cannot read {}", file.display()),
