@@ -9,7 +9,8 @@
 //! as it was. Changes are serialized by one lock; invocations never take it.
 
 use action_host::{
-    CallContext, CallOptions, Host, Invocation, InvokeError, Prepared, Tape, sha256_hex,
+    ArtifactCache, CallContext, CallOptions, Host, Invocation, InvokeError, Prepared, Tape,
+    sha256_hex,
 };
 use bytes::Bytes;
 use serde_json::{Map, Value as Json};
@@ -357,7 +358,10 @@ impl Catalog {
         let (action, number, sha256) = match (candidate, version) {
             (Some(bytes), _) => {
                 let sha256 = sha256_hex(&bytes);
-                (self.prepare_bounded(name, &bytes, doc).await?, 0, sha256)
+                // Not cached: a candidate has no version in the store, so
+                // nothing would ever remove its artifact.
+                let prepared = self.prepare_bounded(name, &bytes, doc, None).await?;
+                (prepared, 0, sha256)
             }
             (None, Some(to)) => {
                 let kept = find_version(name, &serving.record, &to)?;
@@ -504,7 +508,7 @@ impl Catalog {
         let doc = self.settings_for_upload(name);
         // Compiled before the change lock is taken, so that a slow
         // compilation holds up no other change.
-        let prepared = self.prepare_bounded(name, &bytes, &doc).await?;
+        let prepared = (self.prepare_bounded(name, &bytes, &doc, self.cache())).await?;
         let _one_change = self.changes.lock().await;
         // What the store holds, not what serves here: another replica may
         // have changed it since.
@@ -525,7 +529,7 @@ impl Catalog {
         let prepared = if current == doc {
             prepared
         } else {
-            self.prepare_bounded(name, &bytes, &current).await?
+            (self.prepare_bounded(name, &bytes, &current, self.cache())).await?
         };
         let now = now_ms();
         let mut record = match stored.clone() {
@@ -852,16 +856,24 @@ impl Catalog {
         }
     }
 
+    /// The store's artifact cache, for what is or becomes a stored version
+    /// (whose artifacts the store removes with it).
+    fn cache(&self) -> Option<Arc<dyn ArtifactCache>> {
+        Some(self.store.artifacts())
+    }
+
     /// Prepares `bytes` as `name` with `doc`, at most
     /// [`Bounds::max_parallel_compiles`] at once and within
     /// [`Bounds::compile_timeout`] (waiting included). A compilation past the
     /// timeout cannot be stopped: it goes on, holding its place, and its
-    /// artifact is cached for the next upload of the same bytes.
+    /// artifact is cached (in `cache`, when given) for the next upload of the
+    /// same bytes.
     async fn prepare_bounded(
         &self,
         name: &str,
         bytes: &Bytes,
         doc: &ActionDoc,
+        cache: Option<Arc<dyn ArtifactCache>>,
     ) -> Result<Prepared, ApiError> {
         let settings = doc.settings().map_err(ApiError::InvalidSettings)?;
         let timeout = self.bounds.compile_timeout;
@@ -875,15 +887,10 @@ impl Catalog {
                 ))
             })?
             .map_err(ApiError::internal)?;
-        let (host, cache, name, bytes) = (
-            self.host.clone(),
-            self.store.artifacts(),
-            name.to_owned(),
-            bytes.clone(),
-        );
+        let (host, name, bytes) = (self.host.clone(), name.to_owned(), bytes.clone());
         let compiling = tokio::spawn(async move {
             let _place = place;
-            host.prepare(&name, &bytes, settings, Some(cache)).await
+            host.prepare(&name, &bytes, settings, cache).await
         });
         match tokio::time::timeout_at(deadline, compiling).await {
             Ok(Ok(prepared)) => Ok(prepared?),
@@ -907,7 +914,7 @@ impl Catalog {
         doc: &ActionDoc,
     ) -> Result<Prepared, ApiError> {
         let bytes = self.store.version(sha256).await.map_err(store_error)?;
-        self.prepare_bounded(name, &Bytes::from(bytes), doc).await
+        (self.prepare_bounded(name, &Bytes::from(bytes), doc, self.cache())).await
     }
 
     /// Writes the record by compare-and-set.

@@ -732,6 +732,18 @@ async fn only_the_last_versions_are_kept_and_the_others_are_removed() {
     let greeting_sha = sha256_hex(&common::plugin_bytes("greeting"));
     let stored = dir.path().join(format!("versions/{greeting_sha}.wasm"));
     assert!(!stored.exists(), "version 1 is no longer kept");
+    let artifacts = || -> Vec<String> {
+        std::fs::read_dir(dir.path().join("artifacts"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect()
+    };
+    let cached = artifacts();
+    assert!(!cached.is_empty());
+    assert!(
+        !cached.iter().any(|name| name.starts_with(&greeting_sha)),
+        "version 1's artifacts are kept: {cached:?}"
+    );
     let gone = post(
         &service,
         "/v1/actions/thing/rollback",
@@ -753,6 +765,7 @@ async fn only_the_last_versions_are_kept_and_the_others_are_removed() {
         .unwrap()
         .count();
     assert_eq!(left, 0);
+    assert_eq!(artifacts(), Vec::<String>::new(), "nor their artifacts");
 }
 
 #[tokio::test]

@@ -626,7 +626,7 @@ async fn replay(service: &Service, id: &Value, body: Body) -> (StatusCode, Value
 
 #[tokio::test]
 async fn a_replay_reruns_with_the_recorded_context_clock_and_answers_without_the_network() {
-    let (_dir, mock, service) = fixture_service().await;
+    let (dir, mock, service) = fixture_service().await;
     let all = json!({"mode": "all"});
     send(
         &service,
@@ -696,6 +696,16 @@ async fn a_replay_reruns_with_the_recorded_context_clock_and_answers_without_the
     assert_eq!(
         tried["replayed"]["sha256"],
         action_host::sha256_hex(&candidate)
+    );
+    // A candidate is no stored version: nothing of it is left to remove.
+    let cached: Vec<_> = std::fs::read_dir(dir.path().join("artifacts"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let candidate_sha = action_host::sha256_hex(&candidate);
+    assert!(
+        !cached.iter().any(|name| name.starts_with(&candidate_sha)),
+        "{cached:?}"
     );
     let (status, broken) = replay(
         &service,
@@ -820,6 +830,16 @@ async fn the_cli_replays_a_record_offline_and_exits_1_on_a_difference() {
     assert_eq!(code, Some(1));
     assert!(
         stderr.contains("pass the component with --wasm"),
+        "{stderr}"
+    );
+    // A record edited to name a path is refused before any file is read.
+    let mut edited = fetched.clone();
+    edited["sha256"] = json!("../../../etc/passwd");
+    std::fs::write(&file, edited.to_string()).unwrap();
+    let (code, _, stderr) = replay(&[file.to_str().unwrap(), "--data", data]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("is not an invocation record: `sha256` must be 64 hexadecimal digits"),
         "{stderr}"
     );
 }

@@ -283,17 +283,23 @@ impl Store for DataDir {
                 kept.insert(record.sha256.clone());
                 kept.extend(record.versions.into_iter().map(|v| v.sha256));
             }
-            for sha256 in sha256s.iter().filter(|s| !kept.contains(*s)) {
-                let path = data.version_path(sha256)?;
-                match fs::remove_file(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(e).with_context(|| format!("cannot remove {}", path.display()));
-                    }
+            let gone: HashSet<&str> = (sha256s.iter().map(String::as_str))
+                .filter(|sha256| !kept.contains(*sha256))
+                .collect();
+            for sha256 in &gone {
+                remove_if_there(&data.version_path(sha256)?)?;
+            }
+            // A version's artifacts go with it: keys start with its SHA-256.
+            let artifacts = data.root.join("artifacts");
+            for entry in fs::read_dir(&artifacts)? {
+                let path = entry?.path();
+                let named = path.file_name().and_then(|n| n.to_str());
+                if named.is_some_and(|n| n.get(..64).is_some_and(|sha| gone.contains(sha))) {
+                    remove_if_there(&path)?;
                 }
             }
-            sync_dir(&data.root.join("versions"))
+            sync_dir(&data.root.join("versions"))?;
+            sync_dir(&artifacts)
         })
         .await?;
         Ok(())
@@ -418,6 +424,15 @@ fn remove_temporary_files(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Removes the file at `path`; one already gone is no error.
+fn remove_if_there(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
+    }
 }
 
 /// Invocation records: one file each, under a folder per action, named so
@@ -812,11 +827,20 @@ mod tests {
         data.swap_record("a", None, Some(record(1, SHA)))
             .await
             .unwrap();
+        let key = |sha256: &str| EngineKey::parse(&format!("{sha256}-1-built")).unwrap();
+        for sha256 in [SHA, OTHER] {
+            data.put(&key(sha256), CacheEntry::Artifact, b"artifact");
+            data.put(&key(sha256), CacheEntry::SnapshotNote, b"why");
+        }
         data.prune_versions(vec![SHA.into(), OTHER.into()])
             .await
             .unwrap();
         assert!(data.version(SHA).await.is_ok(), "kept by a's record");
         assert!(data.version(OTHER).await.is_err());
+        // Its artifacts went with it.
+        assert!(data.get(&key(SHA), CacheEntry::Artifact).is_some());
+        assert!(data.get(&key(OTHER), CacheEntry::Artifact).is_none());
+        assert!(data.get(&key(OTHER), CacheEntry::SnapshotNote).is_none());
     }
 
     #[test]

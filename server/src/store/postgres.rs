@@ -253,12 +253,17 @@ impl Store for Postgres {
         let client = self.client().await?;
         // A version another replica is about to point at is protected by
         // the foreign key: the delete of it fails, and it is kept.
+        // A version's artifacts go with it: their keys start with its SHA-256.
         client
             .execute(
-                "DELETE FROM action_host_versions v WHERE v.sha256 = ANY($1) AND NOT EXISTS ( \
-                     SELECT 1 FROM action_host_actions a WHERE a.serving_sha256 = v.sha256 \
-                     OR a.record -> 'versions' @> jsonb_build_array( \
-                         jsonb_build_object('sha256', v.sha256)))",
+                "WITH gone AS ( \
+                     DELETE FROM action_host_versions v WHERE v.sha256 = ANY($1) AND NOT EXISTS ( \
+                         SELECT 1 FROM action_host_actions a WHERE a.serving_sha256 = v.sha256 \
+                         OR a.record -> 'versions' @> jsonb_build_array( \
+                             jsonb_build_object('sha256', v.sha256))) \
+                     RETURNING v.sha256) \
+                 DELETE FROM action_host_artifacts f USING gone \
+                 WHERE left(f.engine_key, length(gone.sha256) + 1) = gone.sha256 || '-'",
                 &[&sha256s],
             )
             .await
@@ -814,11 +819,25 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(next_change(&mut feed).await.revision, Some(2));
+        let cache = a.artifacts();
+        let kept = tokio::task::spawn_blocking(move || {
+            let key = |sha256: &str| EngineKey::parse(&format!("{sha256}-1-built")).unwrap();
+            for sha256 in ["x", "y", "xx"] {
+                cache.put(&key(sha256), CacheEntry::Artifact, b"native");
+            }
+            (cache, key)
+        });
+        let (cache, key) = kept.await.unwrap();
         a.prune_versions(vec!["x".into(), "y".into()])
             .await
             .unwrap();
         assert!(a.version("y").await.is_ok(), "serving");
         assert!(a.version("x").await.is_err(), "kept by no record");
+        // The artifacts of a removed version go with it; only its own.
+        let left = tokio::task::spawn_blocking(move || {
+            ["x", "y", "xx"].map(|sha256| cache.get(&key(sha256), CacheEntry::Artifact).is_some())
+        });
+        assert_eq!(left.await.unwrap(), [false, true, true]);
 
         // A delete is heard of too, and the name can be used again.
         a.swap_record("greeting", Some(2), None).await.unwrap();
