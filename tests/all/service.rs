@@ -861,6 +861,53 @@ async fn insecure_no_auth_serves_without_tokens_and_warns() {
         .await
         .unwrap();
     assert_eq!(listed.status(), StatusCode::OK);
+
+    // What a web page the developer visits could send: a cross-site POST
+    // as `text/plain` (no preflight), or one through a name rebound to
+    // loopback. Both are refused; the service's own page is served.
+    let own = server.base.trim_start_matches("http://").to_owned();
+    upload(&server, "greeting", common::plugin_bytes("greeting")).await;
+    let port = own.rsplit(':').next().unwrap().to_owned();
+    let post = |headers: Vec<(&'static str, String)>| {
+        let mut request = client()
+            .post(server.url("/v1/actions/greeting/invoke"))
+            .header("content-type", "text/plain")
+            .body(greet("Ada").to_string());
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = post(vec![("origin", "https://evil.example".into())]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("only from its own page"),
+        "{body}"
+    );
+    let rebound = vec![
+        ("host", "evil.example:8080".to_owned()),
+        ("origin", "http://evil.example:8080".into()),
+    ];
+    let (status, body) = post(rebound).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("by its address or localhost"),
+        "{body}"
+    );
+    let (status, body) = post(vec![("origin", format!("http://{own}"))]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = post(vec![("host", format!("localhost:{port}"))]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 #[tokio::test]

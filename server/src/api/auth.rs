@@ -168,6 +168,9 @@ impl Auth {
         headers: &HeaderMap,
         allowed: &[Role],
     ) -> Result<Option<Role>, ApiError> {
+        if let Auth::Off = self {
+            return local_only(headers).map(|()| None);
+        }
         let presented = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
@@ -191,6 +194,9 @@ impl Auth {
         query_token: Option<&str>,
         allowed: &[Role],
     ) -> Result<Option<Role>, ApiError> {
+        if let Auth::Off = self {
+            return local_only(headers).map(|()| None);
+        }
         let authorization = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok());
@@ -252,6 +258,49 @@ impl Auth {
             needed.join(" or "),
             role.name()
         )))
+    }
+}
+
+/// With auth off, refuses what a web page the developer happens to visit
+/// could send: a browser posts a page's form or `text/plain` fetch to any
+/// address without asking, and a page whose name is made to resolve to
+/// loopback (DNS rebinding) counts as the service's own origin. So the
+/// service must be named by an address or `localhost` in `Host`, and a
+/// browser's request must come from the service's own page (its `Origin`
+/// the same host). Clients that are not browsers send no `Origin`.
+fn local_only(headers: &HeaderMap) -> Result<(), ApiError> {
+    let text = |name| headers.get(name).and_then(|value| value.to_str().ok());
+    let Some(host) = text(axum::http::header::HOST) else {
+        return Ok(());
+    };
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    let by_address =
+        name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok();
+    if !by_address {
+        return Err(ApiError::Forbidden(format!(
+            "without tokens (--insecure-no-auth) the service answers only requests that name \
+             it by its address or localhost, not {}",
+            crate::api::error::quoted(host)
+        )));
+    }
+    match text(axum::http::header::ORIGIN) {
+        Some(origin)
+            if origin
+                .strip_prefix("http://")
+                .or(origin.strip_prefix("https://"))
+                != Some(host) =>
+        {
+            Err(ApiError::Forbidden(format!(
+                "without tokens (--insecure-no-auth) the service answers browsers only from its \
+                 own page, not from {}",
+                crate::api::error::quoted(origin)
+            )))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -47,7 +47,9 @@ pub(crate) struct ServeArgs {
     /// Invocations running at once per action; more get 429.
     #[arg(long, default_value_t = 32)]
     max_concurrency_per_action: usize,
-    /// Serves without tokens. For local demos only.
+    /// Serves without tokens, to requests that name the service by an
+    /// address or localhost and, from browsers, to its own page only. For
+    /// local demos only.
     #[arg(long)]
     insecure_no_auth: bool,
     /// Connections open at once; at the cap, the one idle longest is closed.
