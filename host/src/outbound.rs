@@ -145,6 +145,14 @@ pub(crate) const MAX_URL_BYTES: usize = 8 << 10;
 pub(crate) const MAX_HEADER_BYTES: usize = crate::state::FIELD_SIZE_LIMIT;
 pub(crate) const MAX_FILLED_HEADER_BYTES: usize = 4 * MAX_HEADER_BYTES;
 
+/// The bytes of `headers`' names and values, as the caps count them.
+fn header_bytes(headers: &[(String, String)]) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.len() + value.len())
+        .sum()
+}
+
 /// Whether the host sets the header `name` itself, so an action may not.
 pub(crate) fn is_host_set_header(name: &str) -> bool {
     HOST_SET_HEADERS.contains(&name.to_ascii_lowercase().as_str())
@@ -377,10 +385,7 @@ impl Gate {
             Destination::parse(&request.method, &request.url)
                 .map_or_else(|_| request.url.clone(), |d| d.url.to_string())
         };
-        let header_bytes: usize = (request.headers.iter())
-            .map(|(name, value)| name.len() + value.len())
-            .sum();
-        let headers: Vec<(String, String)> = if header_bytes > MAX_HEADER_BYTES {
+        let headers: Vec<(String, String)> = if header_bytes(&request.headers) > MAX_HEADER_BYTES {
             (request.headers.iter().take(16))
                 .map(|(name, value)| (clip(name).into_owned(), clip(value).into_owned()))
                 .collect()
@@ -510,12 +515,10 @@ impl Gate {
                 .map(|(index, _)| index)
                 .collect(),
         };
-        let header_bytes: usize = (request.headers.iter())
-            .map(|(name, value)| name.len() + value.len())
-            .sum();
-        if header_bytes > MAX_HEADER_BYTES {
+        let written = header_bytes(&request.headers);
+        if written > MAX_HEADER_BYTES {
             return Err(OutboundError::InvalidRequest(format!(
-                "the headers of {header_bytes} bytes are over the cap of {MAX_HEADER_BYTES} bytes"
+                "the headers of {written} bytes are over the cap of {MAX_HEADER_BYTES} bytes"
             )));
         }
         for (name, _) in &request.headers {
@@ -553,10 +556,7 @@ impl Gate {
             })
             .collect::<Result<Vec<_>, OutboundError>>()?;
         // A secret may be named many times in one value: bound what that makes.
-        let filled_bytes: usize = (headers.iter())
-            .map(|(name, value)| name.len() + value.len())
-            .sum();
-        if filled_bytes > MAX_FILLED_HEADER_BYTES {
+        if header_bytes(&headers) > MAX_FILLED_HEADER_BYTES {
             return Err(OutboundError::InvalidRequest(format!(
                 "the headers are over {} KiB once their secrets are filled in",
                 MAX_FILLED_HEADER_BYTES >> 10
