@@ -140,16 +140,18 @@ const HOST_SET_HEADERS: &[&str] = &[
 /// on what a refused attempt makes the host copy.
 pub(crate) const MAX_URL_BYTES: usize = 8 << 10;
 
-/// The most bytes of header names and values one request may carry as the
-/// action wrote it (wasi:http's field limit) and once its secrets are filled in.
+/// The most bytes of headers one request may carry as the action wrote them
+/// (wasi:http's field limit) and once their secrets are filled in, counted
+/// by `header_bytes`.
 pub(crate) const MAX_HEADER_BYTES: usize = crate::state::FIELD_SIZE_LIMIT;
 pub(crate) const MAX_FILLED_HEADER_BYTES: usize = 4 * MAX_HEADER_BYTES;
 
-/// The bytes of `headers`' names and values, as the caps count them.
+/// The bytes of `headers` as the caps count them: each name and value, and
+/// 32 for each header's place, so that millions of empty headers are not free.
 fn header_bytes(headers: &[(String, String)]) -> usize {
     headers
         .iter()
-        .map(|(name, value)| name.len() + value.len())
+        .map(|(name, value)| name.len() + value.len() + 32)
         .sum()
 }
 
@@ -254,10 +256,15 @@ impl Outbound {
             return Err(OutboundError::TooLarge);
         }
         if !self.redactions.is_empty()
-            && let Some(coding) = response
-                .headers()
-                .get(reqwest::header::CONTENT_ENCODING)
-                .filter(|coding| !coding.as_bytes().eq_ignore_ascii_case(b"identity"))
+            && let Some(coding) = (response.headers())
+                .get_all(reqwest::header::CONTENT_ENCODING)
+                .iter()
+                .find(|coding| {
+                    !coding
+                        .as_bytes()
+                        .trim_ascii()
+                        .eq_ignore_ascii_case(b"identity")
+                })
         {
             return Err(OutboundError::Transport(format!(
                 "the response is compressed (`{}`) although the host asked for none, so the \
@@ -376,9 +383,9 @@ impl Gate {
         }
         let method = request.method.trim().to_ascii_uppercase();
         // The gate's reading of the URL, so that a replay matches the
-        // request however the action spelled it.
-        // A URL or headers over the gate's caps are refused, and kept only
-        // clipped: what the tape holds stays bounded whatever the action sends.
+        // request however the action spelled it. A URL or headers over the
+        // gate's caps are refused, and kept only clipped: what the tape holds
+        // stays bounded whatever the action sends.
         let url = if request.url.len() > MAX_URL_BYTES {
             clip(&request.url).into_owned()
         } else {
@@ -518,7 +525,8 @@ impl Gate {
         let written = header_bytes(&request.headers);
         if written > MAX_HEADER_BYTES {
             return Err(OutboundError::InvalidRequest(format!(
-                "the headers of {written} bytes are over the cap of {MAX_HEADER_BYTES} bytes"
+                "the headers are over the cap of {MAX_HEADER_BYTES} bytes: {written}, counting \
+                 32 for each header besides its name and value"
             )));
         }
         for (name, _) in &request.headers {

@@ -238,7 +238,7 @@ impl InvocationRecord {
                         body(b)
                             + headers
                                 .iter()
-                                .map(|(n, v)| n.len() + v.len())
+                                .map(|(n, v)| n.len() + v.len() + 32)
                                 .sum::<usize>()
                     }
                     action_host::ExchangeOutcome::Error { message, .. } => {
@@ -248,7 +248,7 @@ impl InvocationRecord {
                 let headers: usize = e
                     .request_headers
                     .iter()
-                    .map(|(n, v)| n.len() + v.len())
+                    .map(|(n, v)| n.len() + v.len() + 32)
                     .sum();
                 e.url.len() + headers + body(&e.request_body) + answer
             })
