@@ -403,8 +403,13 @@ impl wasmtime_wasi_http::WasiHttpHooks for HttpHooks {
             headers: parts
                 .headers
                 .iter()
-                // wasi:http sets Host from the URL itself; the gate checks the URL.
-                .filter(|(name, _)| *name != ::http::header::HOST)
+                // wasi:http sets Host from the URL itself; the gate checks the
+                // URL. A client's Content-Length (fetch() sets one for a body)
+                // wasi:http has checked against the body written; the host
+                // sends its own for the body it read.
+                .filter(|(name, _)| {
+                    *name != ::http::header::HOST && *name != ::http::header::CONTENT_LENGTH
+                })
                 .map(|(name, value)| {
                     let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
                     (name.as_str().to_owned(), value)

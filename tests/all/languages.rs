@@ -18,7 +18,7 @@ use tokio::sync::OnceCell;
 
 /// Every JavaScript and Python example action, the randomness probes, and a
 /// Rust one beside them.
-const ACTIONS: [&str; 8] = [
+const ACTIONS: [&str; 9] = [
     "order_lookup",
     "greeting-js",
     "weather-js",
@@ -27,6 +27,7 @@ const ACTIONS: [&str; 8] = [
     "news-py",
     "random-js",
     "random-py",
+    "post-js",
 ];
 
 /// A data directory holding every action of [`ACTIONS`], compiled.
@@ -326,6 +327,28 @@ async fn a_rust_action_answers_through_the_same_service() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["attributes"]["last_order_status"], "shipped");
     assert_eq!(mock.received()[0].path, "/api/users/u-42/orders/last");
+}
+
+/// `fetch()` with a body: the runtime sets `content-length` itself, and the
+/// host streams the body through the gate, hundreds of kilobytes of it.
+#[tokio::test]
+async fn fetch_posts_a_body() {
+    let (_dir, server, mock) = serve_seeded().await;
+    let allow = format!("POST {}", mock.url("/crm/"));
+    let (status, body) = set_grants(&server, "post-js", json!({"grants": [allow]})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for size in [10, 300_000] {
+        let input = json!({"input": {"url": mock.url("/crm/leads"), "size": size}});
+        let (status, body) = invoke(&server, "post-js", input).await;
+        assert_eq!(status, StatusCode::OK, "{size}: {body}");
+        assert_eq!(body["attributes"]["status"], 201, "{body}");
+        let received = mock.received().pop().unwrap();
+        assert_eq!(received.body.len(), size);
+        assert_eq!(
+            received.header("content-length"),
+            Some(size.to_string().as_str())
+        );
+    }
 }
 
 #[tokio::test]
