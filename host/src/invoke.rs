@@ -119,7 +119,8 @@ async fn run_traced(
         ..plugin.limits
     };
     let log = LogSink::new(limits.log_bytes);
-    let deck = Arc::new(Deck::new(options.tape));
+    let keep = plugin.outbound.max_requests() as usize + 1;
+    let deck = Arc::new(Deck::new(options.tape, keep));
     let (ctx, unknown_zone) = context::build(
         call,
         HostFacts {
@@ -194,8 +195,8 @@ async fn run_traced(
         log.closing_note(
             Level::Warn,
             format!(
-                "the record keeps the first {} outbound requests; {dropped} more were made",
-                crate::tape::TAPE_EXCHANGES
+                "the record keeps the first {keep} outbound requests (the budget and the first \
+                 refusal past it); {dropped} more were made"
             ),
         );
     }

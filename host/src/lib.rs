@@ -124,4 +124,4 @@ pub use policy::{Grant, GrantError};
 pub use resolve::{Resolve, Resolver};
 pub use sealed::ArtifactKey;
 pub use settings::{ActionSettings, HostConfig, HttpLimits, Limits, Secret};
-pub use tape::{Exchange, ExchangeOutcome, RecordedBody, TAPE_EXCHANGES, Tape};
+pub use tape::{Exchange, ExchangeOutcome, RecordedBody, Tape};

@@ -211,6 +211,11 @@ impl Outbound {
         self.counters.record(result);
     }
 
+    /// The most requests an invocation may attempt.
+    pub(crate) fn max_requests(&self) -> u32 {
+        self.limits.max_requests
+    }
+
     /// The most request body bytes an action may send.
     pub(crate) fn body_cap(&self) -> usize {
         self.limits.max_request_body_bytes

@@ -1,8 +1,9 @@
 //! What a call leaves for a record of it, and what a replay of that record
 //! takes back: each outbound request with its answer, in order.
 //!
-//! A recording call keeps the requests the action made (up to
-//! [`TAPE_EXCHANGES`]), refused or sent, as the gate saw them. A replayed
+//! A recording call keeps the requests the action made, refused or sent, as
+//! the gate saw them: as many as its request budget allows and the first
+//! refusal past it ([`Deck::new`]). A replayed
 //! call passes the gate as any other (the grants are the current ones), but
 //! its admitted requests are answered from the record, in order, instead of
 //! the network; the record's requests that the gate refused are passed over,
@@ -20,12 +21,6 @@ use crate::outbound::{OutboundError, Response};
 
 /// The most bytes of each request and response body a record keeps.
 pub const BODY_CAP: usize = 64 << 10;
-
-/// The most requests one call's tape keeps; past them it counts. Every
-/// attempt, refused or not, spends the request budget, so an action that
-/// goes on trying past it gets only the same refusal, which the tape need
-/// not hold for each of thousands of tries.
-pub const TAPE_EXCHANGES: usize = 64;
 
 /// One outbound request and what came of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -146,6 +141,8 @@ pub(crate) struct Deck {
     /// Each request in the order the action made it, its answer filled in
     /// when it comes.
     kept: Mutex<Kept>,
+    /// The most requests kept; past them the tape counts.
+    keep: usize,
     script: Option<Mutex<VecDeque<Exchange>>>,
 }
 
@@ -172,7 +169,11 @@ pub(crate) enum Replayed {
 }
 
 impl Deck {
-    pub(crate) fn new(tape: Tape) -> Deck {
+    /// A deck for `tape` that keeps at most `keep` requests. Every attempt,
+    /// refused or not, spends the request budget, so past the budget an
+    /// action gets only the same refusal: the caller passes the budget and
+    /// one, and a loop of thousands of tries costs no more.
+    pub(crate) fn new(tape: Tape, keep: usize) -> Deck {
         let (recording, script) = match tape {
             Tape::Off => (false, None),
             Tape::Record => (true, None),
@@ -180,6 +181,7 @@ impl Deck {
         };
         Deck {
             recording,
+            keep,
             kept: Mutex::default(),
             script,
         }
@@ -193,13 +195,13 @@ impl Deck {
     /// Keeps a request the action has just made, with the outcome
     /// [`unfinished`] until [`Deck::close`] gives its end: a call cut off at its deadline still
     /// shows what it was waiting for. Returns its place; `None` when the
-    /// tape keeps nothing, or no more ([`TAPE_EXCHANGES`]).
+    /// tape keeps nothing, or no more (see [`Deck::new`]).
     pub(crate) fn open(&self, request: impl FnOnce() -> Exchange) -> Option<usize> {
         if !self.recording {
             return None;
         }
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
-        if kept.slots.len() >= TAPE_EXCHANGES {
+        if kept.slots.len() >= self.keep {
             kept.dropped += 1;
             return None;
         }
@@ -393,10 +395,13 @@ mod tests {
 
     #[test]
     fn a_replay_answers_in_order_and_denies_what_the_record_lacks() {
-        let deck = Deck::new(Tape::Replay(vec![
-            exchange("GET", "https://api.example.com/a", 200),
-            exchange("POST", "https://api.example.com/b", 201),
-        ]));
+        let deck = Deck::new(
+            Tape::Replay(vec![
+                exchange("GET", "https://api.example.com/a", 200),
+                exchange("POST", "https://api.example.com/b", 201),
+            ]),
+            64,
+        );
         let first = answer(&deck, "GET", "https://api.example.com/a");
         assert_eq!(first.unwrap().status, 200);
         let Err(OutboundError::Denied(why)) = answer(&deck, "GET", "https://api.example.com/c")
@@ -431,12 +436,15 @@ mod tests {
         };
         // The gate refuses these again in the replay, before the record is
         // asked: the admitted request after them must still find its answer.
-        let deck = Deck::new(Tape::Replay(vec![
-            refused("https://other.example.com/", "denied"),
-            refused("https://api.example.com/a", "invalid-request"),
-            exchange("GET", "https://api.example.com/b", 200),
-            refused("https://internal.example.com/", "denied"),
-        ]));
+        let deck = Deck::new(
+            Tape::Replay(vec![
+                refused("https://other.example.com/", "denied"),
+                refused("https://api.example.com/a", "invalid-request"),
+                exchange("GET", "https://api.example.com/b", 200),
+                refused("https://internal.example.com/", "denied"),
+            ]),
+            64,
+        );
         assert_eq!(
             answer(&deck, "GET", "https://api.example.com/b")
                 .unwrap()
@@ -461,7 +469,7 @@ mod tests {
 
     #[test]
     fn an_unrecorded_call_keeps_nothing() {
-        let deck = Deck::new(Tape::Off);
+        let deck = Deck::new(Tape::Off, 64);
         assert!(deck.replayed("GET", "https://api.example.com/a").is_none());
         assert_eq!(
             deck.open(|| exchange("GET", "https://api.example.com/a", 200)),
@@ -472,7 +480,7 @@ mod tests {
 
     #[test]
     fn a_request_without_an_answer_is_kept_unfinished_and_replayed_unanswered() {
-        let deck = Deck::new(Tape::Record);
+        let deck = Deck::new(Tape::Record, 64);
         let waiting = |url: &str| Exchange {
             outcome: unfinished(),
             ..exchange("GET", url, 0)
@@ -494,7 +502,7 @@ mod tests {
             ExchangeOutcome::Response { status: 200, .. }
         ));
         assert!(first.is_some());
-        let replay = Deck::new(Tape::Replay(kept));
+        let replay = Deck::new(Tape::Replay(kept), 64);
         assert!(matches!(
             replay.replayed("GET", "https://api.example.com/slow"),
             Some(Replayed::Unanswered)

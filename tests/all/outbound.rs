@@ -6,8 +6,8 @@ use crate::common;
 
 use crate::common::mock::Mock;
 use action_host::{
-    ActionSettings, CallContext, CallOptions, Grant, Host, HostConfig, HttpLimits, Invocation,
-    Secret, TAPE_EXCHANGES, Tape,
+    ActionSettings, CallContext, CallOptions, ExchangeOutcome, Grant, Host, HostConfig, HttpLimits,
+    Invocation, Secret, Tape,
 };
 use serde_json::{Map, Value, json};
 use std::time::{Duration, Instant};
@@ -707,9 +707,10 @@ async fn no_compressed_or_partial_response_carries_a_secret_and_requests_are_bou
     );
 }
 
-/// A recorded call that loops on refused requests with a long URL keeps at
-/// most [`TAPE_EXCHANGES`] of them, each with its URL clipped, and says how
-/// many more it made; a replay of it answers as the recorded call was answered.
+/// A recorded call that loops on refused requests with a long URL keeps the
+/// attempts its budget allows and the first refusal past it, each URL
+/// clipped, and says how many more it made; a replay of it answers as the
+/// recorded call was answered.
 #[tokio::test]
 async fn a_recorded_flood_of_requests_keeps_a_bounded_tape() {
     let host = Host::new(HostConfig {
@@ -737,15 +738,20 @@ async fn a_recorded_flood_of_requests_keeps_a_bounded_tape() {
         .await;
     let done = done.unwrap();
     assert_eq!(done.attributes["budget_exhausted"], 10_000 - 8);
-    assert_eq!(trace.exchanges.len(), TAPE_EXCHANGES);
+    assert_eq!(trace.exchanges.len(), 8 + 1);
+    let kinds: Vec<_> = (trace.exchanges.iter())
+        .map(|e| match &e.outcome {
+            ExchangeOutcome::Error { kind, .. } => kind.as_str(),
+            ExchangeOutcome::Response { .. } => "response",
+        })
+        .collect();
+    assert_eq!(kinds[7..], ["invalid-request", "budget-exhausted"]);
     assert!(
         trace.exchanges.iter().all(|e| e.url.len() < 1024),
         "URLs kept whole"
     );
-    let said = format!(
-        "the record keeps the first {TAPE_EXCHANGES} outbound requests; {} more were made",
-        10_000 - TAPE_EXCHANGES
-    );
+    let said = "the record keeps the first 9 outbound requests (the budget and the first refusal \
+                past it); 9991 more were made";
     assert!(
         done.logs.iter().any(|l| l.message == said),
         "{:?}",
