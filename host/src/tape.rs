@@ -237,11 +237,11 @@ impl Deck {
         let is_this = |e: &Exchange| e.method.eq_ignore_ascii_case(method) && e.url == url;
         // Only admitted requests ask the record; what the gate refused when
         // the record was made it refuses again first, so those are passed
-        // over, unless this is one (the gate admits it now).
-        while script
-            .front()
-            .is_some_and(|next| refused_by_gate(next) && !is_this(next))
-        {
+        // over: a refusal of another request, or of this one when the
+        // record has it again later (the action retried it and got through).
+        while script.front().is_some_and(|next| {
+            refused_by_gate(next) && (!is_this(next) || script.iter().skip(1).any(is_this))
+        }) {
             script.pop_front();
         }
         let Some(next) = script.front() else {
@@ -453,10 +453,26 @@ mod tests {
         );
         // One the gate admits now but refused then (a resolver's denial, say)
         // gets the recorded refusal.
-        let Err(OutboundError::Denied(_)) = answer(&deck, "GET", "https://internal.example.com/")
-        else {
-            panic!("the recorded refusal was not replayed");
-        };
+        let refusal = answer(&deck, "GET", "https://internal.example.com/");
+        assert!(
+            matches!(&refusal, Err(OutboundError::Denied(why)) if why.is_empty()),
+            "the recorded refusal was not replayed: {:?}",
+            refusal.err()
+        );
+        // A request refused and then retried gets the retry's answer.
+        let retried = Deck::new(
+            Tape::Replay(vec![
+                refused("https://api.example.com/b", "invalid-request"),
+                exchange("GET", "https://api.example.com/b", 200),
+            ]),
+            64,
+        );
+        assert_eq!(
+            answer(&retried, "GET", "https://api.example.com/b")
+                .unwrap()
+                .status,
+            200
+        );
     }
 
     fn answer(deck: &Deck, method: &str, url: &str) -> Result<Response, OutboundError> {
