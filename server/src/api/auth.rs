@@ -269,39 +269,56 @@ impl Auth {
 /// browser's request must come from the service's own page (its `Origin`
 /// the same host). Clients that are not browsers send no `Origin`.
 fn local_only(headers: &HeaderMap) -> Result<(), ApiError> {
-    let text = |name| headers.get(name).and_then(|value| value.to_str().ok());
-    let Some(host) = text(axum::http::header::HOST) else {
-        return Ok(());
+    let refused = |why: String| {
+        Err(ApiError::Forbidden(format!(
+            "without tokens (--insecure-no-auth) the service answers {why}"
+        )))
     };
-    let name = match host.rsplit_once(':') {
-        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
+    // A header that is there but not text is refused, not taken as absent.
+    let text = |name| match headers.get(name).map(|value| value.to_str()) {
+        None => Ok(None),
+        Some(Ok(text)) => Ok(Some(text)),
+        Some(Err(_)) => Err(()),
     };
-    let name = name.trim_start_matches('[').trim_end_matches(']');
-    let by_address =
-        name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok();
-    if !by_address {
-        return Err(ApiError::Forbidden(format!(
-            "without tokens (--insecure-no-auth) the service answers only requests that name \
-             it by its address or localhost, not {}",
-            crate::api::error::quoted(host)
-        )));
-    }
-    match text(axum::http::header::ORIGIN) {
-        Some(origin)
-            if origin
-                .strip_prefix("http://")
-                .or(origin.strip_prefix("https://"))
-                != Some(host) =>
-        {
-            Err(ApiError::Forbidden(format!(
-                "without tokens (--insecure-no-auth) the service answers browsers only from its \
-                 own page, not from {}",
-                crate::api::error::quoted(origin)
-            )))
+    let (Ok(host), Ok(origin)) = (
+        text(axum::http::header::HOST),
+        text(axum::http::header::ORIGIN),
+    ) else {
+        return refused("only requests whose Host and Origin are plain text".into());
+    };
+    if let Some(host) = host {
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+                name
+            }
+            _ => host,
+        };
+        let name = name.trim_start_matches('[').trim_end_matches(']');
+        let by_address =
+            name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok();
+        if !by_address {
+            return refused(format!(
+                "only requests that name it by its address or localhost, not {}",
+                crate::api::error::quoted(host)
+            ));
         }
-        _ => Ok(()),
     }
+    // A browser always says where a request comes from: it must be the
+    // service's own page, on the host the request names.
+    if let Some(origin) = origin {
+        let own = host.is_some_and(|host| {
+            ["http://", "https://"]
+                .iter()
+                .any(|scheme| origin.strip_prefix(scheme) == Some(host))
+        });
+        if !own {
+            return refused(format!(
+                "browsers only from its own page, not from {}",
+                crate::api::error::quoted(origin)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The password of a basic auth credential (`base64(user:password)`).
@@ -373,6 +390,42 @@ mod tests {
             )
             .unwrap(),
         )
+    }
+
+    #[test]
+    fn without_tokens_only_local_hosts_and_the_services_own_page_are_answered() {
+        let headers = |pairs: &[(&'static str, &[u8])]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                headers.insert(*name, HeaderValue::from_bytes(value).unwrap());
+            }
+            headers
+        };
+        for fine in [
+            headers(&[]),
+            headers(&[("host", b"127.0.0.1:8080")]),
+            headers(&[("host", b"[::1]:8080"), ("origin", b"http://[::1]:8080")]),
+            headers(&[
+                ("host", b"LocalHost:80"),
+                ("origin", b"https://LocalHost:80"),
+            ]),
+            headers(&[("host", b"10.1.2.3")]),
+        ] {
+            assert!(local_only(&fine).is_ok(), "{fine:?}");
+        }
+        for refused in [
+            headers(&[("host", b"evil.example:8080")]),
+            headers(&[("host", b"localhost.evil.example")]),
+            headers(&[
+                ("host", b"127.0.0.1:8080"),
+                ("origin", b"http://127.0.0.1:9090"),
+            ]),
+            headers(&[("host", b"127.0.0.1:8080"), ("origin", b"null")]),
+            headers(&[("origin", b"http://127.0.0.1:8080")]),
+            headers(&[("host", b"127.0.0.1:8080"), ("origin", b"http://caf\xe9")]),
+        ] {
+            assert!(local_only(&refused).is_err(), "{refused:?}");
+        }
     }
 
     fn with(name: &'static str, value: &str) -> HeaderMap {
