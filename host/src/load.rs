@@ -450,7 +450,8 @@ pub fn check_name(name: &str) -> Result<(), LoadError> {
     if valid {
         Ok(())
     } else {
-        Err(LoadError::InvalidName(name.to_owned()))
+        // A name may come from a URL of any length: clipped, not echoed.
+        Err(LoadError::InvalidName(crate::log::clip(name).into_owned()))
     }
 }
 

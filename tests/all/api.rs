@@ -302,6 +302,15 @@ async fn a_name_that_is_a_path_reaches_no_file_outside_the_data_directory() {
         );
         assert_eq!(upload.body["error"]["code"], "invalid-action");
     }
+    let long = put(&service, &"a".repeat(5000), "greeting").await;
+    assert_eq!(
+        long.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        long.body
+    );
+    let message = long.body["error"]["message"].as_str().unwrap();
+    assert!(message.len() < 400, "the name is echoed whole: {message}");
     assert_eq!(
         std::fs::read(&victim).unwrap(),
         before,

@@ -131,7 +131,9 @@ impl DataDir {
             let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
                 continue;
             };
-            if path.extension().is_none_or(|e| e != "json") {
+            if path.extension().is_none_or(|e| e != "json")
+                || action_host::check_name(name).is_err()
+            {
                 continue;
             }
             let Ok(stored) = fs::read(&path) else {
@@ -197,8 +199,11 @@ impl DataDir {
         let mut found = Vec::new();
         for entry in fs::read_dir(self.root.join("actions"))? {
             let path = entry?.path();
+            // A file no action could have written (`Greeting.json`, a
+            // backup) is not a record: it is left alone, as it always was.
             if path.extension().is_some_and(|e| e == "json")
                 && let Some(name) = path.file_stem().and_then(|s| s.to_str())
+                && action_host::check_name(name).is_ok()
             {
                 let record = self
                     .action(name)
@@ -687,6 +692,10 @@ mod tests {
         );
         assert!(listed[1].1.is_ok());
         fs::remove_file(tmp.path().join("actions/broken.json")).unwrap();
+        // A file no action could have written is not a record.
+        fs::write(tmp.path().join("actions/Greeting.bak.json"), b"{}").unwrap();
+        assert_eq!(again.actions().unwrap().len(), 1);
+        DataDir::open(tmp.path(), &test_key()).unwrap();
         again.remove_action("greeting").unwrap();
         assert!(again.action("greeting").unwrap().is_none());
         assert!(
