@@ -146,6 +146,17 @@ pub(crate) const MAX_URL_BYTES: usize = 8 << 10;
 pub(crate) const MAX_HEADER_BYTES: usize = crate::state::FIELD_SIZE_LIMIT;
 pub(crate) const MAX_FILLED_HEADER_BYTES: usize = 4 * MAX_HEADER_BYTES;
 
+/// Headers that some servers and proxies read as the request's real method
+/// or path, in place of the one the gate checked.
+const OVERRIDE_HEADERS: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-method",
+];
+
 /// The bytes of `headers` as the caps count them: each name and value, and
 /// 32 for each header's place, so that millions of empty headers are not free.
 fn header_bytes(headers: &[(String, String)]) -> usize {
@@ -549,6 +560,17 @@ impl Gate {
                      secret past redaction"
                         .into(),
                 ));
+            }
+            // A server or proxy that honours one of these runs another
+            // method or path than the one the grant allowed.
+            if let Some(overriding) = OVERRIDE_HEADERS
+                .iter()
+                .find(|header| name.eq_ignore_ascii_case(header))
+            {
+                return Err(OutboundError::InvalidRequest(format!(
+                    "the header `{overriding}` is refused: a server that honours it would run \
+                     another method or path than the grant allows"
+                )));
             }
         }
         if request.body.len() > limits.max_request_body_bytes {

@@ -664,6 +664,23 @@ async fn no_compressed_or_partial_response_carries_a_secret_and_requests_are_bou
     // A range of an echo could hold part of the secret.
     let done = call(&host, send("/echo", json!({"range": "bytes=0-20"}))).await;
     refused(&done, "invalid-request", "the header `range` is refused");
+    // A header some servers read as the real method or path.
+    let done = call(
+        &host,
+        send("/echo", json!({"X-HTTP-Method-Override": "DELETE"})),
+    )
+    .await;
+    refused(
+        &done,
+        "invalid-request",
+        "the header `x-http-method-override` is refused",
+    );
+    let done = call(&host, send("/echo", json!({"x-original-url": "/admin"}))).await;
+    refused(
+        &done,
+        "invalid-request",
+        "the header `x-original-url` is refused",
+    );
 
     // Without secrets there is nothing to redact: a compressed answer passes.
     let plain = host_with(
