@@ -288,18 +288,23 @@ impl Store for DataDir {
                 kept.insert(record.sha256.clone());
                 kept.extend(record.versions.into_iter().map(|v| v.sha256));
             }
-            let gone: HashSet<&str> = (sha256s.iter().map(String::as_str))
-                .filter(|sha256| !kept.contains(*sha256))
-                .collect();
-            for sha256 in &gone {
+            for sha256 in sha256s.iter().filter(|s| !kept.contains(*s)) {
                 remove_if_there(&data.version_path(sha256)?)?;
             }
-            // A version's artifacts go with it: keys start with its SHA-256.
+            // An artifact is kept only while its version is: one of a version
+            // just removed goes, and so does one whose version was never
+            // stored (an upload that lost a race after compiling).
             let artifacts = data.root.join("artifacts");
             for entry in fs::read_dir(&artifacts)? {
                 let path = entry?.path();
-                let named = path.file_name().and_then(|n| n.to_str());
-                if named.is_some_and(|n| n.get(..64).is_some_and(|sha| gone.contains(sha))) {
+                let sha256 = (path.file_name().and_then(|n| n.to_str()))
+                    .and_then(|name| name.split_once('-'))
+                    .map(|(sha256, _)| sha256);
+                let versioned = sha256.is_some_and(|sha256| {
+                    data.version_path(sha256)
+                        .is_ok_and(|version| version.exists())
+                });
+                if !versioned {
                     remove_if_there(&path)?;
                 }
             }
@@ -837,7 +842,9 @@ mod tests {
             .await
             .unwrap();
         let key = |sha256: &str| EngineKey::parse(&format!("{sha256}-1-built")).unwrap();
-        for sha256 in [SHA, OTHER] {
+        const NEVER_STORED: &str =
+            "1111111111111111111111111111111111111111111111111111111111111111";
+        for sha256 in [SHA, OTHER, NEVER_STORED] {
             data.put(&key(sha256), CacheEntry::Artifact, b"artifact");
             data.put(&key(sha256), CacheEntry::SnapshotNote, b"why");
         }
@@ -850,6 +857,7 @@ mod tests {
         assert!(data.get(&key(SHA), CacheEntry::Artifact).is_some());
         assert!(data.get(&key(OTHER), CacheEntry::Artifact).is_none());
         assert!(data.get(&key(OTHER), CacheEntry::SnapshotNote).is_none());
+        assert!(data.get(&key(NEVER_STORED), CacheEntry::Artifact).is_none());
     }
 
     #[test]

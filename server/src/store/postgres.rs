@@ -253,18 +253,25 @@ impl Store for Postgres {
         let client = self.client().await?;
         // A version another replica is about to point at is protected by
         // the foreign key: the delete of it fails, and it is kept.
-        // A version's artifacts go with it: their keys start with its SHA-256.
         client
             .execute(
-                "WITH gone AS ( \
-                     DELETE FROM action_host_versions v WHERE v.sha256 = ANY($1) AND NOT EXISTS ( \
-                         SELECT 1 FROM action_host_actions a WHERE a.serving_sha256 = v.sha256 \
-                         OR a.record -> 'versions' @> jsonb_build_array( \
-                             jsonb_build_object('sha256', v.sha256))) \
-                     RETURNING v.sha256) \
-                 DELETE FROM action_host_artifacts f USING gone \
-                 WHERE left(f.engine_key, length(gone.sha256) + 1) = gone.sha256 || '-'",
+                "DELETE FROM action_host_versions v WHERE v.sha256 = ANY($1) AND NOT EXISTS ( \
+                     SELECT 1 FROM action_host_actions a WHERE a.serving_sha256 = v.sha256 \
+                     OR a.record -> 'versions' @> jsonb_build_array( \
+                         jsonb_build_object('sha256', v.sha256)))",
                 &[&sha256s],
+            )
+            .await
+            .map_err(|e| self.fail(e))?;
+        // An artifact is kept only while its version is (keys start with the
+        // version's SHA-256): one of a version just removed goes, and so does
+        // one whose version was never stored (an upload that lost a race).
+        client
+            .execute(
+                "DELETE FROM action_host_artifacts f WHERE NOT EXISTS ( \
+                     SELECT 1 FROM action_host_versions v \
+                     WHERE v.sha256 = split_part(f.engine_key, '-', 1))",
+                &[],
             )
             .await
             .map_err(|e| self.fail(e))?;
@@ -833,11 +840,12 @@ mod tests {
             .unwrap();
         assert!(a.version("y").await.is_ok(), "serving");
         assert!(a.version("x").await.is_err(), "kept by no record");
-        // The artifacts of a removed version go with it; only its own.
+        // The artifacts of a removed version go with it, and those of a
+        // version never stored; the serving version's stay.
         let left = tokio::task::spawn_blocking(move || {
             ["x", "y", "xx"].map(|sha256| cache.get(&key(sha256), CacheEntry::Artifact).is_some())
         });
-        assert_eq!(left.await.unwrap(), [false, true, true]);
+        assert_eq!(left.await.unwrap(), [false, true, false]);
 
         // A delete is heard of too, and the name can be used again.
         a.swap_record("greeting", Some(2), None).await.unwrap();
