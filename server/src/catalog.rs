@@ -87,8 +87,9 @@ impl VersionRef {
     /// lower case). Anything else is refused here, naming the problem,
     /// rather than looked for and reported missing.
     pub fn sha256(text: &str) -> Result<VersionRef, String> {
-        if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
-            Ok(VersionRef::Sha256(text.to_ascii_lowercase()))
+        let lower = text.to_ascii_lowercase();
+        if crate::store::is_sha256(&lower) {
+            Ok(VersionRef::Sha256(lower))
         } else {
             Err(format!(
                 "`sha256` must be 64 hexadecimal digits, as the versions list shows them, \

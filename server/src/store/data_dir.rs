@@ -220,11 +220,10 @@ impl DataDir {
     // outside its folder (`../x`) by forgetting to check first.
 
     fn version_path(&self, sha256: &str) -> Result<PathBuf> {
-        let hash = sha256.len() == 64
-            && sha256
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        anyhow::ensure!(hash, "`{sha256:.80}` is not a SHA-256 in lower-case hex");
+        anyhow::ensure!(
+            super::is_sha256(sha256),
+            "`{sha256:.80}` is not a SHA-256 in lower-case hex"
+        );
         Ok(self.root.join("versions").join(format!("{sha256}.wasm")))
     }
 

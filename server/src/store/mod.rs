@@ -16,6 +16,15 @@ mod postgres;
 pub use data_dir::DataDir;
 pub use postgres::Postgres;
 
+/// Whether `text` is a SHA-256 as the store names versions by it
+/// (`action_host::sha256_hex`): 64 lower-case hexadecimal digits.
+pub(crate) fn is_sha256(text: &str) -> bool {
+    text.len() == 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 use action_host::ArtifactCache;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
