@@ -682,20 +682,7 @@ async fn a_cached_artifact_loads_without_compiling_again() {
 
 #[tokio::test]
 async fn calls_start_from_the_state_describe_left_and_nothing_carries_over() {
-    let host = Host::new(HostConfig {
-        pool_size: 8,
-        ..HostConfig::default()
-    })
-    .unwrap();
-    let prepared = host
-        .prepare(
-            "fixture",
-            &common::plugin_bytes("fixture"),
-            ActionSettings::default(),
-            None,
-        )
-        .await
-        .unwrap();
+    let (host, prepared) = common::prepared_fixture(8).await;
     assert_eq!(prepared.starts_from(), &StartsFrom::Describe);
     host.install(prepared);
     let done = fixture("described", &host).await.unwrap();

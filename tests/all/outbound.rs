@@ -730,20 +730,7 @@ async fn no_compressed_or_partial_response_carries_a_secret_and_requests_are_bou
 /// recorded call was answered.
 #[tokio::test]
 async fn a_recorded_flood_of_requests_keeps_a_bounded_tape() {
-    let host = Host::new(HostConfig {
-        pool_size: 4,
-        ..HostConfig::default()
-    })
-    .unwrap();
-    let prepared = host
-        .prepare(
-            "fixture",
-            &common::plugin_bytes("fixture"),
-            ActionSettings::default(),
-            None,
-        )
-        .await
-        .unwrap();
+    let (_host, prepared) = common::prepared_fixture(4).await;
     let flood = json!({"behave": "http-flood", "count": 10_000, "size": 64 << 10});
     let record = CallOptions {
         tape: Tape::Record,

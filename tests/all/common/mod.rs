@@ -40,6 +40,26 @@ pub fn plugin_bytes(name: &str) -> Vec<u8> {
     std::fs::read(plugin(name)).expect("read the plugin")
 }
 
+/// A host with `pool_size` instance slots, and the fixture prepared on it
+/// with no settings, not yet serving.
+pub async fn prepared_fixture(pool_size: u32) -> (action_host::Host, action_host::Prepared) {
+    let host = action_host::Host::new(action_host::HostConfig {
+        pool_size,
+        ..action_host::HostConfig::default()
+    })
+    .unwrap();
+    let prepared = host
+        .prepare(
+            "fixture",
+            &plugin_bytes("fixture"),
+            action_host::ActionSettings::default(),
+            None,
+        )
+        .await
+        .unwrap();
+    (host, prepared)
+}
+
 /// `component` with an empty custom section named `name` appended: the
 /// same behaviour under another SHA-256, a new version for the tests.
 pub fn with_custom_section(component: &[u8], name: &str) -> Vec<u8> {
