@@ -146,16 +146,22 @@ pub(crate) const MAX_URL_BYTES: usize = 8 << 10;
 pub(crate) const MAX_HEADER_BYTES: usize = crate::state::FIELD_SIZE_LIMIT;
 pub(crate) const MAX_FILLED_HEADER_BYTES: usize = 4 * MAX_HEADER_BYTES;
 
-/// Headers that some servers and proxies read as the request's real method
-/// or path, in place of the one the gate checked.
-const OVERRIDE_HEADERS: &[&str] = &[
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    "x-original-url",
-    "x-rewrite-url",
-    "x-original-method",
+/// Headers an action may not send, and why: `range`, because a part of an
+/// echo could hold part of a secret that redaction cannot recognise; the
+/// others, because some servers and proxies read them as the request's real
+/// method or path, in place of the one the grant allowed.
+const REFUSED_HEADERS: &[(&str, &str)] = &[
+    ("range", RANGE),
+    ("x-http-method-override", OVERRIDE),
+    ("x-http-method", OVERRIDE),
+    ("x-method-override", OVERRIDE),
+    ("x-original-method", OVERRIDE),
+    ("x-original-url", OVERRIDE),
+    ("x-rewrite-url", OVERRIDE),
 ];
+const RANGE: &str = "a partial response could carry part of a secret past redaction";
+const OVERRIDE: &str =
+    "a server that honours it would run another method or path than the grant allows";
 
 /// The bytes of `headers` as the caps count them: each name and value, and
 /// 32 for each header's place, so that millions of empty headers are not free.
@@ -552,24 +558,12 @@ impl Gate {
                     clip(name)
                 )));
             }
-            // A part of a response could hold part of a secret that an
-            // upstream echoes, which redaction cannot recognise.
-            if name.eq_ignore_ascii_case("range") {
-                return Err(OutboundError::InvalidRequest(
-                    "the header `range` is refused: a partial response could carry part of a \
-                     secret past redaction"
-                        .into(),
-                ));
-            }
-            // A server or proxy that honours one of these runs another
-            // method or path than the one the grant allowed.
-            if let Some(overriding) = OVERRIDE_HEADERS
+            if let Some((refused, why)) = REFUSED_HEADERS
                 .iter()
-                .find(|header| name.eq_ignore_ascii_case(header))
+                .find(|(header, _)| name.eq_ignore_ascii_case(header))
             {
                 return Err(OutboundError::InvalidRequest(format!(
-                    "the header `{overriding}` is refused: a server that honours it would run \
-                     another method or path than the grant allows"
+                    "the header `{refused}` is refused: {why}"
                 )));
             }
         }

@@ -3,13 +3,13 @@
 //!
 //! A recording call keeps the requests the action made, refused or sent, as
 //! the gate saw them: as many as its request budget allows and the first
-//! refusal past it ([`Deck::new`]). A replayed
-//! call passes the gate as any other (the grants are the current ones), but
-//! its admitted requests are answered from the record, in order, instead of
-//! the network; the record's requests that the gate refused are passed over,
-//! as the gate refuses them again first. A request that is not the record's
-//! next one is denied with a message saying so, because answering it with
-//! another request's response would make the replay lie.
+//! refusal past it ([`Deck::new`]). A replayed call passes the gate as any
+//! other (the grants are the current ones), but its admitted requests are
+//! answered from the record, in order, instead of the network; the record's
+//! requests that the gate refused are passed over, as the gate refuses them
+//! again first. A request that is not the record's next one is denied with a
+//! message saying so, because answering it with another request's response
+//! would make the replay lie.
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
