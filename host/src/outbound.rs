@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::log::clip;
 use crate::policy::{Destination, Grant};
 use crate::redact::{redacted, redactions};
-use crate::resolve::{GuardedResolver, Refused, Resolver};
+use crate::resolve::{ACTION_LOOKUPS, GuardedResolver, Refused, Resolver};
 use crate::settings::{HttpLimits, Secret};
 use crate::ssrf;
 use crate::tape::{Deck, Exchange, RecordedBody, Replayed};
@@ -77,6 +77,8 @@ pub(crate) struct Outbound {
     /// connection to an internal address is only ever reused by requests
     /// that the same grants allow.
     clients: std::sync::Mutex<std::collections::HashMap<Vec<usize>, reqwest::Client>>,
+    /// The action's name lookups in flight, shared by its clients.
+    lookups: Arc<tokio::sync::Semaphore>,
     counters: Arc<OutboundCounters>,
 }
 
@@ -192,6 +194,7 @@ impl Outbound {
             limits,
             network,
             clients: std::sync::Mutex::default(),
+            lookups: Arc::new(tokio::sync::Semaphore::new(ACTION_LOOKUPS)),
             counters,
         };
         outbound.client(&[])?;
@@ -209,6 +212,7 @@ impl Outbound {
         let resolver = GuardedResolver {
             resolver: self.network.resolver.clone(),
             exempt: exempt.iter().map(|&i| self.grants[i].clone()).collect(),
+            lookups: Arc::clone(&self.lookups),
         };
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(self.network.tls.clone())
