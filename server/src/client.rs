@@ -128,10 +128,9 @@ impl Client {
             .await
             .with_context(|| format!("cannot reach the service at {}", self.base))?;
         let status = response.status();
-        let text = response
-            .text()
+        let text = read_capped(response)
             .await
-            .with_context(|| format!("the service's answer to {method} {path} broke off"))?;
+            .with_context(|| format!("the service's answer to {method} {path}"))?;
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if status.is_success() {
             return Ok((status, body));
@@ -142,11 +141,50 @@ impl Client {
             .and_then(Value::as_str)
             .map(str::to_owned)
             .unwrap_or_else(|| body.to_string());
+        let message = printable(&message);
         match code {
-            Some(code) => bail!("{method} {path}: {status} {code}: {message}"),
+            Some(code) => bail!("{method} {path}: {status} {}: {message}", printable(code)),
             None => bail!("{method} {path}: {status}: {message}"),
         }
     }
+}
+
+/// The most bytes of an answer the client reads: far more than any list of
+/// actions or versions, and a stop for whatever else answers at the URL.
+pub const MAX_ANSWER_BYTES: usize = 16 << 20;
+
+/// The answer's body as text, refused past [`MAX_ANSWER_BYTES`].
+async fn read_capped(mut response: reqwest::Response) -> Result<String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.context("it broke off")? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            bail!(
+                "it is over {} MiB, more than the service sends; is the URL the service's?",
+                MAX_ANSWER_BYTES >> 20
+            );
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// `text` with each control character (but the newline) written as an
+/// escape such as `\u{1b}`, so that what a service, or whatever answers at
+/// its URL, sends cannot move the cursor or retitle the terminal it is
+/// printed to. JSON from `serde_json` stays JSON: it escapes the C0 controls
+/// itself, and `\u{7f}` and the C1 controls are only ever inside its strings,
+/// where the escape below is the JSON one.
+pub fn printable(text: &str) -> String {
+    use std::fmt::Write as _;
+    let mut shown = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' {
+            let _ = write!(shown, "\\u{:04x}", u32::from(c));
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
 }
 
 enum Body {
@@ -160,4 +198,26 @@ fn action_path(name: &str, rest: &str) -> String {
     // reaching another route.
     let name: String = url::form_urlencoded::byte_serialize(name.as_bytes()).collect();
     format!("/v1/actions/{name}{rest}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_printed_escaped() {
+        assert_eq!(
+            printable("red \u{1b}[31m, title \u{1b}]0;x\u{7}, csi \u{9b}2J\nnext"),
+            "red \\u001b[31m, title \\u001b]0;x\\u0007, csi \\u009b2J\nnext"
+        );
+        let json =
+            serde_json::to_string_pretty(&serde_json::json!({"a": "\u{7f}\u{85}\u{1b}"})).unwrap();
+        let shown = printable(&json);
+        assert!(
+            !shown.chars().any(|c| c.is_control() && c != '\n'),
+            "{shown}"
+        );
+        let back: Value = serde_json::from_str(&shown).unwrap();
+        assert_eq!(back["a"], "\u{7f}\u{85}\u{1b}");
+    }
 }

@@ -48,7 +48,7 @@ pub use api::traced::{MAX_REQUEST_ID_LEN, REQUEST_ID, TraceRequests, Traced};
 pub use api::views;
 pub use api::{Api, AppState, router};
 pub use catalog::{Bounds, Catalog, RollbackSettings, VersionRef};
-pub use client::Client;
+pub use client::{Client, MAX_ANSWER_BYTES, printable};
 pub use config_file::{ActionDoc, HostFile, LimitsDoc, SecretDoc};
 pub use keys::OperatorKey;
 pub use progress::{LogWriter, Progress};

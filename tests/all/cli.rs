@@ -645,6 +645,111 @@ fn deploy_and_actions_drive_a_running_service() {
     assert!(text(&out.stderr).contains("cannot reach the service at http://127.0.0.1:1"));
 }
 
+/// A server on a loopback port that is not the service: it answers
+/// `GET /v1/actions` with names that hold terminal controls, `GET
+/// /v1/actions/endless` with a body that does not end (256 MiB), and
+/// anything else with an error whose code and message hold them. It serves
+/// `connections` connections, then stops.
+fn impostor(connections: usize) -> (String, std::thread::JoinHandle<()>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        for _ in 0..connections {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            reader.read_line(&mut request).unwrap();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line.trim().is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    length = value.trim().parse().unwrap();
+                }
+            }
+            reader.read_exact(&mut vec![0; length]).unwrap();
+            let (status, body) = match request.split(' ').nth(1).unwrap() {
+                "/v1/actions" => (
+                    "200 OK",
+                    json!({"actions": [{
+                        "name": "a\u{1b}[2J\u{1b}]0;owned\u{7}",
+                        "version": 1,
+                        "sha256": "\u{9b}31m",
+                    }]}),
+                ),
+                "/v1/actions/endless" => {
+                    let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                                connection: close\r\n\r\n";
+                    stream.write_all(head.as_bytes()).unwrap();
+                    let spaces = vec![b' '; 64 << 10];
+                    for _ in 0..(256 << 20) / spaces.len() {
+                        if stream.write_all(&spaces).is_err() {
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                _ => (
+                    "400 Bad Request",
+                    json!({"error": {"code": "x\u{1b}[8m", "message": "hidden\u{1b}[8m\u{85}"}}),
+                ),
+            };
+            let body = body.to_string();
+            let answer = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                 connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(answer.as_bytes()).unwrap();
+        }
+    });
+    (base, server)
+}
+
+/// Whether `text` holds a control character besides the line and column
+/// breaks the command writes itself.
+fn has_controls(text: &str) -> bool {
+    text.chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\t'))
+}
+
+#[test]
+fn what_answers_at_the_service_url_cannot_drive_the_terminal_or_fill_memory() {
+    let (base, server) = impostor(3);
+    let out = action_host(&["actions", "list", "--url", &base]);
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!has_controls(&shown), "{shown:?}");
+    assert!(
+        shown.starts_with("a\\u001b[2J\\u001b]0;owned\\u0007\tversion 1\t\\u009b31m"),
+        "{shown:?}"
+    );
+
+    let (out, peak_kib) = action_host_measured(&["actions", "show", "endless", "--url", &base]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("the service's answer to GET /v1/actions/endless")
+            && err.contains("it is over 16 MiB"),
+        "{err}"
+    );
+    assert!(peak_kib < 128 << 10, "the client peaked at {peak_kib} KiB");
+
+    let out = action_host(&["actions", "rollback", "thing", "1", "--url", &base]);
+    let err = stderr(&out);
+    assert!(!has_controls(&err), "{err:?}");
+    assert!(
+        err.contains("400 Bad Request x\\u001b[8m: hidden\\u001b[8m\\u0085"),
+        "{err}"
+    );
+    server.join().unwrap();
+}
+
 #[test]
 fn the_service_logs_json_lines_when_asked() {
     use common::server::Server;

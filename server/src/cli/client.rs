@@ -2,7 +2,7 @@
 //! command line, for designers and CI. The service's URL and token come
 //! from the environment (or flags), never from the process list by default.
 
-use action_host_server::{Client, VersionRef};
+use action_host_server::{Client, VersionRef, printable};
 use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -103,8 +103,8 @@ pub(crate) async fn deploy(args: DeployArgs) -> Result<ExitCode> {
     eprintln!(
         "{} {name}: version {}, sha256 {}",
         if created { "created" } else { "deployed" },
-        shown["version"],
-        shown["sha256"].as_str().unwrap_or("?")
+        printable(&shown["version"].to_string()),
+        printable(shown["sha256"].as_str().unwrap_or("?"))
     );
     if let Some(settings) = settings {
         shown = client
@@ -118,7 +118,7 @@ pub(crate) async fn deploy(args: DeployArgs) -> Result<ExitCode> {
             .await
             .context("the component serves, but its config was not applied")?;
     }
-    println!("{}", serde_json::to_string_pretty(&shown)?);
+    print_json(&shown)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -135,9 +135,9 @@ pub(crate) async fn actions(args: ActionsArgs) -> Result<ExitCode> {
             for action in actions {
                 println!(
                     "{}\tversion {}\t{}",
-                    action["name"].as_str().unwrap_or("?"),
-                    action["version"],
-                    action["sha256"].as_str().unwrap_or("?")
+                    printable(action["name"].as_str().unwrap_or("?")),
+                    printable(&action["version"].to_string()),
+                    printable(action["sha256"].as_str().unwrap_or("?"))
                 );
             }
         }
@@ -145,7 +145,7 @@ pub(crate) async fn actions(args: ActionsArgs) -> Result<ExitCode> {
             let client = target.client()?;
             let mut action = client.show(&name).await?;
             action["versions"] = client.versions(&name).await?["versions"].take();
-            println!("{}", serde_json::to_string_pretty(&action)?);
+            print_json(&action)?;
         }
         ActionsCommand::Rollback {
             name,
@@ -164,12 +164,18 @@ pub(crate) async fn actions(args: ActionsArgs) -> Result<ExitCode> {
             let shown = client.rollback(&name, body).await?;
             eprintln!(
                 "{name} serves version {} again (sha256 {})",
-                shown["version"],
-                shown["sha256"].as_str().unwrap_or("?")
+                printable(&shown["version"].to_string()),
+                printable(shown["sha256"].as_str().unwrap_or("?"))
             );
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints what the service answered as JSON, its control characters escaped.
+fn print_json(answer: &Value) -> Result<()> {
+    println!("{}", printable(&serde_json::to_string_pretty(answer)?));
+    Ok(())
 }
 
 /// An action's settings from a JSON or TOML file.
