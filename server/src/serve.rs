@@ -198,6 +198,10 @@ impl Service {
             catalog: Arc::clone(&catalog),
             auth: options.auth.clone(),
             max_upload_bytes: options.max_upload_bytes,
+            upload_room: Arc::new(api::body::upload_room(
+                options.max_upload_bytes,
+                options.max_parallel_compiles,
+            )),
             body_timeout: options.body_timeout,
             webhooks: options.host_file.webhooks.clone(),
         });

@@ -1017,3 +1017,70 @@ async fn a_record_written_before_versions_were_kept_restores_with_its_one_versio
     let next = put(&service, "greeting", "fixture").await;
     assert_eq!(next.body["version"], 5);
 }
+
+#[tokio::test]
+async fn uploads_in_progress_hold_at_most_their_room_and_the_next_one_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    // Room for three uploads of the largest size: one compiling and two more.
+    let service = loaded(
+        dir.path(),
+        ServeOptions {
+            max_upload_bytes: 4 << 20,
+            max_parallel_compiles: 1,
+            body_timeout: std::time::Duration::from_secs(3),
+            ..ServeOptions::default()
+        },
+    )
+    .await;
+    // An upload whose body never comes, declaring `length` or nothing.
+    let stalled = |name: &'static str, length: Option<usize>| {
+        let service = Arc::clone(&service);
+        tokio::spawn(async move {
+            let body =
+                Body::from_stream(futures::stream::pending::<Result<Vec<u8>, std::io::Error>>());
+            let length = length.map(|n| n.to_string());
+            let headers: Vec<(&str, &str)> = length
+                .iter()
+                .map(|n| ("content-length", n.as_str()))
+                .collect();
+            let path = format!("/v1/actions/{name}");
+            call_with(&service, Method::PUT, &path, DESIGNER, &headers, body).await
+        })
+    };
+    let settle = || tokio::time::sleep(std::time::Duration::from_millis(200));
+
+    let first = stalled("first", Some(4 << 20));
+    let second = stalled("second", Some(4 << 20));
+    settle().await;
+    // A third of the room is left, which a small component fits in.
+    let small = put(&service, "small", "greeting").await;
+    assert_eq!(small.status, StatusCode::CREATED, "{}", small.body);
+    assert!(!first.is_finished() && !second.is_finished());
+
+    // A body of no declared length takes the room of the largest upload.
+    let third = stalled("third", None);
+    settle().await;
+    let waited = put(&service, "waited", "greeting").await;
+    assert!(
+        first.is_finished() && second.is_finished(),
+        "the upload was read while the room was full"
+    );
+    assert_eq!(waited.status, StatusCode::CREATED, "{}", waited.body);
+    for stalled in [first, second, third] {
+        let answer = stalled.await.unwrap();
+        assert_eq!(
+            answer.status,
+            StatusCode::REQUEST_TIMEOUT,
+            "{}",
+            answer.body
+        );
+    }
+    let list = get(&service, "/v1/actions").await;
+    let names: Vec<&str> = list.body["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["small", "waited"]);
+}

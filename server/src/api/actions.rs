@@ -65,7 +65,7 @@ pub(crate) async fn upload(
     State(state): Shared,
     Path(name): Path<String>,
     IfRevision(expect): IfRevision,
-    Upload(bytes): Upload,
+    Upload(bytes, _held): Upload,
 ) -> Result<(StatusCode, Json<ActionView>), ApiError> {
     let by = role.map_or("anonymous", |role| role.name());
     let (view, created) = state.catalog.deploy(&name, bytes, by, expect).await?;

@@ -9,6 +9,7 @@ use http_body_util::{BodyExt, Limited};
 use serde_json::Value as Json;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::api::AppState;
 use crate::api::error::ApiError;
@@ -16,8 +17,23 @@ use crate::api::error::ApiError;
 /// The largest JSON body a request may carry.
 pub(crate) const MAX_JSON_BYTES: usize = 1 << 20;
 
-/// A component, at most [`AppState::max_upload_bytes`].
-pub(crate) struct Upload(pub(crate) Bytes);
+/// A component, at most [`AppState::max_upload_bytes`], with its share of
+/// [`AppState::upload_room`], held until the upload is answered.
+pub(crate) struct Upload(pub(crate) Bytes, pub(crate) OwnedSemaphorePermit);
+
+/// The room for uploads being received and compiled at once, in KiB: each
+/// compile slot's and two more uploads of the largest size. An upload is held
+/// whole until its compile ends, so without this bound every open connection
+/// could hold one (1024 × 64 MiB with the defaults).
+pub(crate) fn upload_room(max_upload_bytes: usize, max_parallel_compiles: usize) -> Semaphore {
+    let kib = (max_parallel_compiles.max(1) + 2).saturating_mul(kib(max_upload_bytes) as usize);
+    Semaphore::new(kib.min(Semaphore::MAX_PERMITS))
+}
+
+/// `bytes` in KiB, rounded up, as the upload room counts them.
+fn kib(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
+}
 
 /// A JSON body, at most [`MAX_JSON_BYTES`].
 pub(crate) struct JsonBody(pub(crate) Json);
@@ -27,10 +43,24 @@ impl FromRequest<Arc<AppState>> for Upload {
 
     async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
         let cap = state.max_upload_bytes;
-        refuse_declared_over(request.headers(), cap)?;
-        read(request.into_body(), cap, state.body_timeout)
+        let declared = refuse_declared_over(request.headers(), cap)?;
+        // Room for the whole body before reading any of it: the declared
+        // length, or the cap for a body that declares none.
+        let wanted = kib(declared.map_or(cap, |length| length as usize));
+        let room = Arc::clone(&state.upload_room);
+        let mut held = tokio::time::timeout(state.body_timeout, room.acquire_many_owned(wanted))
             .await
-            .map(Upload)
+            .map_err(|_| {
+                ApiError::Busy(format!(
+                    "other uploads held the room for uploads in progress for {} s; retry later",
+                    state.body_timeout.as_secs()
+                ))
+            })?
+            .map_err(|_| ApiError::Internal("the room for uploads is closed".into()))?;
+        let bytes = read(request.into_body(), cap, state.body_timeout).await?;
+        // Give back what a body without a declared length did not need.
+        drop(held.split(wanted.saturating_sub(kib(bytes.len())) as usize));
+        Ok(Upload(bytes, held))
     }
 }
 
@@ -45,15 +75,19 @@ impl FromRequest<Arc<AppState>> for JsonBody {
 }
 
 /// Refuses a body whose declared length is over `cap` before reading any
-/// of it: the client learns at once, and no byte of it is held.
-pub(crate) fn refuse_declared_over(headers: &HeaderMap, cap: usize) -> Result<(), ApiError> {
+/// of it: the client learns at once, and no byte of it is held. Returns the
+/// declared length.
+pub(crate) fn refuse_declared_over(
+    headers: &HeaderMap,
+    cap: usize,
+) -> Result<Option<u64>, ApiError> {
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     match declared {
         Some(length) if length > cap as u64 => Err(too_large(cap)),
-        _ => Ok(()),
+        _ => Ok(declared),
     }
 }
 

@@ -45,7 +45,8 @@ pub enum ApiError {
     ManagedByHostFile(String),
     /// Another change to the action came first.
     Conflict(String),
-    /// Every place for compiling was taken for the whole compile timeout.
+    /// Every place for compiling was taken for the whole compile timeout,
+    /// or the room for uploads for the whole body timeout.
     Busy(String),
     /// Compiling took longer than the compile timeout.
     CompileTimeout(String),

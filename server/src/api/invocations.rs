@@ -122,7 +122,7 @@ pub(crate) async fn replay(
     _: AsDesigner,
     State(state): Shared,
     Path(id): Path<String>,
-    Upload(body): Upload,
+    Upload(body, _held): Upload,
 ) -> Result<Json<Replay>, ApiError> {
     let usage = "send no body (the version serving), {\"version\": N}, {\"sha256\": \"...\"}, \
                  or a component to try";

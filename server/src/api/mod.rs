@@ -45,6 +45,9 @@ pub struct AppState {
     pub auth: Auth,
     /// The largest component an upload may carry.
     pub max_upload_bytes: usize,
+    /// The room, in KiB, for uploads being received and compiled at once
+    /// (`body::upload_room`).
+    pub upload_room: Arc<tokio::sync::Semaphore>,
     /// How long a client may take to send a request's body.
     pub body_timeout: Duration,
     /// How the webhook adapters map each platform's names and fields.
