@@ -5,12 +5,19 @@
 //! At the cap, or when `accept` fails for want of a descriptor, the
 //! connection that has been idle longest (no request being answered) is
 //! closed to make room, so a flood of connections that send nothing cannot
-//! keep a client that does from being served. A connection that does not
-//! send its request head within the header timeout is closed by hyper.
+//! keep a client that does from being served.
+//!
+//! Each connection also has a watch of its own (`watch`), which closes it
+//! when no request is being answered and either its first request has not
+//! arrived within the header timeout (a client that connects and sends
+//! nothing, in either protocol), or an HTTP/1 request head it began has not
+//! arrived within the header timeout, or it has been idle for the idle
+//! timeout. hyper's own header timeout is off: it also ends idle keep-alive
+//! connections, which must outlive a load balancer's idle timeout.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -22,6 +29,8 @@ pub(crate) struct Limits {
     pub(crate) max_connections: usize,
     /// How long a client may take to send a request's head.
     pub(crate) header_timeout: Duration,
+    /// How long a connection may stay open with no request to answer.
+    pub(crate) idle_timeout: Duration,
 }
 
 /// The open connections.
@@ -39,15 +48,157 @@ struct Activity {
     in_flight: AtomicUsize,
     /// When it last finished a request or opened, in milliseconds since `epoch`.
     idle_since_ms: AtomicU64,
+    /// When bytes of a request head came while it was idle, or `NONE`.
+    head_since_ms: AtomicU64,
+    /// Whether a request has reached the service, and whether it was HTTP/2
+    /// (whose idle connections receive frames that are not requests).
+    served: AtomicBool,
+    http2: AtomicBool,
     epoch: Instant,
     /// Told to close.
     evict: Notify,
 }
 
+/// A request being answered; when dropped, the connection is idle from then
+/// unless another is being answered.
+struct Answering(Arc<Activity>);
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// No time: `head_since_ms` when no request head is being received.
+const NONE: u64 = u64::MAX;
+
 impl Activity {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+    }
+
+    /// A request reached the service; it is answered when the guard drops
+    /// (also when hyper drops the answer unfinished, as for an HTTP/2 stream
+    /// the client reset).
+    fn begin(self: &Arc<Self>, version: hyper::Version) -> Answering {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.head_since_ms.store(NONE, Ordering::Relaxed);
+        self.served.store(true, Ordering::Relaxed);
+        if version == hyper::Version::HTTP_2 {
+            self.http2.store(true, Ordering::Relaxed);
+        }
+        Answering(Arc::clone(self))
+    }
+
     fn touch(&self) {
-        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.idle_since_ms.store(ms, Ordering::Relaxed);
+        self.idle_since_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Bytes came from the client: the start of a request head when no
+    /// request is being answered.
+    fn received(&self) {
+        if self.in_flight.load(Ordering::Relaxed) == 0 {
+            let now = self.now_ms();
+            let _ = self.head_since_ms.compare_exchange(
+                NONE,
+                now,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// When, in milliseconds since `epoch`, the connection is to be closed
+    /// as things stand; `None` while it answers a request.
+    fn closes_at(&self, limits: &Limits) -> Option<u64> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2);
+        let idle_since = self.idle_since_ms.load(Ordering::Relaxed);
+        let mut at = idle_since.saturating_add(ms(limits.idle_timeout));
+        if !self.served.load(Ordering::Relaxed) {
+            at = at.min(idle_since.saturating_add(ms(limits.header_timeout)));
+        }
+        let head_since = self.head_since_ms.load(Ordering::Relaxed);
+        if head_since != NONE && !self.http2.load(Ordering::Relaxed) {
+            at = at.min(head_since.saturating_add(ms(limits.header_timeout)));
+        }
+        Some(at)
+    }
+}
+
+/// Closes the connection of `activity` (returns) when [`Activity::closes_at`]
+/// says so.
+async fn watch(activity: &Activity, limits: Limits) {
+    loop {
+        let now = activity.now_ms();
+        let wait = match activity.closes_at(&limits) {
+            Some(at) if at <= now => return,
+            Some(at) => Duration::from_millis(at - now),
+            // Answering: look again when a request that ends now would
+            // have used up the shorter timeout.
+            None => limits.header_timeout.min(limits.idle_timeout),
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// A client's stream, telling its connection's [`Activity`] when bytes come.
+struct Watched {
+    stream: tokio::net::TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.received();
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -65,6 +216,9 @@ impl Registry {
         let activity = Arc::new(Activity {
             in_flight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
+            head_since_ms: AtomicU64::new(NONE),
+            served: AtomicBool::new(false),
+            http2: AtomicBool::new(false),
             epoch,
             evict: Notify::new(),
         });
@@ -125,11 +279,11 @@ pub(crate) async fn accept_loop<H, F, B>(
     use hyper_util::server::conn::auto::Builder;
 
     let mut builder = Builder::new(TokioExecutor::new());
-    // hyper's header timeout needs a timer; without one it is off.
+    // The header and idle timeouts are the watch's (see the module's doc).
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(None);
     builder.http2().timer(TokioTimer::new());
     let registry = Arc::new(Registry::default());
     let epoch = Instant::now();
@@ -168,13 +322,14 @@ pub(crate) async fn accept_loop<H, F, B>(
                 let activity = Arc::clone(&activity);
                 let handle = handle.clone();
                 async move {
-                    activity.in_flight.fetch_add(1, Ordering::Relaxed);
-                    let response = handle(request).await;
-                    activity.in_flight.fetch_sub(1, Ordering::Relaxed);
-                    activity.touch();
-                    Ok::<_, std::convert::Infallible>(response)
+                    let _answering = activity.begin(request.version());
+                    Ok::<_, std::convert::Infallible>(handle(request).await)
                 }
             })
+        };
+        let stream = Watched {
+            stream,
+            activity: Arc::clone(&activity),
         };
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
@@ -186,6 +341,7 @@ pub(crate) async fn accept_loop<H, F, B>(
             tokio::select! {
                 _ = connection => {}
                 () = activity.evict.notified() => {}
+                () = watch(&activity, limits) => {}
             }
             registry.close(id);
         });
@@ -258,6 +414,40 @@ mod tests {
         assert!(registry.evict_oldest_idle());
         assert!(!registry.evict_oldest_idle(), "only the busy one is left");
         assert_eq!(registry.len(), 1);
+    }
+
+    #[test]
+    fn a_connection_closes_at_the_first_timeout_that_applies_to_it() {
+        let limits = Limits {
+            max_connections: 8,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
+        };
+        let registry = Registry::default();
+        let (_, activity) = registry.open(Instant::now() - Duration::from_secs(100));
+        activity.idle_since_ms.store(1_000, Ordering::Relaxed);
+        // Connected, nothing asked yet: the header timeout.
+        assert_eq!(activity.closes_at(&limits), Some(11_000));
+        activity.received();
+        let answering = activity.begin(hyper::Version::HTTP_11);
+        assert_eq!(activity.closes_at(&limits), None, "answering");
+        // Bytes while answering are the request's body, not a new head.
+        activity.received();
+        drop(answering);
+        let idle = activity.idle_since_ms.load(Ordering::Relaxed);
+        assert_eq!(activity.closes_at(&limits), Some(idle + 75_000));
+        // A new head began: it has the header timeout to arrive.
+        activity
+            .head_since_ms
+            .store(idle + 5_000, Ordering::Relaxed);
+        assert_eq!(activity.closes_at(&limits), Some(idle + 15_000));
+        // HTTP/2 sends frames that are not requests: only idleness counts.
+        drop(activity.begin(hyper::Version::HTTP_2));
+        activity
+            .head_since_ms
+            .store(idle + 5_000, Ordering::Relaxed);
+        let idle = activity.idle_since_ms.load(Ordering::Relaxed);
+        assert_eq!(activity.closes_at(&limits), Some(idle + 75_000));
     }
 
     #[test]

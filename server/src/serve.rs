@@ -50,8 +50,13 @@ pub struct ServeOptions {
     /// Connections open at once; at the cap, the connection idle longest is
     /// closed to make room \[1024\].
     pub max_connections: usize,
-    /// How long a client may take to send a request's line and headers [10 s].
+    /// How long a client may take to send a request's line and headers,
+    /// and to send its first request after connecting [10 s].
     pub header_timeout: Duration,
+    /// How long a connection may stay open with no request to answer [75 s]:
+    /// longer than the idle timeout of the load balancer in front, so that
+    /// the balancer, not the service, closes idle connections.
+    pub idle_timeout: Duration,
     /// How long a client may take to send a request's body [60 s].
     pub body_timeout: Duration,
     /// How long an upload's compilation may take, waiting included, before
@@ -82,6 +87,7 @@ impl Default for ServeOptions {
             shutdown_grace: Duration::from_secs(10),
             max_connections: 1024,
             header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
             body_timeout: Duration::from_secs(60),
             compile_timeout: Duration::from_secs(300),
             max_parallel_compiles: 2,
@@ -310,6 +316,7 @@ pub async fn serve(service: Arc<Service>, listener: tokio::net::TcpListener) -> 
     let limits = crate::listener::Limits {
         max_connections: service.options.max_connections.max(1),
         header_timeout: service.options.header_timeout,
+        idle_timeout: service.options.idle_timeout,
     };
     let router = service.router();
     let handler = move |request: hyper::Request<hyper::body::Incoming>| {

@@ -1097,6 +1097,96 @@ async fn slow_clients_time_out_and_a_normal_client_is_served_throughout() {
     }
 }
 
+/// Reads what `stream` sends until it closes; how long after `since` that
+/// was, or `None` if it was still open after `limit` more.
+async fn closed_within(
+    stream: &mut tokio::net::TcpStream,
+    since: Instant,
+    limit: Duration,
+) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let mut sink = [0; 4096];
+    tokio::time::timeout(limit, async {
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await
+    .ok()
+    .map(|()| since.elapsed())
+}
+
+/// Sends `GET /healthz` on `stream` and reads the answer's head and body.
+async fn healthz_on(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0; 4096];
+    while !answer.ends_with(b"}") {
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8(answer).unwrap()
+}
+
+/// A connection that asks nothing is closed at the header timeout, in either
+/// protocol; one that has asked stays open between requests for the idle
+/// timeout, longer than the header timeout, unless it starts a request head
+/// it does not finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_close_at_the_idle_timeout_and_silent_ones_sooner() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--header-timeout-ms", "1000", "--idle-timeout-s", "4"],
+    );
+    let address = loopback_address(&server);
+    let connect = || tokio::net::TcpStream::connect(address);
+
+    let opened = Instant::now();
+    let mut silent = connect().await.unwrap();
+    let mut http2 = connect().await.unwrap();
+    http2
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    for (what, stream) in [("silent", &mut silent), ("HTTP/2 preface only", &mut http2)] {
+        let lasted = closed_within(stream, opened, Duration::from_secs(3)).await;
+        assert!(
+            lasted.is_some_and(|d| d >= Duration::from_millis(700)),
+            "{what}: {lasted:?}"
+        );
+    }
+
+    let mut kept = connect().await.unwrap();
+    let mut unfinished = connect().await.unwrap();
+    assert!(healthz_on(&mut kept).await.starts_with("HTTP/1.1 200"));
+    assert!(
+        healthz_on(&mut unfinished)
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    unfinished
+        .write_all(b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let lasted = closed_within(&mut unfinished, Instant::now(), Duration::from_secs(3)).await;
+    assert!(
+        lasted.is_some(),
+        "an unfinished head outlived the header timeout"
+    );
+    // Idle past the header timeout, and still served.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(healthz_on(&mut kept).await.starts_with("HTTP/1.1 200"));
+    let lasted = closed_within(&mut kept, Instant::now(), Duration::from_secs(8))
+        .await
+        .expect("an idle connection outlived the idle timeout");
+    assert!(lasted >= Duration::from_secs(3), "closed after {lasted:?}");
+}
+
 /// More idle connections than the cap: the ones idle longest are closed to
 /// make room, the service's descriptors stay bounded, and a normal client is
 /// served throughout.

@@ -55,9 +55,14 @@ pub(crate) struct ServeArgs {
     /// Connections open at once; at the cap, the one idle longest is closed.
     #[arg(long, default_value_t = 1024)]
     max_connections: usize,
-    /// How long a client may take to send a request's head, in milliseconds.
+    /// How long a client may take to send a request's head, and its first
+    /// request after connecting, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     header_timeout_ms: u64,
+    /// How long a connection may stay open with no request to answer, in
+    /// seconds; keep it above the idle timeout of a load balancer in front.
+    #[arg(long, value_name = "S", default_value_t = 75)]
+    idle_timeout_s: u64,
     /// How long a client may take to send a request's body, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 60_000)]
     body_timeout_ms: u64,
@@ -195,6 +200,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<ExitCode> {
         compile_timeout: Duration::from_secs(args.compile_timeout_s.max(1)),
         max_parallel_compiles: args.max_parallel_compiles.max(1),
         header_timeout: Duration::from_millis(args.header_timeout_ms.max(1)),
+        idle_timeout: Duration::from_secs(args.idle_timeout_s.max(1)),
         body_timeout: Duration::from_millis(args.body_timeout_ms.max(1)),
         keep_versions: args.keep_versions.max(1),
         record_retention: Retention {
