@@ -52,6 +52,12 @@ pub(crate) const OUTCOME_CAP: usize = 4 << 20;
 /// text, so that a million empty messages are not free.
 const ITEM_OVERHEAD: usize = 16;
 
+/// What each value in a `json` attribute's text counts against
+/// [`OUTCOME_CAP`] besides its text: its place in the host once parsed (a
+/// `serde_json::Value` is 32 bytes), so that `[[],[],...]`, three bytes a
+/// value, does not parse into ten times the cap.
+const JSON_VALUE_OVERHEAD: usize = 32;
+
 /// The most bytes of an `action-error`'s message the host keeps.
 const ERROR_MESSAGE_CAP: usize = 4 << 10;
 
@@ -227,7 +233,8 @@ fn outcome_size(outcome: &Outcome) -> usize {
     use crate::bindings::types::Value;
     let attributes = outcome.attributes.iter().map(|attribute| {
         let value = match &attribute.value {
-            Value::Text(text) | Value::Json(text) => text.len(),
+            Value::Text(text) => text.len(),
+            Value::Json(text) => text.len() + crate::value::json_values(text) * JSON_VALUE_OVERHEAD,
             _ => 8,
         };
         attribute.name.len() + value + ITEM_OVERHEAD
@@ -241,7 +248,8 @@ pub(crate) fn outcome_too_large() -> InvokeError {
         ErrorKind::Internal,
         format!(
             "the action's outcome is over the host's cap of {} MiB (its attributes and \
-             messages, each counting {ITEM_OVERHEAD} bytes besides its text)",
+             messages, each counting {ITEM_OVERHEAD} bytes besides its text, and each value \
+             in a json attribute {JSON_VALUE_OVERHEAD})",
             OUTCOME_CAP >> 20
         ),
     )

@@ -154,6 +154,32 @@ pub(crate) fn output_object(attributes: Vec<Attribute>) -> Result<Map<String, Js
     Ok(object)
 }
 
+/// About how many values the JSON `text` holds, counted without parsing it:
+/// one, and one more for each `[`, `{` and `,` outside a string. Never fewer
+/// than the values it parses into; `[[],[]]` counts 5 for its 3.
+pub(crate) fn json_values(text: &str) -> usize {
+    let mut values = 1;
+    let mut in_string = false;
+    let mut escaped = false;
+    for byte in text.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match byte {
+                b'"' => in_string = true,
+                b'[' | b'{' | b',' => values += 1,
+                _ => {}
+            }
+        }
+    }
+    values
+}
+
 /// Converts one WIT value to JSON.
 pub(crate) fn to_json(value: Value) -> Result<Json, String> {
     Ok(match value {
@@ -180,6 +206,30 @@ mod tests {
     use super::*;
     use crate::manifest::AttributeSpec;
     use serde_json::json;
+
+    #[test]
+    fn json_values_are_counted_outside_strings_and_never_fewer_than_parsed() {
+        assert_eq!(json_values("7"), 1);
+        assert_eq!(json_values("[[],[]]"), 5);
+        assert_eq!(json_values(r#"{"a,[{": "x\",{", "b": [1, 2]}"#), 5);
+        let parsed = |text: &str| {
+            fn count(value: &Json) -> usize {
+                1 + match value {
+                    Json::Array(items) => items.iter().map(count).sum(),
+                    Json::Object(map) => map.values().map(count).sum(),
+                    _ => 0,
+                }
+            }
+            count(&serde_json::from_str(text).unwrap())
+        };
+        for text in [
+            r#"[{"id": 1, "tags": ["a", "b"]}, {"id": 2, "tags": []}, null]"#,
+            r#"{"nested": {"deeper": {"list": [[1], [2, [3]]]}}, "s": "[{,"}"#,
+            "[[],[],[],[]]",
+        ] {
+            assert!(json_values(text) >= parsed(text), "{text}");
+        }
+    }
 
     fn manifest(specs: &[(&str, ValueKind, bool)]) -> Manifest {
         Manifest {

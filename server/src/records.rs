@@ -467,12 +467,16 @@ fn map_weight(map: &Map<String, Json>) -> usize {
     map.iter().map(|(k, v)| k.len() + json_weight(v)).sum()
 }
 
+/// A JSON value's weight: its text, and 32 bytes for its place (the size of
+/// a `serde_json::Value`), so that a wide array of empty values weighs what
+/// it holds in memory.
 fn json_weight(value: &Json) -> usize {
+    const PLACE: usize = 32;
     match value {
-        Json::String(text) => text.len() + 8,
-        Json::Array(items) => items.iter().map(json_weight).sum::<usize>() + 8,
-        Json::Object(map) => map_weight(map) + 8,
-        _ => 8,
+        Json::String(text) => text.len() + PLACE,
+        Json::Array(items) => items.iter().map(json_weight).sum::<usize>() + PLACE,
+        Json::Object(map) => map_weight(map) + PLACE,
+        _ => PLACE,
     }
 }
 

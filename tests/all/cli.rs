@@ -419,6 +419,11 @@ fn what_a_guest_makes_the_host_hold_stays_within_the_caps() {
             json!({"behave": "fields", "count": 100_000, "size": 16_000}),
         ),
         ("wasi_hog", json!({"behave": "random", "size": 64 << 20})),
+        // 3.9 MB of `[[],[],...]`: 1.3 million values once parsed.
+        (
+            "fixture",
+            json!({"behave": "wide-json", "count": 1_300_000}),
+        ),
     ] {
         let kib = peak(plugin, input.clone());
         assert!(
@@ -426,6 +431,22 @@ fn what_a_guest_makes_the_host_hold_stays_within_the_caps() {
             "{input}: {kib} KiB at peak, {ordinary} KiB for an ordinary call"
         );
     }
+}
+
+/// A `json` attribute counts each of its values against the outcome's cap,
+/// as the host will hold it parsed: a small one passes, a wide one is refused
+/// naming why.
+#[test]
+fn a_json_output_counts_its_values_against_the_outcome_cap() {
+    let input = |count: u32| json!({"behave": "wide-json", "count": count}).to_string();
+    let done = stdout_json(&run("fixture", &["--input", &input(10_000)]));
+    assert_eq!(done["attributes"]["wide"].as_array().unwrap().len(), 10_000);
+    let err = stderr(&run("fixture", &["--input", &input(1_300_000)]));
+    assert!(
+        err.contains("over the host's cap of 4 MiB")
+            && err.contains("each value in a json attribute 32"),
+        "{err}"
+    );
 }
 
 /// A secret's value can come from the environment or a file, so that it is

@@ -430,6 +430,11 @@ fn a_records_weight_counts_its_context_error_and_every_line() {
         100_000
     ];
     assert!(empty_lines.weight() >= empty + 100_000 * 32);
+    let mut wide_input = record("greeting", 0, "success");
+    wide_input
+        .input
+        .insert("wide".into(), Value::Array(vec![json!([]); 100_000]));
+    assert!(wide_input.weight() >= empty + 100_000 * 32);
 }
 
 /// What every store must do with records: keep them once, list them newest
