@@ -522,6 +522,11 @@ pub struct Retention {
     pub per_action: usize,
     /// None older than this.
     pub max_age: Duration,
+    /// At most this many bytes of records per action as the store keeps
+    /// them, the newest; the newest record is kept whatever its size. A
+    /// record may hold a megabyte of input and as much of context, so the
+    /// count alone would let one action's records take gigabytes.
+    pub bytes_per_action: u64,
 }
 
 impl Retention {
@@ -536,6 +541,7 @@ impl Default for Retention {
         Retention {
             per_action: 1000,
             max_age: Duration::from_secs(7 * 24 * 3600),
+            bytes_per_action: 64 << 20,
         }
     }
 }

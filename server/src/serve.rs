@@ -66,7 +66,8 @@ pub struct ServeOptions {
     pub max_parallel_compiles: usize,
     /// How many uploaded versions of each action are kept \[20\].
     pub keep_versions: usize,
-    /// How long invocation records are kept [1000 per action, 7 days].
+    /// How long invocation records are kept [1000, 7 days and 64 MiB per
+    /// action].
     pub record_retention: crate::records::Retention,
     /// Components to deploy at start, as (name, file).
     pub deploy: Vec<(String, PathBuf)>,

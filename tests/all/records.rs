@@ -501,6 +501,7 @@ async fn a_store_keeps_lists_and_prunes_records(store: Arc<dyn Store>) {
     let retention = Retention {
         per_action: 4,
         max_age: Duration::from_millis(3500),
+        ..Retention::default()
     };
     store
         .prune_invocations("greeting", &retention, now)
@@ -523,6 +524,51 @@ async fn a_store_keeps_lists_and_prunes_records(store: Arc<dyn Store>) {
             .len(),
         1
     );
+
+    // Five records of about 100 KB that do not compress, in 350 KB: the
+    // three newest are left; in 10 KB, the newest alone.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut noise = || {
+        (0..50_000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                format!("{:x}", state & 0xf)
+            })
+            .collect::<Vec<_>>()
+            .join("")
+    };
+    let large: Vec<InvocationRecord> = (1..=5)
+        .map(|age| {
+            let mut large = record("large", now - age * 100, "failure");
+            large.input.insert("a".into(), json!(noise()));
+            large.input.insert("b".into(), json!(noise()));
+            large
+        })
+        .collect();
+    store.put_invocations(large.clone()).await.unwrap();
+    let within = |bytes: u64| {
+        let retention = Retention {
+            bytes_per_action: bytes,
+            ..Retention::default()
+        };
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .prune_invocations("large", &retention, now)
+                .await
+                .unwrap();
+            let left = store
+                .invocations("large", &query(None, None, 100))
+                .await
+                .unwrap();
+            left.iter().map(|r| r.at_ms).collect::<Vec<_>>()
+        }
+    };
+    let ages = |ages: &[i64]| ages.iter().map(|age| now - age * 100).collect::<Vec<_>>();
+    assert_eq!(within(350_000).await, ages(&[1, 2, 3]));
+    assert_eq!(within(10_000).await, ages(&[1]));
 }
 
 #[tokio::test]
@@ -562,6 +608,7 @@ async fn records_of_an_action_no_longer_written_still_age_out() {
     let retention = Retention {
         per_action: 100,
         max_age: Duration::from_secs(24 * 3600),
+        ..Retention::default()
     };
     let _recorder = Recorder::start(store.clone(), retention);
     common::eventually("the record older than a day removed", || async {
@@ -990,9 +1037,18 @@ async fn try_it_answers_with_the_whole_record_and_keeps_it_as_the_settings_say()
 }
 
 #[tokio::test]
-async fn serve_keeps_as_many_records_as_its_flag_says() {
+async fn serve_keeps_as_many_records_as_its_flags_say() {
+    // Five records, two kept.
+    records_kept_by(&["--keep-records", "2"], 2).await;
+    // No room: the newest is kept whatever its size.
+    records_kept_by(&["--keep-records-mib", "0"], 1).await;
+}
+
+/// Makes five calls that fail on a service run with `flags`, and checks that
+/// `kept` records are left once pruning is done.
+async fn records_kept_by(flags: &[&str], kept: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let server = common::server::Server::start(dir.path(), &["--keep-records", "2"]);
+    let server = common::server::Server::start(dir.path(), flags);
     let (status, _) =
         common::api::upload(&server, "fixture", common::plugin_bytes("fixture")).await;
     assert_eq!(status, 201);
@@ -1019,7 +1075,7 @@ async fn serve_keeps_as_many_records_as_its_flag_says() {
     .await;
     // Written and pruned off the call's path: wait for the pruning.
     let url = server.url("/v1/actions/fixture/invocations");
-    common::eventually("the newest two kept, the rest pruned", || async {
+    common::eventually("the newest kept, the rest pruned", || async {
         let page: Value = client
             .get(&url)
             .bearer_auth(DESIGNER)
@@ -1029,13 +1085,13 @@ async fn serve_keeps_as_many_records_as_its_flag_says() {
             .json()
             .await
             .unwrap();
-        (page["invocations"].as_array().unwrap().len() == 2).then_some(())
+        (page["invocations"].as_array().unwrap().len() == kept).then_some(())
     })
     .await;
     let files = std::fs::read_dir(dir.path().join("invocations/fixture"))
         .unwrap()
         .count();
-    assert_eq!(files, 2);
+    assert_eq!(files, kept, "{flags:?}");
 }
 
 #[tokio::test]

@@ -92,6 +92,10 @@ pub(crate) struct ServeArgs {
     /// How long invocation records are kept, in hours.
     #[arg(long, value_name = "H", default_value_t = Retention::default().max_age.as_secs() / 3600)]
     keep_records_hours: u64,
+    /// How many MiB of invocation records of each action are kept, the
+    /// newest (the newest record is kept whatever its size).
+    #[arg(long, value_name = "MIB", default_value_t = Retention::default().bytes_per_action >> 20)]
+    keep_records_mib: u64,
     /// How log lines are written: `text` for people, `json` (one object per
     /// line) for log collectors.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -206,6 +210,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<ExitCode> {
         record_retention: Retention {
             per_action: args.keep_records,
             max_age: Duration::from_secs(args.keep_records_hours.saturating_mul(3600)),
+            bytes_per_action: args.keep_records_mib.saturating_mul(1 << 20),
         },
         secret_key: secret_key(args.secret_key_file.as_deref())?,
         deploy,

@@ -582,12 +582,16 @@ impl DataDir {
         now_ms: i64,
     ) -> Result<()> {
         let cutoff = retention.cutoff(now_ms);
+        // The bytes of this record and every newer one.
+        let mut bytes = 0;
         for (index, (cursor, path)) in self.invocation_files(action)?.into_iter().enumerate() {
             let at: i64 = cursor
                 .split_once('-')
                 .and_then(|(at, _)| at.parse().ok())
                 .unwrap_or(0);
-            if index >= retention.per_action || at < cutoff {
+            bytes += fs::metadata(&path).map_or(0, |m| m.len());
+            let over_bytes = index > 0 && bytes > retention.bytes_per_action;
+            if index >= retention.per_action || at < cutoff || over_bytes {
                 match fs::remove_file(&path) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                         return Err(e).with_context(|| format!("cannot remove {}", path.display()));

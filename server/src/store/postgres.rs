@@ -494,12 +494,17 @@ impl Store for Postgres {
         let client = self.client().await?;
         let cutoff = retention.cutoff(now_ms);
         let keep = i64::try_from(retention.per_action).unwrap_or(i64::MAX);
+        let bytes = i64::try_from(retention.bytes_per_action).unwrap_or(i64::MAX);
+        // Bytes as stored (compressed when large), summed from the newest.
         client
             .execute(
                 "DELETE FROM action_host_invocations WHERE action = $1 AND (at_ms < $2 OR id IN \
-                 (SELECT id FROM action_host_invocations WHERE action = $1 \
-                  ORDER BY at_ms DESC, id DESC OFFSET $3))",
-                &[&action, &cutoff, &keep],
+                 (SELECT id FROM (SELECT id, row_number() OVER newest AS place, \
+                    sum(pg_column_size(record)) OVER newest AS bytes \
+                  FROM action_host_invocations WHERE action = $1 \
+                  WINDOW newest AS (ORDER BY at_ms DESC, id DESC)) AS kept \
+                  WHERE place > $3 OR (place > 1 AND bytes > $4)))",
+                &[&action, &cutoff, &keep, &bytes],
             )
             .await
             .map_err(|e| self.fail(e))?;
