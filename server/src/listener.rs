@@ -12,7 +12,8 @@
 //! arrived within the header timeout (a client that connects and sends
 //! nothing, in either protocol), or an HTTP/1 request head it began has not
 //! arrived within the header timeout, or it has been idle for the idle
-//! timeout. hyper's own header timeout is off: it also ends idle keep-alive
+//! timeout. A request is being answered until its response's body is sent.
+//! hyper's own header timeout is off: it also ends idle keep-alive
 //! connections, which must outlive a load balancer's idle timeout.
 
 use std::collections::HashMap;
@@ -57,6 +58,8 @@ struct Activity {
     epoch: Instant,
     /// Told to close.
     evict: Notify,
+    /// Told that a request head began, so that the watch looks again.
+    head_began: Notify,
 }
 
 /// A request being answered; when dropped, the connection is idle from then
@@ -96,16 +99,18 @@ impl Activity {
     }
 
     /// Bytes came from the client: the start of a request head when no
-    /// request is being answered.
+    /// request is being answered. (Bytes that come while one is, are taken
+    /// for its body: a head sent then has the idle timeout to arrive.)
     fn received(&self) {
         if self.in_flight.load(Ordering::Relaxed) == 0 {
             let now = self.now_ms();
-            let _ = self.head_since_ms.compare_exchange(
-                NONE,
-                now,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
+            let began = self
+                .head_since_ms
+                .compare_exchange(NONE, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
+            if began {
+                self.head_began.notify_one();
+            }
         }
     }
 
@@ -141,7 +146,38 @@ async fn watch(activity: &Activity, limits: Limits) {
             // have used up the shorter timeout.
             None => limits.header_timeout.min(limits.idle_timeout),
         };
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = activity.head_began.notified() => {}
+        }
+    }
+}
+
+/// A response's body, holding its request's [`Answering`] until it is sent
+/// (or dropped): a connection writing a large answer to a slow reader is
+/// not idle.
+struct AnsweredBody<B> {
+    body: B,
+    _answering: Answering,
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for AnsweredBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -221,6 +257,7 @@ impl Registry {
             http2: AtomicBool::new(false),
             epoch,
             evict: Notify::new(),
+            head_began: Notify::new(),
         });
         activity.touch();
         self.lock().insert(id, Arc::clone(&activity));
@@ -271,7 +308,7 @@ pub(crate) async fn accept_loop<H, F, B>(
 ) where
     H: Fn(hyper::Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = hyper::Response<B>> + Send + 'static,
-    B: hyper::body::Body + Send + 'static,
+    B: hyper::body::Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -322,8 +359,13 @@ pub(crate) async fn accept_loop<H, F, B>(
                 let activity = Arc::clone(&activity);
                 let handle = handle.clone();
                 async move {
-                    let _answering = activity.begin(request.version());
-                    Ok::<_, std::convert::Infallible>(handle(request).await)
+                    let answering = activity.begin(request.version());
+                    let response = handle(request).await;
+                    // Answering until the body is sent, not only its head.
+                    Ok::<_, std::convert::Infallible>(response.map(|body| AnsweredBody {
+                        body,
+                        _answering: answering,
+                    }))
                 }
             })
         };
@@ -441,6 +483,14 @@ mod tests {
             .head_since_ms
             .store(idle + 5_000, Ordering::Relaxed);
         assert_eq!(activity.closes_at(&limits), Some(idle + 15_000));
+        // A response being sent keeps the connection answering.
+        let body = AnsweredBody {
+            body: http_body_util::Empty::<bytes::Bytes>::new(),
+            _answering: activity.begin(hyper::Version::HTTP_11),
+        };
+        assert_eq!(activity.closes_at(&limits), None, "sending");
+        drop(body);
+        assert!(activity.closes_at(&limits).is_some());
         // HTTP/2 sends frames that are not requests: only idleness counts.
         drop(activity.begin(hyper::Version::HTTP_2));
         activity
