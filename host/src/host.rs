@@ -18,7 +18,7 @@ use crate::error::{ErrorKind, InvokeError, LoadError};
 use crate::invoke::{self, CallOptions, CallTrace, Invocation};
 use crate::load::Loader;
 use crate::manifest::Manifest;
-use crate::outbound::{Network, OutboundCounters};
+use crate::outbound::{ActionOutbound, Network};
 use crate::plugin::{Interface, Plugin, StartsFrom};
 use crate::preinit;
 use crate::settings::{ActionSettings, HostConfig};
@@ -37,7 +37,8 @@ struct Inner {
     /// What [`Host::load`] serves by name. An application that keeps its own
     /// catalog holds [`Prepared`] actions instead and leaves this empty.
     actions: RwLock<HashMap<String, Prepared>>,
-    counters: std::sync::Mutex<HashMap<String, Arc<OutboundCounters>>>,
+    /// What each action name's versions share of their outbound requests.
+    outbound: std::sync::Mutex<HashMap<String, Arc<ActionOutbound>>>,
     /// Whether finished instances are reset with the kernel's page scan.
     page_scan: bool,
     _ticker: EpochTicker,
@@ -183,7 +184,7 @@ impl Host {
                     rejected_artifacts: AtomicU64::new(0),
                 }),
                 actions: RwLock::new(HashMap::new()),
-                counters: std::sync::Mutex::new(HashMap::new()),
+                outbound: std::sync::Mutex::new(HashMap::new()),
                 page_scan: page_scan && PoolingAllocationConfig::is_pagemap_scan_available(),
                 _ticker: ticker,
             }),
@@ -260,11 +261,11 @@ impl Host {
         settings: ActionSettings,
         cache: Option<Arc<dyn ArtifactCache>>,
     ) -> Result<Prepared, LoadError> {
-        let counters = self.counters(name);
+        let shared = self.outbound_of(name);
         let plugin = self
             .inner
             .loader
-            .prepare(name, bytes, settings, cache, counters)
+            .prepare(name, bytes, settings, cache, shared)
             .await?;
         Ok(Prepared(Arc::new(plugin)))
     }
@@ -278,12 +279,12 @@ impl Host {
 
     /// Outbound requests so far, by action and result (`ok`, `denied`, ...).
     pub fn outbound_counts(&self) -> Vec<(String, &'static str, u64)> {
-        let counters = self
+        let outbound = self
             .inner
-            .counters
+            .outbound
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let mut counts: Vec<_> = counters
+        let mut counts: Vec<_> = outbound
             .iter()
             .flat_map(|(name, c)| {
                 c.snapshot()
@@ -295,14 +296,15 @@ impl Host {
         counts
     }
 
-    /// The outbound counters of the action `name`, shared by all its versions.
-    fn counters(&self, name: &str) -> Arc<OutboundCounters> {
-        let mut counters = self
+    /// What the versions of the action `name` share of their outbound
+    /// requests.
+    fn outbound_of(&self, name: &str) -> Arc<ActionOutbound> {
+        let mut outbound = self
             .inner
-            .counters
+            .outbound
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        Arc::clone(counters.entry(name.to_owned()).or_default())
+        Arc::clone(outbound.entry(name.to_owned()).or_default())
     }
 
     /// Reads a component's manifest, imports and exports without loading it.

@@ -19,7 +19,7 @@ use crate::cache::{ArtifactCache, CacheEntry, EngineKey};
 use crate::error::LoadError;
 use crate::log::LogSink;
 use crate::manifest::Manifest;
-use crate::outbound::{Network, Outbound, OutboundCounters};
+use crate::outbound::{ActionOutbound, Network, Outbound};
 use crate::plugin::{ACTION_EXPORT, Interface, Plugin, StartsFrom};
 use crate::preinit;
 use crate::sandbox;
@@ -61,7 +61,7 @@ impl Loader {
         bytes: &[u8],
         mut settings: ActionSettings,
         cache: Option<Arc<dyn ArtifactCache>>,
-        counters: Arc<OutboundCounters>,
+        shared: Arc<ActionOutbound>,
     ) -> Result<Plugin, LoadError> {
         check_name(name)?;
         // Settings first: a mistake in them costs no compilation.
@@ -75,7 +75,7 @@ impl Loader {
                 settings.grants,
                 settings.secrets,
                 settings.http,
-                counters,
+                shared,
                 Arc::clone(&self.network),
             )
             .map_err(LoadError::Host)?,

@@ -77,14 +77,26 @@ pub(crate) struct Outbound {
     /// connection to an internal address is only ever reused by requests
     /// that the same grants allow.
     clients: std::sync::Mutex<std::collections::HashMap<Vec<usize>, reqwest::Client>>,
-    /// The action's name lookups in flight, shared by its clients.
-    lookups: Arc<tokio::sync::Semaphore>,
-    counters: Arc<OutboundCounters>,
+    shared: Arc<ActionOutbound>,
 }
 
-/// Outbound requests by result, for one action name across its versions.
-#[derive(Default)]
-pub(crate) struct OutboundCounters([std::sync::atomic::AtomicU64; 7]);
+/// What the versions of one action name share of their outbound requests:
+/// the count of each result, and the slots for name lookups in flight (see
+/// [`ACTION_LOOKUPS`]), which a lookup its version no longer waits for keeps
+/// until it ends, so that reloading an action does not give it more.
+pub(crate) struct ActionOutbound {
+    results: [std::sync::atomic::AtomicU64; 7],
+    lookups: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for ActionOutbound {
+    fn default() -> ActionOutbound {
+        ActionOutbound {
+            results: Default::default(),
+            lookups: Arc::new(tokio::sync::Semaphore::new(ACTION_LOOKUPS)),
+        }
+    }
+}
 
 const RESULTS: [&str; 7] = [
     "ok",
@@ -96,7 +108,7 @@ const RESULTS: [&str; 7] = [
     "budget-exhausted",
 ];
 
-impl OutboundCounters {
+impl ActionOutbound {
     fn record(&self, result: &Result<Response, OutboundError>) {
         let index = match result {
             Ok(_) => 0,
@@ -107,14 +119,14 @@ impl OutboundCounters {
             Err(OutboundError::Transport(_)) => 5,
             Err(OutboundError::BudgetExhausted) => 6,
         };
-        self.0[index].fetch_add(1, Ordering::Relaxed);
+        self.results[index].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Each result's name and count.
     pub(crate) fn snapshot(&self) -> Vec<(&'static str, u64)> {
         RESULTS
             .iter()
-            .zip(&self.0)
+            .zip(&self.results)
             .map(|(name, n)| (*name, n.load(Ordering::Relaxed)))
             .collect()
     }
@@ -184,7 +196,7 @@ impl Outbound {
         grants: Vec<Grant>,
         secrets: Vec<Secret>,
         limits: HttpLimits,
-        counters: Arc<OutboundCounters>,
+        shared: Arc<ActionOutbound>,
         network: Arc<Network>,
     ) -> anyhow::Result<Outbound> {
         let outbound = Outbound {
@@ -194,8 +206,7 @@ impl Outbound {
             limits,
             network,
             clients: std::sync::Mutex::default(),
-            lookups: Arc::new(tokio::sync::Semaphore::new(ACTION_LOOKUPS)),
-            counters,
+            shared,
         };
         outbound.client(&[])?;
         Ok(outbound)
@@ -212,7 +223,7 @@ impl Outbound {
         let resolver = GuardedResolver {
             resolver: self.network.resolver.clone(),
             exempt: exempt.iter().map(|&i| self.grants[i].clone()).collect(),
-            lookups: Arc::clone(&self.lookups),
+            lookups: Arc::clone(&self.shared.lookups),
         };
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(self.network.tls.clone())
@@ -229,7 +240,7 @@ impl Outbound {
 
     /// Counts a request's result.
     pub(crate) fn record(&self, result: &Result<Response, OutboundError>) {
-        self.counters.record(result);
+        self.shared.record(result);
     }
 
     /// The most requests an invocation may attempt.
@@ -720,6 +731,71 @@ fn tls_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A resolver whose names no server ever answers, counting the lookups
+    /// waiting on it.
+    struct Unanswered(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl crate::Resolve for Unanswered {
+        fn resolve<'a>(
+            &'a self,
+            _name: &'a str,
+        ) -> std::pin::Pin<
+            Box<dyn Future<Output = std::io::Result<Vec<std::net::IpAddr>>> + Send + 'a>,
+        > {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_versions_of_an_action_share_its_lookup_slots() {
+        let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let resolver = Resolver::new(Unanswered(Arc::clone(&waiting)));
+        let network = Arc::new(Network::new(&[], resolver).unwrap());
+        let shared = Arc::new(ActionOutbound::default());
+        let version = || {
+            let limits = HttpLimits::default();
+            let shared = Arc::clone(&shared);
+            Outbound::new(Vec::new(), Vec::new(), limits, shared, Arc::clone(&network)).unwrap()
+        };
+        let (first, second) = (version(), version());
+        for (n, outbound) in [&first, &second]
+            .iter()
+            .cycle()
+            .take(3 * ACTION_LOOKUPS)
+            .enumerate()
+        {
+            let client = outbound.client(&[]).unwrap();
+            let request = client.get(format!("http://n{n}.example/")).send();
+            assert!(
+                tokio::time::timeout(Duration::from_millis(20), request)
+                    .await
+                    .is_err()
+            );
+        }
+        assert_eq!(waiting.load(Ordering::SeqCst), ACTION_LOOKUPS);
+        // Another action has slots of its own.
+        let other = Outbound::new(
+            Vec::new(),
+            Vec::new(),
+            HttpLimits::default(),
+            Arc::new(ActionOutbound::default()),
+            Arc::clone(&network),
+        )
+        .unwrap();
+        let request = other
+            .client(&[])
+            .unwrap()
+            .get("http://other.example/")
+            .send();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), request)
+                .await
+                .is_err()
+        );
+        assert_eq!(waiting.load(Ordering::SeqCst), ACTION_LOOKUPS + 1);
+    }
 
     fn secret(name: &str, value: &str, grant: &str) -> Secret {
         Secret::new(name, value, vec![Grant::parse(grant).unwrap()])

@@ -13,9 +13,10 @@
 //! resolver gives up (seconds to tens of seconds, per `resolv.conf`), long
 //! after the call that asked has ended. The store's file writes and every
 //! compile need that pool too, so lookups are bounded twice: host-wide
-//! ([`SYSTEM_LOOKUPS`]) and per action ([`ACTION_LOOKUPS`], so one action
-//! asking for names nobody answers slows only its own requests). Both bounds
-//! count a lookup until it ends, not until its caller stops waiting.
+//! ([`SYSTEM_LOOKUPS`]) and per action name, across its versions
+//! ([`ACTION_LOOKUPS`], so one action asking for names nobody answers holds
+//! at most an eighth of the host's slots). Both bounds count a lookup until
+//! it ends, not until its caller stops waiting.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
