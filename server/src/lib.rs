@@ -46,7 +46,7 @@ pub use api::auth::{Auth, Role, Tokens};
 pub use api::error::ApiError;
 pub use api::traced::{MAX_REQUEST_ID_LEN, REQUEST_ID, TraceRequests, Traced};
 pub use api::views;
-pub use api::{Api, AppState, router};
+pub use api::{Api, AppState, router, upload_room};
 pub use catalog::{Bounds, Catalog, RollbackSettings, VersionRef};
 pub use client::{Client, MAX_ANSWER_BYTES, printable};
 pub use config_file::{ActionDoc, HostFile, LimitsDoc, SecretDoc};

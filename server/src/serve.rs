@@ -205,7 +205,7 @@ impl Service {
             catalog: Arc::clone(&catalog),
             auth: options.auth.clone(),
             max_upload_bytes: options.max_upload_bytes,
-            upload_room: Arc::new(api::body::upload_room(
+            upload_room: Arc::new(api::upload_room(
                 options.max_upload_bytes,
                 options.max_parallel_compiles,
             )),

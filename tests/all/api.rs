@@ -1060,6 +1060,18 @@ async fn uploads_in_progress_hold_at_most_their_room_and_the_next_one_waits() {
     // A body of no declared length takes the room of the largest upload.
     let third = stalled("third", None);
     settle().await;
+    // A request without a body takes no room: a replay with none is
+    // answered at once (here, that there is no such call).
+    let replay = call(
+        &service,
+        Method::POST,
+        "/v1/invocations/0000/replay",
+        DESIGNER,
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(replay.status, StatusCode::NOT_FOUND, "{}", replay.body);
+    assert!(!first.is_finished() && !second.is_finished());
     let waited = put(&service, "waited", "greeting").await;
     assert!(
         first.is_finished() && second.is_finished(),

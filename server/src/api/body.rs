@@ -2,7 +2,7 @@
 //! sends slowly holds a connection and memory, and is cut off; one that
 //! sends too much is refused before it is all read.
 
-use axum::body::{Body, Bytes};
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{FromRequest, Request};
 use axum::http::HeaderMap;
 use http_body_util::{BodyExt, Limited};
@@ -21,11 +21,12 @@ pub(crate) const MAX_JSON_BYTES: usize = 1 << 20;
 /// [`AppState::upload_room`], held until the upload is answered.
 pub(crate) struct Upload(pub(crate) Bytes, pub(crate) OwnedSemaphorePermit);
 
-/// The room for uploads being received and compiled at once, in KiB: each
-/// compile slot's and two more uploads of the largest size. An upload is held
-/// whole until its compile ends, so without this bound every open connection
-/// could hold one (1024 × 64 MiB with the defaults).
-pub(crate) fn upload_room(max_upload_bytes: usize, max_parallel_compiles: usize) -> Semaphore {
+/// The room for uploads being received and compiled at once, in KiB
+/// ([`AppState::upload_room`]): each compile slot's and two more uploads of
+/// the largest size. An upload is held whole until it is answered, so
+/// without this bound every open connection could hold one (1024 × 64 MiB
+/// with the defaults).
+pub fn upload_room(max_upload_bytes: usize, max_parallel_compiles: usize) -> Semaphore {
     let kib = (max_parallel_compiles.max(1) + 2).saturating_mul(kib(max_upload_bytes) as usize);
     Semaphore::new(kib.min(Semaphore::MAX_PERMITS))
 }
@@ -44,9 +45,11 @@ impl FromRequest<Arc<AppState>> for Upload {
     async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
         let cap = state.max_upload_bytes;
         let declared = refuse_declared_over(request.headers(), cap)?;
-        // Room for the whole body before reading any of it: the declared
-        // length, or the cap for a body that declares none.
-        let wanted = kib(declared.map_or(cap, |length| length as usize));
+        // Room for the whole body before reading any of it: its declared
+        // length, or the length it is known to have (none, for a request
+        // without a body), or else the cap.
+        let known = declared.or_else(|| HttpBody::size_hint(request.body()).exact());
+        let wanted = kib(known.map_or(cap, |length| length.min(cap as u64) as usize));
         let room = Arc::clone(&state.upload_room);
         let mut held = tokio::time::timeout(state.body_timeout, room.acquire_many_owned(wanted))
             .await

@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use crate::catalog::Catalog;
 use auth::Auth;
+pub use body::upload_room;
 use error::ApiError;
 pub use traced::{CALL_FIELDS, TraceRequests, Traced};
 
@@ -45,8 +46,8 @@ pub struct AppState {
     pub auth: Auth,
     /// The largest component an upload may carry.
     pub max_upload_bytes: usize,
-    /// The room, in KiB, for uploads being received and compiled at once
-    /// (`body::upload_room`).
+    /// The room, in KiB, for uploads being received and compiled at once:
+    /// [`upload_room`] makes it.
     pub upload_room: Arc<tokio::sync::Semaphore>,
     /// How long a client may take to send a request's body.
     pub body_timeout: Duration,
