@@ -58,8 +58,13 @@ struct Activity {
     epoch: Instant,
     /// Told to close.
     evict: Notify,
-    /// Told that a request head began, so that the watch looks again.
+    /// Told that a request head began whose deadline comes before the
+    /// watch's next look (`watch_wakes_ms`), so that it looks sooner. Under
+    /// load the watch is not woken for every request.
     head_began: Notify,
+    watch_wakes_ms: AtomicU64,
+    /// The header timeout, in milliseconds.
+    header_ms: u64,
 }
 
 /// A request being answered; when dropped, the connection is idle from then
@@ -108,7 +113,8 @@ impl Activity {
                 .head_since_ms
                 .compare_exchange(NONE, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok();
-            if began {
+            let deadline = now.saturating_add(self.header_ms);
+            if began && deadline < self.watch_wakes_ms.load(Ordering::Relaxed) {
                 self.head_began.notify_one();
             }
         }
@@ -146,6 +152,8 @@ async fn watch(activity: &Activity, limits: Limits) {
             // have used up the shorter timeout.
             None => limits.header_timeout.min(limits.idle_timeout),
         };
+        let wakes = now.saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+        activity.watch_wakes_ms.store(wakes, Ordering::Relaxed);
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = activity.head_began.notified() => {}
@@ -247,7 +255,7 @@ impl Registry {
         self.lock().len()
     }
 
-    fn open(&self, epoch: Instant) -> (u64, Arc<Activity>) {
+    fn open(&self, epoch: Instant, header_timeout: Duration) -> (u64, Arc<Activity>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let activity = Arc::new(Activity {
             in_flight: AtomicUsize::new(0),
@@ -258,6 +266,8 @@ impl Registry {
             epoch,
             evict: Notify::new(),
             head_began: Notify::new(),
+            watch_wakes_ms: AtomicU64::new(u64::MAX),
+            header_ms: u64::try_from(header_timeout.as_millis()).unwrap_or(u64::MAX / 2),
         });
         activity.touch();
         self.lock().insert(id, Arc::clone(&activity));
@@ -351,7 +361,7 @@ pub(crate) async fn accept_loop<H, F, B>(
             },
             () = &mut stop => return,
         };
-        let (id, activity) = registry.open(epoch);
+        let (id, activity) = registry.open(epoch, limits.header_timeout);
         let service = {
             let activity = Arc::clone(&activity);
             let handle = handle.clone();
@@ -445,12 +455,12 @@ mod tests {
     fn the_connection_idle_longest_is_evicted_and_busy_ones_never() {
         let registry = Registry::default();
         let epoch = Instant::now() - Duration::from_secs(10);
-        let (old, old_activity) = registry.open(epoch);
+        let (old, old_activity) = registry.open(epoch, Duration::from_secs(10));
         old_activity.idle_since_ms.store(1_000, Ordering::Relaxed);
-        let (_, busy) = registry.open(epoch);
+        let (_, busy) = registry.open(epoch, Duration::from_secs(10));
         busy.idle_since_ms.store(0, Ordering::Relaxed);
         busy.in_flight.store(1, Ordering::Relaxed);
-        let (_, _recent) = registry.open(epoch);
+        let (_, _recent) = registry.open(epoch, Duration::from_secs(10));
         assert!(registry.evict_oldest_idle());
         assert!(!registry.lock().contains_key(&old));
         assert!(registry.evict_oldest_idle());
@@ -466,7 +476,10 @@ mod tests {
             idle_timeout: Duration::from_secs(75),
         };
         let registry = Registry::default();
-        let (_, activity) = registry.open(Instant::now() - Duration::from_secs(100));
+        let (_, activity) = registry.open(
+            Instant::now() - Duration::from_secs(100),
+            limits.header_timeout,
+        );
         activity.idle_since_ms.store(1_000, Ordering::Relaxed);
         // Connected, nothing asked yet: the header timeout.
         assert_eq!(activity.closes_at(&limits), Some(11_000));
