@@ -732,26 +732,13 @@ fn tls_config(
 mod tests {
     use super::*;
 
-    /// A resolver whose names no server ever answers, counting the lookups
-    /// waiting on it.
-    struct Unanswered(Arc<std::sync::atomic::AtomicUsize>);
-
-    impl crate::Resolve for Unanswered {
-        fn resolve<'a>(
-            &'a self,
-            _name: &'a str,
-        ) -> std::pin::Pin<
-            Box<dyn Future<Output = std::io::Result<Vec<std::net::IpAddr>>> + Send + 'a>,
-        > {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            Box::pin(std::future::pending())
-        }
-    }
-
     #[tokio::test]
     async fn the_versions_of_an_action_share_its_lookup_slots() {
         let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let resolver = Resolver::new(Unanswered(Arc::clone(&waiting)));
+        let resolver = Resolver::new(crate::resolve::Silent {
+            waiting: Arc::clone(&waiting),
+            answer: Arc::default(),
+        });
         let network = Arc::new(Network::new(&[], resolver).unwrap());
         let shared = Arc::new(ActionOutbound::default());
         let version = || {

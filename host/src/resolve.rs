@@ -202,6 +202,30 @@ impl reqwest::dns::Resolve for GuardedResolver {
     }
 }
 
+/// For tests: a resolver whose names no server answers until `answer` is
+/// notified (then `8.8.4.4`), counting the lookups waiting on it.
+#[cfg(test)]
+pub(crate) struct Silent {
+    pub(crate) waiting: Arc<std::sync::atomic::AtomicUsize>,
+    pub(crate) answer: Arc<tokio::sync::Notify>,
+}
+
+#[cfg(test)]
+impl Resolve for Silent {
+    fn resolve<'a>(
+        &'a self,
+        _name: &'a str,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send + 'a>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        Box::pin(async move {
+            self.waiting.fetch_add(1, SeqCst);
+            self.answer.notified().await;
+            self.waiting.fetch_sub(1, SeqCst);
+            Ok(vec![IpAddr::from([8, 8, 4, 4])])
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,27 +334,6 @@ mod tests {
         let found = system.resolve("late.example").await.unwrap();
         assert_eq!(found, ips(&["192.0.2.1"]));
         assert_eq!(UNANSWERED.most(), 3);
-    }
-
-    /// A resolver whose names no server answers until `answer` is notified.
-    struct Silent {
-        waiting: Arc<std::sync::atomic::AtomicUsize>,
-        answer: Arc<tokio::sync::Notify>,
-    }
-
-    impl Resolve for Silent {
-        fn resolve<'a>(
-            &'a self,
-            _name: &'a str,
-        ) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send + 'a>> {
-            use std::sync::atomic::Ordering::SeqCst;
-            Box::pin(async move {
-                self.waiting.fetch_add(1, SeqCst);
-                self.answer.notified().await;
-                self.waiting.fetch_sub(1, SeqCst);
-                Ok(ips(&["8.8.4.4"]))
-            })
-        }
     }
 
     #[tokio::test]
