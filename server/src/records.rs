@@ -227,30 +227,25 @@ impl InvocationRecord {
         let body = |b: &action_host::RecordedBody| {
             b.text.as_ref().map_or(0, String::len) + b.base64.as_ref().map_or(0, String::len)
         };
+        // A header, like a log line, costs its place besides its text.
+        let headers = |headers: &[(String, String)]| -> usize {
+            headers.iter().map(|(n, v)| n.len() + v.len() + 32).sum()
+        };
         let exchanges: usize = self
             .exchanges
             .iter()
             .map(|e| {
                 let answer = match &e.outcome {
                     action_host::ExchangeOutcome::Response {
-                        body: b, headers, ..
-                    } => {
-                        body(b)
-                            + headers
-                                .iter()
-                                .map(|(n, v)| n.len() + v.len() + 32)
-                                .sum::<usize>()
-                    }
+                        body: b,
+                        headers: sent_back,
+                        ..
+                    } => body(b) + headers(sent_back),
                     action_host::ExchangeOutcome::Error { message, .. } => {
                         message.as_ref().map_or(0, String::len)
                     }
                 };
-                let headers: usize = e
-                    .request_headers
-                    .iter()
-                    .map(|(n, v)| n.len() + v.len() + 32)
-                    .sum();
-                e.url.len() + headers + body(&e.request_body) + answer
+                e.url.len() + headers(&e.request_headers) + body(&e.request_body) + answer
             })
             .sum();
         // A line of the log or an exchange costs its place besides its text:
