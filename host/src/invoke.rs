@@ -55,7 +55,7 @@ const ITEM_OVERHEAD: usize = 16;
 /// What each value in a `json` attribute's text counts against
 /// [`OUTCOME_CAP`] besides its text: its place in the host once parsed (a
 /// `serde_json::Value` is 32 bytes), so that `[[],[],...]`, three bytes a
-/// value, does not parse into ten times the cap.
+/// value, does not parse into many times the cap.
 const JSON_VALUE_OVERHEAD: usize = 32;
 
 /// The most bytes of an `action-error`'s message the host keeps.
