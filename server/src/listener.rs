@@ -15,6 +15,12 @@
 //! timeout. A request is being answered until its response's body is sent.
 //! hyper's own header timeout is off: it also ends idle keep-alive
 //! connections, which must outlive a load balancer's idle timeout.
+//!
+//! A connection that served requests and went idle is closed gracefully
+//! (an HTTP/2 GOAWAY first), as every connection is when the service shuts
+//! down: a request that crosses the close is either answered or known to
+//! the client as not taken, safe to retry. One that never finished a request
+//! in time, or is evicted at the cap, is dropped at once.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -81,6 +87,21 @@ impl Drop for Answering {
 /// No time: `head_since_ms` when no request head is being received.
 const NONE: u64 = u64::MAX;
 
+/// How long a connection closed gracefully may stay without a request to
+/// answer (an HTTP/2 client that never acknowledges the GOAWAY's ping).
+const GRACE: Duration = Duration::from_secs(1);
+
+/// Why the watch closes a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    /// Served requests and has been idle for the idle timeout: closed
+    /// gracefully.
+    Idle,
+    /// Sent no request, or not a whole head, within the header timeout:
+    /// dropped.
+    Stalled,
+}
+
 impl Activity {
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
@@ -121,33 +142,38 @@ impl Activity {
     }
 
     /// When, in milliseconds since `epoch`, the connection is to be closed
-    /// as things stand; `None` while it answers a request.
-    fn closes_at(&self, limits: &Limits) -> Option<u64> {
+    /// as things stand, and why; `None` while it answers a request.
+    fn closes_at(&self, limits: &Limits) -> Option<(u64, Close)> {
         if self.in_flight.load(Ordering::Relaxed) > 0 {
             return None;
         }
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2);
         let idle_since = self.idle_since_ms.load(Ordering::Relaxed);
+        let served = self.served.load(Ordering::Relaxed);
         let mut at = idle_since.saturating_add(ms(limits.idle_timeout));
-        if !self.served.load(Ordering::Relaxed) {
+        if !served {
             at = at.min(idle_since.saturating_add(ms(limits.header_timeout)));
         }
+        let mut close = (at, if served { Close::Idle } else { Close::Stalled });
         let head_since = self.head_since_ms.load(Ordering::Relaxed);
         if head_since != NONE && !self.http2.load(Ordering::Relaxed) {
-            at = at.min(head_since.saturating_add(ms(limits.header_timeout)));
+            let at = head_since.saturating_add(ms(limits.header_timeout));
+            if at < close.0 {
+                close = (at, Close::Stalled);
+            }
         }
-        Some(at)
+        Some(close)
     }
 }
 
-/// Closes the connection of `activity` (returns) when [`Activity::closes_at`]
-/// says so.
-async fn watch(activity: &Activity, limits: Limits) {
+/// Returns when [`Activity::closes_at`] says the connection of `activity`
+/// is to close, with why.
+async fn watch(activity: &Activity, limits: Limits) -> Close {
     loop {
         let now = activity.now_ms();
         let wait = match activity.closes_at(&limits) {
-            Some(at) if at <= now => return,
-            Some(at) => Duration::from_millis(at - now),
+            Some((at, close)) if at <= now => return close,
+            Some((at, _)) => Duration::from_millis(at - now),
             // Answering: look again when a request that ends now would
             // have used up the shorter timeout.
             None => limits.header_timeout.min(limits.idle_timeout),
@@ -307,12 +333,28 @@ fn out_of_descriptors(error: &std::io::Error) -> bool {
     )
 }
 
+/// The service's shutdown, as the open connections see it.
+pub(crate) struct Drain(tokio::sync::watch::Sender<bool>);
+
+impl Drain {
+    pub(crate) fn new() -> Drain {
+        Drain(tokio::sync::watch::Sender::new(false))
+    }
+
+    /// Tells every open connection to finish the requests it is answering
+    /// and close, and returns when all have closed.
+    pub(crate) async fn close_all(&self) {
+        self.0.send_replace(true);
+        self.0.closed().await;
+    }
+}
+
 /// Serves `handle` on `listener` until `stop` resolves, within `limits`;
-/// connections still open then are left to `graceful`.
+/// connections still open then close when `drain` says.
 pub(crate) async fn accept_loop<H, F, B>(
     listener: &tokio::net::TcpListener,
     limits: Limits,
-    graceful: &hyper_util::server::graceful::GracefulShutdown,
+    drain: &Drain,
     handle: H,
     stop: impl Future<Output = ()>,
 ) where
@@ -386,16 +428,37 @@ pub(crate) async fn accept_loop<H, F, B>(
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
-        let connection = graceful.watch(connection);
         let registry = Arc::clone(&registry);
+        let mut draining = drain.0.subscribe();
         tokio::spawn(async move {
+            let mut connection = std::pin::pin!(connection);
             // Dropping the connection closes its socket.
-            tokio::select! {
-                _ = connection => {}
-                () = activity.evict.notified() => {}
-                () = watch(&activity, limits) => {}
+            let graceful = tokio::select! {
+                _ = connection.as_mut() => false,
+                () = activity.evict.notified() => false,
+                close = watch(&activity, limits) => close == Close::Idle,
+                _ = draining.wait_for(|draining| *draining) => true,
+            };
+            if graceful {
+                // hyper closes an idle HTTP/1 connection at once; HTTP/2
+                // sends GOAWAY and answers the streams the client opened
+                // before it. A client that keeps the connection open
+                // without a request is dropped after `GRACE`.
+                connection.as_mut().graceful_shutdown();
+                activity.touch();
+                let grace = Limits {
+                    header_timeout: GRACE.min(limits.header_timeout),
+                    idle_timeout: GRACE,
+                    ..limits
+                };
+                tokio::select! {
+                    _ = connection.as_mut() => {}
+                    () = activity.evict.notified() => {}
+                    _ = watch(&activity, grace) => {}
+                }
             }
             registry.close(id);
+            drop(draining);
         });
     }
 }
@@ -482,7 +545,7 @@ mod tests {
         );
         activity.idle_since_ms.store(1_000, Ordering::Relaxed);
         // Connected, nothing asked yet: the header timeout.
-        assert_eq!(activity.closes_at(&limits), Some(11_000));
+        assert_eq!(activity.closes_at(&limits), Some((11_000, Close::Stalled)));
         activity.received();
         let answering = activity.begin(hyper::Version::HTTP_11);
         assert_eq!(activity.closes_at(&limits), None, "answering");
@@ -490,12 +553,18 @@ mod tests {
         activity.received();
         drop(answering);
         let idle = activity.idle_since_ms.load(Ordering::Relaxed);
-        assert_eq!(activity.closes_at(&limits), Some(idle + 75_000));
+        assert_eq!(
+            activity.closes_at(&limits),
+            Some((idle + 75_000, Close::Idle))
+        );
         // A new head began: it has the header timeout to arrive.
         activity
             .head_since_ms
             .store(idle + 5_000, Ordering::Relaxed);
-        assert_eq!(activity.closes_at(&limits), Some(idle + 15_000));
+        assert_eq!(
+            activity.closes_at(&limits),
+            Some((idle + 15_000, Close::Stalled))
+        );
         // A response being sent keeps the connection answering.
         let body = AnsweredBody {
             body: http_body_util::Empty::<bytes::Bytes>::new(),
@@ -510,7 +579,10 @@ mod tests {
             .head_since_ms
             .store(idle + 5_000, Ordering::Relaxed);
         let idle = activity.idle_since_ms.load(Ordering::Relaxed);
-        assert_eq!(activity.closes_at(&limits), Some(idle + 75_000));
+        assert_eq!(
+            activity.closes_at(&limits),
+            Some((idle + 75_000, Close::Idle))
+        );
     }
 
     #[test]

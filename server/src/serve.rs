@@ -313,7 +313,7 @@ impl Service {
 /// Serves until SIGTERM or SIGINT, then stops accepting and lets calls in
 /// flight finish within the grace period.
 pub async fn serve(service: Arc<Service>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let drain = crate::listener::Drain::new();
     let limits = crate::listener::Limits {
         max_connections: service.options.max_connections.max(1),
         header_timeout: service.options.header_timeout,
@@ -329,14 +329,14 @@ pub async fn serve(service: Arc<Service>, listener: tokio::net::TcpListener) -> 
             }
         }
     };
-    crate::listener::accept_loop(&listener, limits, &graceful, handler, shutdown_signal()).await;
+    crate::listener::accept_loop(&listener, limits, &drain, handler, shutdown_signal()).await;
     drop(listener);
     tracing::info!(
         "shutting down: waiting up to {:?} for calls in flight",
         service.options.shutdown_grace
     );
     tokio::select! {
-        () = graceful.shutdown() => {}
+        () = drain.close_all() => {}
         () = tokio::time::sleep(service.options.shutdown_grace) => {
             tracing::warn!("calls still running after the grace period were cut off");
         }

@@ -1188,6 +1188,145 @@ async fn idle_connections_close_at_the_idle_timeout_and_silent_ones_sooner() {
     assert!(lasted >= Duration::from_secs(3), "closed after {lasted:?}");
 }
 
+/// An HTTP/2 connection spoken frame by frame, to see what the service
+/// sends on it and when.
+struct RawHttp2 {
+    stream: tokio::net::TcpStream,
+    received: Vec<u8>,
+}
+
+/// An HTTP/2 frame: its type, flags, stream and payload.
+type Frame = (u8, u8, u32, Vec<u8>);
+
+const GOAWAY: u8 = 7;
+
+impl RawHttp2 {
+    async fn open(address: std::net::SocketAddr) -> RawHttp2 {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        stream
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .unwrap();
+        RawHttp2 {
+            stream,
+            received: Vec::new(),
+        }
+    }
+
+    /// Sends `GET path` on stream `id` and reads until its answer has ended.
+    async fn get(&mut self, path: &str, id: u32) {
+        use tokio::io::AsyncWriteExt;
+        // HPACK: :method GET and :scheme http from the static table, :path
+        // and :authority as literals with indexed names.
+        let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
+        block.extend_from_slice(path.as_bytes());
+        block.extend_from_slice(&[0x01, 9]);
+        block.extend_from_slice(b"127.0.0.1");
+        let mut frame = (block.len() as u32).to_be_bytes()[1..].to_vec();
+        frame.extend_from_slice(&[0x01, 0x05]); // HEADERS, END_STREAM | END_HEADERS
+        frame.extend_from_slice(&id.to_be_bytes());
+        frame.extend_from_slice(&block);
+        self.stream.write_all(&frame).await.unwrap();
+        loop {
+            let (kind, flags, stream, _) = self.frame().await.expect("closed before answering");
+            if stream == id && matches!(kind, 0 | 1) && flags & 0x01 != 0 {
+                return;
+            }
+        }
+    }
+
+    /// The next frame, or `None` when the connection closes. Acknowledges
+    /// the service's settings, as a client must.
+    async fn frame(&mut self) -> Option<Frame> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            if self.received.len() >= 9 {
+                let length =
+                    u32::from_be_bytes([0, self.received[0], self.received[1], self.received[2]])
+                        as usize;
+                if self.received.len() >= 9 + length {
+                    let frame: Vec<u8> = self.received.drain(..9 + length).collect();
+                    let (kind, flags) = (frame[3], frame[4]);
+                    let stream = u32::from_be_bytes(frame[5..9].try_into().unwrap()) & 0x7fff_ffff;
+                    if kind == 4 && flags & 0x01 == 0 {
+                        let _ = self.stream.write_all(b"\0\0\0\x04\x01\0\0\0\0").await;
+                    }
+                    return Some((kind, flags, stream, frame[9..].to_vec()));
+                }
+            }
+            let mut chunk = [0; 4096];
+            match self.stream.read(&mut chunk).await {
+                Ok(n) if n > 0 => self.received.extend_from_slice(&chunk[..n]),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The frames received until the connection closes, and when it closed;
+    /// panics if it is still open after `limit`.
+    async fn until_closed(&mut self, limit: Duration) -> (Vec<Frame>, Instant) {
+        tokio::time::timeout(limit, async {
+            let mut frames = Vec::new();
+            while let Some(frame) = self.frame().await {
+                frames.push(frame);
+            }
+            (frames, Instant::now())
+        })
+        .await
+        .expect("the connection stayed open")
+    }
+}
+
+/// Whether `frames` hold a GOAWAY without error that lets stream `id` stand
+/// as answered.
+fn goaway_after(frames: &[Frame], id: u32) -> bool {
+    frames.iter().any(|(kind, _, _, payload)| {
+        *kind == GOAWAY
+            && u32::from_be_bytes(payload[..4].try_into().unwrap()) & 0x7fff_ffff >= id
+            && payload[4..8] == [0, 0, 0, 0]
+    })
+}
+
+/// An HTTP/2 connection that goes idle, or is open when the service stops,
+/// is told GOAWAY before it closes, so a client (a load balancer) knows
+/// which requests were taken and that others may be retried; one that does
+/// not answer the GOAWAY's ping does not hold the service open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_connections_are_told_goaway_when_idle_and_at_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--idle-timeout-s", "2"]);
+    let address = loopback_address(&server);
+
+    let mut idle = RawHttp2::open(address).await;
+    idle.get("/healthz", 1).await;
+    let answered = Instant::now();
+    let (frames, closed) = idle.until_closed(Duration::from_secs(8)).await;
+    assert!(goaway_after(&frames, 1), "no GOAWAY: {frames:?}");
+    let lasted = closed - answered;
+    assert!(
+        lasted >= Duration::from_millis(1500) && lasted < Duration::from_secs(5),
+        "closed {lasted:?} after its answer"
+    );
+
+    let mut open = RawHttp2::open(address).await;
+    open.get("/healthz", 1).await;
+    open.get("/healthz", 3).await;
+    let stopping = Instant::now();
+    let stopped = tokio::task::spawn_blocking(move || server.stop());
+    let (frames, _) = open.until_closed(Duration::from_secs(5)).await;
+    assert!(
+        goaway_after(&frames, 3),
+        "no GOAWAY at shutdown: {frames:?}"
+    );
+    assert!(stopped.await.unwrap(), "the server did not exit cleanly");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "an idle connection held the shutdown for {:?}",
+        stopping.elapsed()
+    );
+}
+
 /// More idle connections than the cap: the ones idle longest are closed to
 /// make room, the service's descriptors stay bounded, and a normal client is
 /// served throughout.
