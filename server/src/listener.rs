@@ -12,7 +12,8 @@
 //! arrived within the header timeout (a client that connects and sends
 //! nothing, in either protocol), or an HTTP/1 request head it began has not
 //! arrived within the header timeout, or it has been idle for the idle
-//! timeout. A request is being answered until its response's body is sent.
+//! timeout; or when a response it is sending has not been taken within the
+//! idle timeout (a client that stops reading, or gives HTTP/2 no window).
 //! hyper's own header timeout is off: it also ends idle keep-alive
 //! connections, which must outlive a load balancer's idle timeout.
 //!
@@ -51,8 +52,10 @@ struct Registry {
 
 /// What a connection is doing, for choosing which to close.
 struct Activity {
-    /// Requests being answered.
+    /// Requests being answered, until their response is made.
     in_flight: AtomicUsize,
+    /// Responses being sent, oldest first.
+    sending: Mutex<Sending>,
     /// When it last finished a request or opened, in milliseconds since `epoch`.
     idle_since_ms: AtomicU64,
     /// When bytes of a request head came while it was idle, or `NONE`.
@@ -74,8 +77,33 @@ struct Activity {
 }
 
 /// A request being answered; when dropped, the connection is idle from then
-/// unless another is being answered.
+/// unless another is being answered or sent.
 struct Answering(Arc<Activity>);
+
+/// The responses a connection is sending: when each began, oldest first,
+/// with the number that finds it again.
+#[derive(Default)]
+struct Sending {
+    next: u64,
+    began_ms: std::collections::VecDeque<(u64, u64)>,
+}
+
+/// A response being sent; removed from [`Sending`] when dropped.
+struct Sent {
+    activity: Arc<Activity>,
+    number: u64,
+}
+
+impl Drop for Sent {
+    fn drop(&mut self) {
+        let mut sending = self.activity.lock_sending();
+        if let Some(at) = sending.began_ms.iter().position(|(n, _)| *n == self.number) {
+            sending.began_ms.remove(at);
+        }
+        drop(sending);
+        self.activity.touch();
+    }
+}
 
 impl Drop for Answering {
     fn drop(&mut self) {
@@ -97,8 +125,8 @@ enum Close {
     /// Served requests and has been idle for the idle timeout: closed
     /// gracefully.
     Idle,
-    /// Sent no request, or not a whole head, within the header timeout:
-    /// dropped.
+    /// Sent no request, or not a whole head, within the header timeout, or
+    /// did not take a response within the idle timeout: dropped.
     Stalled,
 }
 
@@ -118,6 +146,46 @@ impl Activity {
             self.http2.store(true, Ordering::Relaxed);
         }
         Answering(Arc::clone(self))
+    }
+
+    /// The request of `answering` has its response, which is being sent
+    /// until the returned guard drops.
+    fn sends(self: &Arc<Self>, answering: Answering) -> Sent {
+        let now = self.now_ms();
+        let mut sending = self.lock_sending();
+        let number = sending.next;
+        sending.next += 1;
+        sending.began_ms.push_back((number, now));
+        drop(sending);
+        drop(answering);
+        Sent {
+            activity: Arc::clone(self),
+            number,
+        }
+    }
+
+    fn lock_sending(&self) -> std::sync::MutexGuard<'_, Sending> {
+        self.sending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// When the oldest response being sent began, if one is.
+    fn sending_since_ms(&self) -> Option<u64> {
+        self.lock_sending().began_ms.front().map(|(_, at)| *at)
+    }
+
+    /// Since when the connection has done nothing for its client, for
+    /// choosing which to evict: since it last finished a request, or since
+    /// the oldest response it has not managed to send began. `None` while
+    /// it answers a request or sends one begun within the header timeout.
+    fn quiet_since_ms(&self) -> Option<u64> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        match self.sending_since_ms() {
+            Some(began) if began.saturating_add(self.header_ms) > self.now_ms() => None,
+            Some(began) => Some(began),
+            None => Some(self.idle_since_ms.load(Ordering::Relaxed)),
+        }
     }
 
     fn touch(&self) {
@@ -148,6 +216,13 @@ impl Activity {
             return None;
         }
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2);
+        if let Some(began) = self.sending_since_ms() {
+            // The client has the idle timeout to take a response.
+            return Some((
+                began.saturating_add(ms(limits.idle_timeout)),
+                Close::Stalled,
+            ));
+        }
         let idle_since = self.idle_since_ms.load(Ordering::Relaxed);
         let served = self.served.load(Ordering::Relaxed);
         let mut at = idle_since.saturating_add(ms(limits.idle_timeout));
@@ -187,12 +262,11 @@ async fn watch(activity: &Activity, limits: Limits) -> Close {
     }
 }
 
-/// A response's body, holding its request's [`Answering`] until it is sent
-/// (or dropped): a connection writing a large answer to a slow reader is
-/// not idle.
+/// A response's body, holding its [`Sent`] until it is sent (or dropped): a
+/// connection writing a large answer to a slow reader is not idle.
 struct AnsweredBody<B> {
     body: B,
-    _answering: Answering,
+    _sent: Sent,
 }
 
 impl<B: hyper::body::Body + Unpin> hyper::body::Body for AnsweredBody<B> {
@@ -285,6 +359,7 @@ impl Registry {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let activity = Arc::new(Activity {
             in_flight: AtomicUsize::new(0),
+            sending: Mutex::default(),
             idle_since_ms: AtomicU64::new(0),
             head_since_ms: AtomicU64::new(NONE),
             served: AtomicBool::new(false),
@@ -305,15 +380,15 @@ impl Registry {
         self.closed.notify_waiters();
     }
 
-    /// Closes the connection idle longest, if one is idle; returns whether
-    /// one was.
+    /// Closes the connection quiet longest (idle, or not taking a response
+    /// it is sent), if one is; returns whether one was.
     fn evict_oldest_idle(&self) -> bool {
         let mut open = self.lock();
         let oldest = open
             .iter()
-            .filter(|(_, a)| a.in_flight.load(Ordering::Relaxed) == 0)
-            .min_by_key(|(_, a)| a.idle_since_ms.load(Ordering::Relaxed))
-            .map(|(id, _)| *id);
+            .filter_map(|(id, a)| Some((a.quiet_since_ms()?, *id)))
+            .min()
+            .map(|(_, id)| id);
         match oldest.and_then(|id| open.remove(&id)) {
             Some(activity) => {
                 activity.evict.notify_one();
@@ -379,14 +454,6 @@ pub(crate) async fn accept_loop<H, F, B>(
     let mut backoff = Backoff::default();
     let mut stop = std::pin::pin!(stop);
     loop {
-        // At the cap, make room: close the connection idle longest, or wait
-        // for one to close when all are answering requests.
-        while registry.len() >= limits.max_connections && !registry.evict_oldest_idle() {
-            tokio::select! {
-                () = registry.closed.notified() => {}
-                () = &mut stop => return,
-            }
-        }
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
@@ -403,6 +470,17 @@ pub(crate) async fn accept_loop<H, F, B>(
             },
             () = &mut stop => return,
         };
+        // At the cap, make room for it: close the connection quiet longest,
+        // or wait for one to close or to have been quiet long enough. (Room
+        // is made after the accept, so a connection is never evicted before
+        // it could send its request.)
+        while registry.len() >= limits.max_connections && !registry.evict_oldest_idle() {
+            tokio::select! {
+                () = registry.closed.notified() => {}
+                () = tokio::time::sleep(limits.header_timeout.min(Duration::from_secs(1))) => {}
+                () = &mut stop => return,
+            }
+        }
         let (id, activity) = registry.open(epoch, limits.header_timeout);
         let service = {
             let activity = Arc::clone(&activity);
@@ -413,11 +491,11 @@ pub(crate) async fn accept_loop<H, F, B>(
                 async move {
                     let answering = activity.begin(request.version());
                     let response = handle(request).await;
-                    // Answering until the body is sent, not only its head.
-                    Ok::<_, std::convert::Infallible>(response.map(|body| AnsweredBody {
-                        body,
-                        _answering: answering,
-                    }))
+                    // Sending until the body is sent, not only its head.
+                    let sent = activity.sends(answering);
+                    Ok::<_, std::convert::Infallible>(
+                        response.map(|body| AnsweredBody { body, _sent: sent }),
+                    )
                 }
             })
         };
@@ -515,20 +593,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_connection_idle_longest_is_evicted_and_busy_ones_never() {
+    fn the_connection_quiet_longest_is_evicted_and_busy_ones_never() {
         let registry = Registry::default();
-        let epoch = Instant::now() - Duration::from_secs(10);
-        let (old, old_activity) = registry.open(epoch, Duration::from_secs(10));
+        let epoch = Instant::now() - Duration::from_secs(100);
+        let header_timeout = Duration::from_secs(10);
+        let (old, old_activity) = registry.open(epoch, header_timeout);
         old_activity.idle_since_ms.store(1_000, Ordering::Relaxed);
-        let (_, busy) = registry.open(epoch, Duration::from_secs(10));
+        let (_, busy) = registry.open(epoch, header_timeout);
         busy.idle_since_ms.store(0, Ordering::Relaxed);
         busy.in_flight.store(1, Ordering::Relaxed);
-        let (_, _recent) = registry.open(epoch, Duration::from_secs(10));
+        // A response not taken since before `old` went idle, and one just
+        // begun, which is not evicted.
+        let (stalled, stalled_activity) = registry.open(epoch, header_timeout);
+        let _not_taken = stalled_activity.sends(stalled_activity.begin(hyper::Version::HTTP_2));
+        stalled_activity.lock_sending().began_ms[0].1 = 500;
+        let (_, sending) = registry.open(epoch, header_timeout);
+        let _being_taken = sending.sends(sending.begin(hyper::Version::HTTP_11));
+        let (_, _recent) = registry.open(epoch, header_timeout);
+        assert!(registry.evict_oldest_idle());
+        assert!(!registry.lock().contains_key(&stalled));
         assert!(registry.evict_oldest_idle());
         assert!(!registry.lock().contains_key(&old));
         assert!(registry.evict_oldest_idle());
-        assert!(!registry.evict_oldest_idle(), "only the busy one is left");
-        assert_eq!(registry.len(), 1);
+        assert!(
+            !registry.evict_oldest_idle(),
+            "only the busy one and the one sending are left"
+        );
+        assert_eq!(registry.len(), 2);
     }
 
     #[test]
@@ -565,14 +656,17 @@ mod tests {
             activity.closes_at(&limits),
             Some((idle + 15_000, Close::Stalled))
         );
-        // A response being sent keeps the connection answering.
+        // A response being sent has the idle timeout to be taken.
         let body = AnsweredBody {
             body: http_body_util::Empty::<bytes::Bytes>::new(),
-            _answering: activity.begin(hyper::Version::HTTP_11),
+            _sent: activity.sends(activity.begin(hyper::Version::HTTP_11)),
         };
-        assert_eq!(activity.closes_at(&limits), None, "sending");
+        let began = activity.now_ms();
+        let (at, close) = activity.closes_at(&limits).unwrap();
+        assert!((began..began + 100).contains(&(at - 75_000)), "{at}");
+        assert_eq!(close, Close::Stalled);
         drop(body);
-        assert!(activity.closes_at(&limits).is_some());
+        assert_eq!(activity.closes_at(&limits).unwrap().1, Close::Idle);
         // HTTP/2 sends frames that are not requests: only idleness counts.
         drop(activity.begin(hyper::Version::HTTP_2));
         activity

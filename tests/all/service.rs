@@ -1202,12 +1202,21 @@ const GOAWAY: u8 = 7;
 
 impl RawHttp2 {
     async fn open(address: std::net::SocketAddr) -> RawHttp2 {
+        RawHttp2::open_with(address, &[]).await
+    }
+
+    /// Opens a connection with these settings: (identifier, value).
+    async fn open_with(address: std::net::SocketAddr, settings: &[(u16, u32)]) -> RawHttp2 {
         use tokio::io::AsyncWriteExt;
         let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-        stream
-            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
-            .await
-            .unwrap();
+        let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        preface.extend_from_slice(&((settings.len() * 6) as u32).to_be_bytes()[1..]);
+        preface.extend_from_slice(&[0x04, 0, 0, 0, 0, 0]); // SETTINGS on stream 0
+        for (id, value) in settings {
+            preface.extend_from_slice(&id.to_be_bytes());
+            preface.extend_from_slice(&value.to_be_bytes());
+        }
+        stream.write_all(&preface).await.unwrap();
         RawHttp2 {
             stream,
             received: Vec::new(),
@@ -1216,6 +1225,17 @@ impl RawHttp2 {
 
     /// Sends `GET path` on stream `id` and reads until its answer has ended.
     async fn get(&mut self, path: &str, id: u32) {
+        self.send_get(path, id).await;
+        loop {
+            let (kind, flags, stream, _) = self.frame().await.expect("closed before answering");
+            if stream == id && matches!(kind, 0 | 1) && flags & 0x01 != 0 {
+                return;
+            }
+        }
+    }
+
+    /// Sends `GET path` on stream `id`.
+    async fn send_get(&mut self, path: &str, id: u32) {
         use tokio::io::AsyncWriteExt;
         // HPACK: :method GET and :scheme http from the static table, :path
         // and :authority as literals with indexed names.
@@ -1228,12 +1248,6 @@ impl RawHttp2 {
         frame.extend_from_slice(&id.to_be_bytes());
         frame.extend_from_slice(&block);
         self.stream.write_all(&frame).await.unwrap();
-        loop {
-            let (kind, flags, stream, _) = self.frame().await.expect("closed before answering");
-            if stream == id && matches!(kind, 0 | 1) && flags & 0x01 != 0 {
-                return;
-            }
-        }
     }
 
     /// The next frame, or `None` when the connection closes. Acknowledges
@@ -1324,6 +1338,62 @@ async fn http2_connections_are_told_goaway_when_idle_and_at_shutdown() {
         stopping.elapsed() < Duration::from_secs(5),
         "an idle connection held the shutdown for {:?}",
         stopping.elapsed()
+    );
+}
+
+/// Clients that take no response (an HTTP/2 window of zero: not one byte of
+/// a body may be sent to them) cannot hold the connection slots: at the cap
+/// they are evicted once they have stalled for the header timeout, and each
+/// is closed at the idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_take_no_response_cannot_hold_the_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--max-connections",
+            "4",
+            "--header-timeout-ms",
+            "1000",
+            "--idle-timeout-s",
+            "3",
+        ],
+    );
+    let address = loopback_address(&server);
+    const INITIAL_WINDOW_SIZE: u16 = 4;
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        let mut client = RawHttp2::open_with(address, &[(INITIAL_WINDOW_SIZE, 0)]).await;
+        client.send_get("/healthz", 1).await;
+        // The answer's head comes; its body never can.
+        loop {
+            match client.frame().await {
+                Some((1, _, 1, _)) => break,
+                Some(_) => {}
+                None => panic!("closed before the answer's head"),
+            }
+        }
+        stalled.push(client);
+    }
+    let started = Instant::now();
+    healthz_within(&server, Duration::from_secs(4))
+        .await
+        .expect("stalled clients held every connection");
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "evicted too soon"
+    );
+
+    let mut last = stalled.pop().unwrap();
+    let mut closed = Vec::new();
+    for mut client in stalled {
+        closed.push(client.until_closed(Duration::from_secs(6)).await.1);
+    }
+    let _ = last.until_closed(Duration::from_secs(6)).await;
+    assert!(
+        closed
+            .iter()
+            .all(|at| *at - started < Duration::from_secs(6))
     );
 }
 
