@@ -16,7 +16,7 @@ use crate::context::CallContext;
 use crate::engine::{self, EpochTicker};
 use crate::error::{ErrorKind, InvokeError, LoadError};
 use crate::invoke::{self, CallOptions, CallTrace, Invocation};
-use crate::load::Loader;
+use crate::load::{Loader, check_name};
 use crate::manifest::Manifest;
 use crate::outbound::{ActionOutbound, Network};
 use crate::plugin::{Interface, Plugin, StartsFrom};
@@ -261,6 +261,8 @@ impl Host {
         settings: ActionSettings,
         cache: Option<Arc<dyn ArtifactCache>>,
     ) -> Result<Prepared, LoadError> {
+        // Before the name is kept anywhere, even as a metrics label.
+        check_name(name)?;
         let shared = self.outbound_of(name);
         let plugin = self
             .inner
@@ -279,11 +281,12 @@ impl Host {
 
     /// Outbound requests so far, by action and result (`ok`, `denied`, ...).
     pub fn outbound_counts(&self) -> Vec<(String, &'static str, u64)> {
-        let outbound = self
+        let mut outbound = self
             .inner
             .outbound
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        forget_unused(&mut outbound);
         let mut counts: Vec<_> = outbound
             .iter()
             .flat_map(|(name, c)| {
@@ -304,6 +307,7 @@ impl Host {
             .outbound
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        forget_unused(&mut outbound);
         Arc::clone(outbound.entry(name.to_owned()).or_default())
     }
 
@@ -377,4 +381,10 @@ impl Host {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Forgets the outbound entries of names that nothing uses any longer, so
+/// that failed loads under many names do not grow the map or the metrics.
+fn forget_unused(outbound: &mut HashMap<String, Arc<ActionOutbound>>) {
+    outbound.retain(|_, shared| !shared.unused());
 }

@@ -122,6 +122,15 @@ impl ActionOutbound {
         self.results[index].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Whether nothing holds or has counted anything here: no version of
+    /// the action loaded, no lookup of its running, no request counted. The
+    /// entry of a name whose load failed, for one, can be forgotten.
+    pub(crate) fn unused(self: &Arc<Self>) -> bool {
+        Arc::strong_count(self) == 1
+            && Arc::strong_count(&self.lookups) == 1
+            && self.results.iter().all(|n| n.load(Ordering::Relaxed) == 0)
+    }
+
     /// Each result's name and count.
     pub(crate) fn snapshot(&self) -> Vec<(&'static str, u64)> {
         RESULTS

@@ -202,6 +202,74 @@ async fn unknown_routes_and_methods_answer_in_json_with_a_request_id() {
     }
 }
 
+/// The `/metrics` text, as a scraper with the metrics token reads it.
+async fn metrics_text(service: &Service) -> String {
+    let request = Request::get("/metrics")
+        .header("authorization", format!("Bearer {METRICS}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = service.router().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// Names are written into `/metrics` as labels. An upload under a name no
+/// action can have is refused before anything keeps the name, so a designer
+/// cannot forge a series with one; and uploads that fail under names an
+/// action could have leave nothing behind either.
+#[tokio::test]
+async fn failed_uploads_leave_no_name_in_the_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = loaded(dir.path(), ServeOptions::default()).await;
+    assert_eq!(
+        put(&service, "greeting", "greeting").await.status,
+        StatusCode::CREATED
+    );
+    let before = metrics_text(&service).await;
+    let forged = "x%22%7D%200%0Aaction_host_invocations_total%7Baction%3D%22pay%22%2C\
+                  result%3D%22success%22%7D%201e9%0A%23";
+    for name in [forged.to_owned(), "A".repeat(300)] {
+        let path = format!("/v1/actions/{name}");
+        let answer = call(&service, Method::PUT, &path, DESIGNER, Body::empty()).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            answer.body
+        );
+    }
+    for n in 0..20 {
+        let path = format!("/v1/actions/broken-{n}");
+        let answer = call(
+            &service,
+            Method::PUT,
+            &path,
+            DESIGNER,
+            Body::from("not wasm"),
+        )
+        .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            answer.body
+        );
+    }
+    let after = metrics_text(&service).await;
+    assert!(
+        !after.contains("pay") && !after.contains("broken-"),
+        "{after}"
+    );
+    assert_eq!(before.lines().count(), after.lines().count(), "{after}");
+    for line in after.lines().filter(|line| !line.starts_with('#')) {
+        if let Some((_, rest)) = line.split_once("action=\"") {
+            let name = rest.split('"').next().unwrap();
+            assert!(action_host::check_name(name).is_ok(), "{line}");
+        }
+    }
+}
+
 /// A name that axum decodes into a path (`..%2F`) is refused on every route
 /// that takes a name, before anything reads or removes a file with it: here
 /// the record of another data directory beside this one stays untouched, and
