@@ -374,3 +374,70 @@ async fn a_replica_refuses_to_start_without_the_operator_key_and_says_why() {
         "{stderr}"
     );
 }
+
+/// Change numbers are drawn when a write begins and seen when it commits:
+/// a write that drew its number first but commits last must not be passed
+/// over by a replica that has already seen a later number. Here a write to
+/// `x` is held open by hand while a replica's store writes `y`; the other
+/// replica's feed must report both.
+#[tokio::test]
+async fn a_change_committed_after_a_later_one_is_not_missed() {
+    use action_host_server::{ActionRecord, Postgres, Store};
+    let db = Database::new();
+    let key = action_host_server::OperatorKey::generate();
+    let writer = Postgres::connect(&db.url, &key).await.unwrap();
+    let bytes = bytes::Bytes::from_static(b"a component");
+    let sha256 = action_host::sha256_hex(&bytes);
+    writer.put_version(&sha256, bytes).await.unwrap();
+    let record = ActionRecord {
+        revision: 1,
+        sha256,
+        version: 1,
+        settings: Default::default(),
+        changed_at_ms: 0,
+        versions: Vec::new(),
+    };
+    for name in ["x", "y"] {
+        writer
+            .swap_record(name, None, Some(record.clone()))
+            .await
+            .unwrap();
+    }
+    let follower = Postgres::connect(&db.url, &key).await.unwrap();
+    let mut changes = follower.changes();
+
+    let (held, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    held.batch_execute(
+        "BEGIN; UPDATE action_host_actions SET change_seq = nextval('action_host_change_seq') \
+         WHERE name = 'x'",
+    )
+    .await
+    .unwrap();
+    let later = tokio::spawn(async move {
+        let newer = ActionRecord {
+            revision: 2,
+            ..record
+        };
+        writer.swap_record("y", Some(1), Some(newer)).await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    held.batch_execute("SELECT pg_notify('action_host_changes', 'x'); COMMIT")
+        .await
+        .unwrap();
+    later.await.unwrap().unwrap();
+
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.len() < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, changes.recv()).await {
+            Ok(Ok(change)) => {
+                seen.insert(change.name);
+            }
+            _ => panic!("the feed reported only {seen:?}"),
+        }
+    }
+}

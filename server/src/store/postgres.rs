@@ -322,6 +322,14 @@ impl Store for Postgres {
         let revision = |r: u64| i64::try_from(r).map_err(|_| anyhow!("revision {r} is too large"));
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.fail(e))?;
+        // Writers of records take their change numbers one at a time, each
+        // committing before the next draws one, so that the feed, which
+        // reads the numbers past the last it saw, never passes over one
+        // committed late. (A mode that conflicts with itself and with row
+        // writes, not with reads.)
+        tx.batch_execute("LOCK TABLE action_host_actions IN SHARE ROW EXCLUSIVE MODE")
+            .await
+            .map_err(|e| self.fail(e))?;
         let changed = match (expected, &new) {
             (None, Some(record)) => {
                 tx.execute(
