@@ -263,7 +263,22 @@ impl Outbound {
     }
 
     /// Sends an admitted request and reads the response, up to the size cap.
+    /// A failure's words can hold what the upstream sent (a coding it
+    /// claims, an HTTP/2 GOAWAY's debug data), so they are redacted like
+    /// its headers, and clipped, before the action, the log or a record
+    /// sees them.
     pub(crate) async fn send(&self, admitted: Admitted) -> Result<Response, OutboundError> {
+        self.exchange(admitted).await.map_err(|error| match error {
+            OutboundError::Transport(words) => {
+                let words = redacted(words.as_bytes(), &self.redactions)
+                    .map_or(words, |bytes| String::from_utf8_lossy(&bytes).into_owned());
+                OutboundError::Transport(clip(&words).into_owned())
+            }
+            other => other,
+        })
+    }
+
+    async fn exchange(&self, admitted: Admitted) -> Result<Response, OutboundError> {
         let Admitted {
             destination,
             headers,
@@ -312,10 +327,13 @@ impl Outbound {
                         .eq_ignore_ascii_case(b"identity")
                 })
         {
+            // Redacted before it is clipped: a clipped secret is not found.
+            let coding = redacted(coding.as_bytes(), &self.redactions)
+                .unwrap_or_else(|| coding.as_bytes().to_vec());
             return Err(OutboundError::Transport(format!(
                 "the response is compressed (`{}`) although the host asked for none, so the \
                  host cannot find the action's secrets in it to redact them",
-                clip(&String::from_utf8_lossy(coding.as_bytes()))
+                clip(&String::from_utf8_lossy(&coding))
             )));
         }
         let status = response.status().as_u16();

@@ -661,6 +661,15 @@ async fn no_compressed_or_partial_response_carries_a_secret_and_requests_are_bou
     // An upstream that compresses anyway is not read into the action.
     let done = call(&host, send("/compressed", json!({}))).await;
     refused(&done, "transport", "the response is compressed (`gzip`)");
+    // Nor through the words of the refusal, where it names the coding.
+    let asked = send(
+        "/compressed-echo",
+        json!({"authorization": "Bearer {{secret:token}}"}),
+    );
+    let done = call(&host, asked).await;
+    refused(&done, "transport", "(`x-Bearer [redacted]`)");
+    let everything = serde_json::to_string(&done).unwrap();
+    assert!(!everything.contains(&"s".repeat(40)), "{everything}");
     // A range of an echo could hold part of the secret.
     let done = call(&host, send("/echo", json!({"range": "bytes=0-20"}))).await;
     refused(&done, "invalid-request", "the header `range` is refused");
@@ -719,7 +728,7 @@ async fn no_compressed_or_partial_response_carries_a_secret_and_requests_are_bou
     let sent: Vec<_> = mock.received().into_iter().map(|r| r.path).collect();
     assert_eq!(
         sent,
-        ["/echo", "/compressed", "/compressed"],
+        ["/echo", "/compressed", "/compressed-echo", "/compressed"],
         "a refused one was sent"
     );
 }

@@ -138,6 +138,16 @@ async fn serve(mut stream: TcpStream, log: Arc<Mutex<Vec<Received>>>) {
             .map(|(n, v)| (n.clone(), serde_json::Value::String(v.clone())))
             .collect();
         json_response("200 OK", &serde_json::Value::Object(echoed).to_string())
+    } else if path == "/compressed-echo" {
+        // An upstream that names its coding after the request's authorization.
+        let log = log.lock().unwrap();
+        let received = log.last().unwrap();
+        let authorization = received.header("authorization").unwrap_or_default();
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-encoding: x-{authorization}\r\ncontent-length: 0\r\n\
+             connection: close\r\n\r\n"
+        )
+        .into_bytes()
     } else if path.starts_with("/echo") {
         echo(&log.lock().unwrap().last().unwrap().headers)
     } else if path == "/big" {
