@@ -39,6 +39,9 @@ pub(crate) struct Limits {
     pub(crate) header_timeout: Duration,
     /// How long a connection may stay open with no request to answer.
     pub(crate) idle_timeout: Duration,
+    /// How long a client may take to take a response (the idle timeout,
+    /// also while a connection closes gracefully).
+    pub(crate) send_timeout: Duration,
 }
 
 /// The open connections.
@@ -102,6 +105,15 @@ impl Drop for Sent {
         }
         drop(sending);
         self.activity.touch();
+        // hyper reads an HTTP/1 client's next head only once this response
+        // is written: bytes of it that came meanwhile have the header
+        // timeout from now.
+        let now = self.activity.now_ms();
+        let _ = self.activity.head_since_ms.fetch_update(
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+            |since| (since != NONE).then_some(now),
+        );
     }
 }
 
@@ -217,9 +229,8 @@ impl Activity {
         }
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2);
         if let Some(began) = self.sending_since_ms() {
-            // The client has the idle timeout to take a response.
             return Some((
-                began.saturating_add(ms(limits.idle_timeout)),
+                began.saturating_add(ms(limits.send_timeout)),
                 Close::Stalled,
             ));
         }
@@ -628,6 +639,7 @@ mod tests {
             max_connections: 8,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(75),
+            send_timeout: Duration::from_secs(75),
         };
         let registry = Registry::default();
         let (_, activity) = registry.open(
@@ -667,6 +679,20 @@ mod tests {
         assert_eq!(close, Close::Stalled);
         drop(body);
         assert_eq!(activity.closes_at(&limits).unwrap().1, Close::Idle);
+        // A head that came while a response was sent (long ago here) has
+        // the header timeout from when the response was done.
+        let body = AnsweredBody {
+            body: http_body_util::Empty::<bytes::Bytes>::new(),
+            _sent: activity.sends(activity.begin(hyper::Version::HTTP_11)),
+        };
+        activity.received();
+        activity.head_since_ms.store(2_000, Ordering::Relaxed);
+        drop(body);
+        let done = activity.now_ms();
+        let (at, close) = activity.closes_at(&limits).unwrap();
+        assert!((done..done + 100).contains(&(at - 10_000)), "{at}");
+        assert_eq!(close, Close::Stalled);
+        activity.head_since_ms.store(NONE, Ordering::Relaxed);
         // HTTP/2 sends frames that are not requests: only idleness counts.
         drop(activity.begin(hyper::Version::HTTP_2));
         activity
