@@ -12,9 +12,9 @@
 //! arrived within the header timeout (a client that connects and sends
 //! nothing, in either protocol), or an HTTP/1 request head it began has not
 //! arrived within the header timeout, or it has been idle for the idle
-//! timeout; or when a response it is sending has not been taken within the
-//! idle timeout (a client that stops reading, or gives HTTP/2 no window).
-//! hyper's own header timeout is off: it also ends idle keep-alive
+//! timeout. A connection is idle when it answers no request and has written
+//! nothing to its client: a client that stops reading its answer, or gives
+//! HTTP/2 no window for it, is idle too. hyper's own header timeout is off: it also ends idle keep-alive
 //! connections, which must outlive a load balancer's idle timeout.
 //!
 //! A connection that served requests and went idle is closed gracefully
@@ -37,11 +37,9 @@ pub(crate) struct Limits {
     pub(crate) max_connections: usize,
     /// How long a client may take to send a request's head.
     pub(crate) header_timeout: Duration,
-    /// How long a connection may stay open with no request to answer.
+    /// How long a connection may stay open with no request to answer and
+    /// nothing written.
     pub(crate) idle_timeout: Duration,
-    /// How long a client may take to take a response (the idle timeout,
-    /// also while a connection closes gracefully).
-    pub(crate) send_timeout: Duration,
 }
 
 /// The open connections.
@@ -57,9 +55,8 @@ struct Registry {
 struct Activity {
     /// Requests being answered, until their response is made.
     in_flight: AtomicUsize,
-    /// Responses being sent, oldest first.
-    sending: Mutex<Sending>,
-    /// When it last finished a request or opened, in milliseconds since `epoch`.
+    /// When it last finished a request, wrote to its client or opened, in
+    /// milliseconds since `epoch`.
     idle_since_ms: AtomicU64,
     /// When bytes of a request head came while it was idle, or `NONE`.
     head_since_ms: AtomicU64,
@@ -80,42 +77,8 @@ struct Activity {
 }
 
 /// A request being answered; when dropped, the connection is idle from then
-/// unless another is being answered or sent.
+/// unless another is being answered or its answer is being written.
 struct Answering(Arc<Activity>);
-
-/// The responses a connection is sending: when each began, oldest first,
-/// with the number that finds it again.
-#[derive(Default)]
-struct Sending {
-    next: u64,
-    began_ms: std::collections::VecDeque<(u64, u64)>,
-}
-
-/// A response being sent; removed from [`Sending`] when dropped.
-struct Sent {
-    activity: Arc<Activity>,
-    number: u64,
-}
-
-impl Drop for Sent {
-    fn drop(&mut self) {
-        let mut sending = self.activity.lock_sending();
-        if let Some(at) = sending.began_ms.iter().position(|(n, _)| *n == self.number) {
-            sending.began_ms.remove(at);
-        }
-        drop(sending);
-        self.activity.touch();
-        // hyper reads an HTTP/1 client's next head only once this response
-        // is written: bytes of it that came meanwhile have the header
-        // timeout from now.
-        let now = self.activity.now_ms();
-        let _ = self.activity.head_since_ms.fetch_update(
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-            |since| (since != NONE).then_some(now),
-        );
-    }
-}
 
 impl Drop for Answering {
     fn drop(&mut self) {
@@ -137,8 +100,8 @@ enum Close {
     /// Served requests and has been idle for the idle timeout: closed
     /// gracefully.
     Idle,
-    /// Sent no request, or not a whole head, within the header timeout, or
-    /// did not take a response within the idle timeout: dropped.
+    /// Sent no request, or not a whole head, within the header timeout:
+    /// dropped.
     Stalled,
 }
 
@@ -147,9 +110,9 @@ impl Activity {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
     }
 
-    /// A request reached the service; it is answered when the guard drops
-    /// (also when hyper drops the answer unfinished, as for an HTTP/2 stream
-    /// the client reset).
+    /// A request reached the service; it is answered when the guard drops,
+    /// once its response is made (or when hyper drops the call unfinished,
+    /// as for an HTTP/2 stream the client reset).
     fn begin(self: &Arc<Self>, version: hyper::Version) -> Answering {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_since_ms.store(NONE, Ordering::Relaxed);
@@ -160,48 +123,24 @@ impl Activity {
         Answering(Arc::clone(self))
     }
 
-    /// The request of `answering` has its response, which is being sent
-    /// until the returned guard drops.
-    fn sends(self: &Arc<Self>, answering: Answering) -> Sent {
-        let now = self.now_ms();
-        let mut sending = self.lock_sending();
-        let number = sending.next;
-        sending.next += 1;
-        sending.began_ms.push_back((number, now));
-        drop(sending);
-        drop(answering);
-        Sent {
-            activity: Arc::clone(self),
-            number,
-        }
-    }
-
-    fn lock_sending(&self) -> std::sync::MutexGuard<'_, Sending> {
-        self.sending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// When the oldest response being sent began, if one is.
-    fn sending_since_ms(&self) -> Option<u64> {
-        self.lock_sending().began_ms.front().map(|(_, at)| *at)
-    }
-
-    /// Since when the connection has done nothing for its client, for
-    /// choosing which to evict: since it last finished a request, or since
-    /// the oldest response it has not managed to send began. `None` while
-    /// it answers a request or sends one begun within the header timeout.
-    fn quiet_since_ms(&self) -> Option<u64> {
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return None;
-        }
-        match self.sending_since_ms() {
-            Some(began) if began.saturating_add(self.header_ms) > self.now_ms() => None,
-            Some(began) => Some(began),
-            None => Some(self.idle_since_ms.load(Ordering::Relaxed)),
-        }
-    }
-
     fn touch(&self) {
         self.idle_since_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Bytes went to the client: the connection is not idle. hyper reads an
+    /// HTTP/1 client's next head only once the answer before it is written,
+    /// so a head that began meanwhile has the header timeout from now.
+    fn wrote(&self) {
+        let now = self.now_ms();
+        self.idle_since_ms.store(now, Ordering::Relaxed);
+        if self.head_since_ms.load(Ordering::Relaxed) != NONE {
+            // Not a plain store: `begin` may have ended the head meanwhile.
+            let _ =
+                self.head_since_ms
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |since| {
+                        (since != NONE).then_some(now)
+                    });
+        }
     }
 
     /// Bytes came from the client: the start of a request head when no
@@ -228,12 +167,6 @@ impl Activity {
             return None;
         }
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2);
-        if let Some(began) = self.sending_since_ms() {
-            return Some((
-                began.saturating_add(ms(limits.send_timeout)),
-                Close::Stalled,
-            ));
-        }
         let idle_since = self.idle_since_ms.load(Ordering::Relaxed);
         let served = self.served.load(Ordering::Relaxed);
         let mut at = idle_since.saturating_add(ms(limits.idle_timeout));
@@ -273,34 +206,8 @@ async fn watch(activity: &Activity, limits: Limits) -> Close {
     }
 }
 
-/// A response's body, holding its [`Sent`] until it is sent (or dropped): a
-/// connection writing a large answer to a slow reader is not idle.
-struct AnsweredBody<B> {
-    body: B,
-    _sent: Sent,
-}
-
-impl<B: hyper::body::Body + Unpin> hyper::body::Body for AnsweredBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-/// A client's stream, telling its connection's [`Activity`] when bytes come.
+/// A client's stream, telling its connection's [`Activity`] when bytes come
+/// and go.
 struct Watched {
     stream: tokio::net::TcpStream,
     activity: Arc<Activity>,
@@ -327,7 +234,11 @@ impl tokio::io::AsyncWrite for Watched {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+        let polled = std::pin::Pin::new(&mut self.stream).poll_write(cx, buf);
+        if matches!(polled, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.wrote();
+        }
+        polled
     }
 
     fn poll_write_vectored(
@@ -335,7 +246,11 @@ impl tokio::io::AsyncWrite for Watched {
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let polled = std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if matches!(polled, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.wrote();
+        }
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -370,7 +285,6 @@ impl Registry {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let activity = Arc::new(Activity {
             in_flight: AtomicUsize::new(0),
-            sending: Mutex::default(),
             idle_since_ms: AtomicU64::new(0),
             head_since_ms: AtomicU64::new(NONE),
             served: AtomicBool::new(false),
@@ -391,15 +305,15 @@ impl Registry {
         self.closed.notify_waiters();
     }
 
-    /// Closes the connection quiet longest (idle, or not taking a response
-    /// it is sent), if one is; returns whether one was.
+    /// Closes the connection idle longest, if one is idle; returns whether
+    /// one was.
     fn evict_oldest_idle(&self) -> bool {
         let mut open = self.lock();
         let oldest = open
             .iter()
-            .filter_map(|(id, a)| Some((a.quiet_since_ms()?, *id)))
-            .min()
-            .map(|(_, id)| id);
+            .filter(|(_, a)| a.in_flight.load(Ordering::Relaxed) == 0)
+            .min_by_key(|(_, a)| a.idle_since_ms.load(Ordering::Relaxed))
+            .map(|(id, _)| *id);
         match oldest.and_then(|id| open.remove(&id)) {
             Some(activity) => {
                 activity.evict.notify_one();
@@ -481,13 +395,20 @@ pub(crate) async fn accept_loop<H, F, B>(
             },
             () = &mut stop => return,
         };
-        // At the cap, make room for it: close the connection quiet longest,
-        // or wait for one to close or to have been quiet long enough. (Room
-        // is made after the accept, so a connection is never evicted before
-        // it could send its request.)
-        while registry.len() >= limits.max_connections && !registry.evict_oldest_idle() {
+        // At the cap, make room for it: close the connection idle longest,
+        // or wait for one to close or go idle. (Room is made after the
+        // accept, so a connection is never evicted before it could send its
+        // request.)
+        loop {
+            // Waiting for a close before looking, so that none is missed.
+            let closed = registry.closed.notified();
+            let mut closed = std::pin::pin!(closed);
+            closed.as_mut().enable();
+            if registry.len() < limits.max_connections || registry.evict_oldest_idle() {
+                break;
+            }
             tokio::select! {
-                () = registry.closed.notified() => {}
+                () = closed => {}
                 () = tokio::time::sleep(limits.header_timeout.min(Duration::from_secs(1))) => {}
                 () = &mut stop => return,
             }
@@ -500,13 +421,8 @@ pub(crate) async fn accept_loop<H, F, B>(
                 let activity = Arc::clone(&activity);
                 let handle = handle.clone();
                 async move {
-                    let answering = activity.begin(request.version());
-                    let response = handle(request).await;
-                    // Sending until the body is sent, not only its head.
-                    let sent = activity.sends(answering);
-                    Ok::<_, std::convert::Infallible>(
-                        response.map(|body| AnsweredBody { body, _sent: sent }),
-                    )
+                    let _answering = activity.begin(request.version());
+                    Ok::<_, std::convert::Infallible>(handle(request).await)
                 }
             })
         };
@@ -604,33 +520,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_connection_quiet_longest_is_evicted_and_busy_ones_never() {
+    fn the_connection_idle_longest_is_evicted_and_busy_ones_never() {
         let registry = Registry::default();
-        let epoch = Instant::now() - Duration::from_secs(100);
-        let header_timeout = Duration::from_secs(10);
-        let (old, old_activity) = registry.open(epoch, header_timeout);
+        let epoch = Instant::now() - Duration::from_secs(10);
+        let (old, old_activity) = registry.open(epoch, Duration::from_secs(10));
         old_activity.idle_since_ms.store(1_000, Ordering::Relaxed);
-        let (_, busy) = registry.open(epoch, header_timeout);
+        let (_, busy) = registry.open(epoch, Duration::from_secs(10));
         busy.idle_since_ms.store(0, Ordering::Relaxed);
         busy.in_flight.store(1, Ordering::Relaxed);
-        // A response not taken since before `old` went idle, and one just
-        // begun, which is not evicted.
-        let (stalled, stalled_activity) = registry.open(epoch, header_timeout);
-        let _not_taken = stalled_activity.sends(stalled_activity.begin(hyper::Version::HTTP_2));
-        stalled_activity.lock_sending().began_ms[0].1 = 500;
-        let (_, sending) = registry.open(epoch, header_timeout);
-        let _being_taken = sending.sends(sending.begin(hyper::Version::HTTP_11));
-        let (_, _recent) = registry.open(epoch, header_timeout);
-        assert!(registry.evict_oldest_idle());
-        assert!(!registry.lock().contains_key(&stalled));
+        // Opened long ago, but writing to its client just now.
+        let (writing, writing_activity) = registry.open(epoch, Duration::from_secs(10));
+        writing_activity.idle_since_ms.store(0, Ordering::Relaxed);
+        writing_activity.wrote();
+        let (_, _recent) = registry.open(epoch, Duration::from_secs(10));
         assert!(registry.evict_oldest_idle());
         assert!(!registry.lock().contains_key(&old));
         assert!(registry.evict_oldest_idle());
         assert!(
-            !registry.evict_oldest_idle(),
-            "only the busy one and the one sending are left"
+            registry.lock().contains_key(&writing),
+            "evicted before a quieter one"
         );
-        assert_eq!(registry.len(), 2);
+        assert!(registry.evict_oldest_idle());
+        assert!(!registry.evict_oldest_idle(), "only the busy one is left");
+        assert_eq!(registry.len(), 1);
     }
 
     #[test]
@@ -639,7 +551,6 @@ mod tests {
             max_connections: 8,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(75),
-            send_timeout: Duration::from_secs(75),
         };
         let registry = Registry::default();
         let (_, activity) = registry.open(
@@ -668,31 +579,19 @@ mod tests {
             activity.closes_at(&limits),
             Some((idle + 15_000, Close::Stalled))
         );
-        // A response being sent has the idle timeout to be taken.
-        let body = AnsweredBody {
-            body: http_body_util::Empty::<bytes::Bytes>::new(),
-            _sent: activity.sends(activity.begin(hyper::Version::HTTP_11)),
-        };
-        let began = activity.now_ms();
-        let (at, close) = activity.closes_at(&limits).unwrap();
-        assert!((began..began + 100).contains(&(at - 75_000)), "{at}");
-        assert_eq!(close, Close::Stalled);
-        drop(body);
-        assert_eq!(activity.closes_at(&limits).unwrap().1, Close::Idle);
-        // A head that came while a response was sent (long ago here) has
-        // the header timeout from when the response was done.
-        let body = AnsweredBody {
-            body: http_body_util::Empty::<bytes::Bytes>::new(),
-            _sent: activity.sends(activity.begin(hyper::Version::HTTP_11)),
-        };
-        activity.received();
+        // Writing to the client is not idle; a head that began while an
+        // answer was written (long ago here) has the header timeout from
+        // the last write, as hyper reads it only then.
         activity.head_since_ms.store(2_000, Ordering::Relaxed);
-        drop(body);
-        let done = activity.now_ms();
-        let (at, close) = activity.closes_at(&limits).unwrap();
-        assert!((done..done + 100).contains(&(at - 10_000)), "{at}");
-        assert_eq!(close, Close::Stalled);
+        activity.wrote();
+        let wrote = activity.idle_since_ms.load(Ordering::Relaxed);
+        assert_eq!(
+            activity.closes_at(&limits),
+            Some((wrote + 10_000, Close::Stalled))
+        );
         activity.head_since_ms.store(NONE, Ordering::Relaxed);
+        activity.wrote();
+        assert_eq!(activity.head_since_ms.load(Ordering::Relaxed), NONE);
         // HTTP/2 sends frames that are not requests: only idleness counts.
         drop(activity.begin(hyper::Version::HTTP_2));
         activity

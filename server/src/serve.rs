@@ -318,7 +318,6 @@ pub async fn serve(service: Arc<Service>, listener: tokio::net::TcpListener) -> 
         max_connections: service.options.max_connections.max(1),
         header_timeout: service.options.header_timeout,
         idle_timeout: service.options.idle_timeout,
-        send_timeout: service.options.idle_timeout,
     };
     let router = service.router();
     let handler = move |request: hyper::Request<hyper::body::Incoming>| {

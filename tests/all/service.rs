@@ -1342,9 +1342,8 @@ async fn http2_connections_are_told_goaway_when_idle_and_at_shutdown() {
 }
 
 /// Clients that take no response (an HTTP/2 window of zero: not one byte of
-/// a body may be sent to them) cannot hold the connection slots: at the cap
-/// they are evicted once they have stalled for the header timeout, and each
-/// is closed at the idle timeout.
+/// a body may be sent to them) cannot hold the connection slots: their
+/// connections are idle, evicted at the cap and closed at the idle timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_take_no_response_cannot_hold_the_connections() {
     let dir = tempfile::tempdir().unwrap();
@@ -1361,6 +1360,7 @@ async fn clients_that_take_no_response_cannot_hold_the_connections() {
     );
     let address = loopback_address(&server);
     const INITIAL_WINDOW_SIZE: u16 = 4;
+    let started = Instant::now();
     let mut stalled = Vec::new();
     for _ in 0..4 {
         let mut client = RawHttp2::open_with(address, &[(INITIAL_WINDOW_SIZE, 0)]).await;
@@ -1375,14 +1375,9 @@ async fn clients_that_take_no_response_cannot_hold_the_connections() {
         }
         stalled.push(client);
     }
-    let started = Instant::now();
-    healthz_within(&server, Duration::from_secs(4))
+    healthz_within(&server, Duration::from_secs(2))
         .await
         .expect("stalled clients held every connection");
-    assert!(
-        started.elapsed() >= Duration::from_millis(500),
-        "evicted too soon"
-    );
 
     let mut last = stalled.pop().unwrap();
     let mut closed = Vec::new();
