@@ -382,7 +382,7 @@ async fn a_replica_refuses_to_start_without_the_operator_key_and_says_why() {
 /// replica's feed must report both.
 #[tokio::test]
 async fn a_change_committed_after_a_later_one_is_not_missed() {
-    use action_host_server::{ActionRecord, Postgres, Store};
+    use action_host_server::{ActionRecord, Postgres, Store, StoreError};
     let db = Database::new();
     let key = action_host_server::OperatorKey::generate();
     let writer = Postgres::connect(&db.url, &key).await.unwrap();
@@ -416,13 +416,11 @@ async fn a_change_committed_after_a_later_one_is_not_missed() {
     )
     .await
     .unwrap();
-    let later = tokio::spawn(async move {
-        let newer = ActionRecord {
-            revision: 2,
-            ..record
-        };
-        writer.swap_record("y", Some(1), Some(newer)).await
-    });
+    let newer = ActionRecord {
+        revision: 2,
+        ..record.clone()
+    };
+    let later = tokio::spawn(async move { writer.swap_record("y", Some(1), Some(newer)).await });
     tokio::time::sleep(Duration::from_millis(500)).await;
     held.batch_execute("SELECT pg_notify('action_host_changes', 'x'); COMMIT")
         .await
@@ -440,4 +438,32 @@ async fn a_change_committed_after_a_later_one_is_not_missed() {
             _ => panic!("the feed reported only {seen:?}"),
         }
     }
+
+    // A write that keeps holding the records (a replica cut off mid-write)
+    // makes the others give up after a while, saying why.
+    held.batch_execute("BEGIN; LOCK TABLE action_host_actions IN SHARE ROW EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let waited = Instant::now();
+    let newest = ActionRecord {
+        revision: 3,
+        ..record
+    };
+    let refused = follower
+        .swap_record("y", Some(2), Some(newest))
+        .await
+        .unwrap_err();
+    assert!(
+        waited.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        waited.elapsed()
+    );
+    assert!(
+        matches!(refused, StoreError::Unavailable(_))
+            && refused
+                .to_string()
+                .contains("another write to the actions held them"),
+        "{refused}"
+    );
+    held.batch_execute("ROLLBACK").await.unwrap();
 }

@@ -40,6 +40,13 @@ const CHANNEL: &str = "action_host_changes";
 const MIGRATION_LOCK: i64 = 0x6163_7469_6f6e_0001;
 /// How often a replica reads the changes even without a notification.
 const RESYNC_EVERY: Duration = Duration::from_secs(2);
+
+/// How long a write to an action's record waits for the writes before it.
+const WRITE_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// How long PostgreSQL keeps a record write whose replica sends nothing more
+/// (cut off mid-write) before it ends the write and frees the others.
+const STALLED_WRITE: Duration = Duration::from_secs(30);
 /// How long to wait between attempts to reconnect the listener.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 /// How long a connection attempt or a wait for a pooled connection may take.
@@ -326,10 +333,29 @@ impl Store for Postgres {
         // committing before the next draws one, so that the feed, which
         // reads the numbers past the last it saw, never passes over one
         // committed late. (A mode that conflicts with itself and with row
-        // writes, not with reads.)
-        tx.batch_execute("LOCK TABLE action_host_actions IN SHARE ROW EXCLUSIVE MODE")
-            .await
-            .map_err(|e| self.fail(e))?;
+        // writes, not with reads.) A writer that stops mid-way (a replica
+        // cut off from the database) would hold every other: PostgreSQL
+        // ends its transaction after a while, and the others stop waiting
+        // sooner.
+        tx.batch_execute(&format!(
+            "SET LOCAL lock_timeout = '{}ms'; \
+             SET LOCAL idle_in_transaction_session_timeout = '{}ms'; \
+             LOCK TABLE action_host_actions IN SHARE ROW EXCLUSIVE MODE",
+            WRITE_LOCK_WAIT.as_millis(),
+            STALLED_WRITE.as_millis()
+        ))
+        .await
+        .map_err(|e| match e.code() {
+            Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+                StoreError::Unavailable(format!(
+                    "another write to the actions held them for {} s (a replica cut off \
+                     mid-write is ended after {} s); retry",
+                    WRITE_LOCK_WAIT.as_secs(),
+                    STALLED_WRITE.as_secs()
+                ))
+            }
+            _ => self.fail(e),
+        })?;
         let changed = match (expected, &new) {
             (None, Some(record)) => {
                 tx.execute(
