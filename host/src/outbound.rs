@@ -80,6 +80,11 @@ pub(crate) struct Outbound {
     shared: Arc<ActionOutbound>,
 }
 
+/// The most idle connections a client keeps to one upstream, for the next
+/// calls, and for how long.
+const IDLE_PER_HOST: usize = 16;
+const IDLE_FOR: Duration = Duration::from_secs(30);
+
 /// What the versions of one action name share of their outbound requests:
 /// the count of each result, and the slots for name lookups in flight (see
 /// [`ACTION_LOOKUPS`]), which a lookup its version no longer waits for keeps
@@ -242,6 +247,10 @@ impl Outbound {
             .redirect(reqwest::redirect::Policy::none())
             // Proxies from the environment would route around the address check.
             .no_proxy()
+            // Each idle connection holds a descriptor of the whole host: a
+            // burst of calls must not leave one per call open.
+            .pool_max_idle_per_host(IDLE_PER_HOST)
+            .pool_idle_timeout(IDLE_FOR)
             .build()?;
         clients.insert(exempt.to_vec(), client.clone());
         Ok(client)

@@ -10,6 +10,7 @@ use action_host::{
     Invocation, Secret, Tape,
 };
 use serde_json::{Map, Value, json};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn grants(texts: &[&str]) -> Vec<Grant> {
@@ -1077,4 +1078,86 @@ async fn paths_a_server_could_read_differently_never_pass_a_path_prefix() {
     )
     .await;
     assert_eq!(plain.attributes["status"], 200, "{:?}", plain.attributes);
+}
+
+/// An upstream that keeps connections open (HTTP/1 keep-alive), answers
+/// each request after `delay`, and counts the connections open to it.
+async fn keep_alive_upstream(delay: Duration) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&open);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let open = Arc::clone(&counted);
+            open.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut received = Vec::new();
+                let mut chunk = [0; 4096];
+                loop {
+                    match stream.read(&mut chunk).await {
+                        Ok(n) if n > 0 => received.extend_from_slice(&chunk[..n]),
+                        _ => break,
+                    }
+                    while let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+                        received.drain(..end + 4);
+                        tokio::time::sleep(delay).await;
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if stream.write_all(answer).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (port, open)
+}
+
+/// Idle connections to upstreams are bounded: many calls at once open a
+/// connection each, and once they are done the host keeps only a few of
+/// them open for the next calls, not one per call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_upstream_connections_are_bounded() {
+    use std::sync::atomic::Ordering;
+    let (port, open) = keep_alive_upstream(Duration::from_millis(300)).await;
+    let upstream = format!("http://127.0.0.1:{port}");
+    let host = Host::new(HostConfig {
+        pool_size: 64,
+        ..HostConfig::default()
+    })
+    .unwrap();
+    host.load_with(
+        "fixture",
+        common::plugin_bytes("fixture"),
+        allow(&[&upstream]),
+    )
+    .await
+    .unwrap();
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..48 {
+        let host = host.clone();
+        let input = json!({"behave": "http", "url": format!("{upstream}/thing")});
+        calls.spawn(async move {
+            let input = input.as_object().unwrap().clone();
+            host.invoke("fixture", CallContext::default(), &input).await
+        });
+    }
+    let mut most = 0;
+    while let Some(done) = calls.join_next().await {
+        let done = done.unwrap().unwrap();
+        assert_eq!(done.attributes["status"], 200, "{:?}", done.attributes);
+        most = most.max(open.load(Ordering::SeqCst));
+    }
+    assert!(
+        most > 16,
+        "the calls did not overlap: {most} connections at most"
+    );
+    common::eventually("idle connections closed down to the bound", || async {
+        (open.load(Ordering::SeqCst) <= 16).then_some(())
+    })
+    .await;
 }
