@@ -14,8 +14,9 @@
 //! arrived within the header timeout, or it has been idle for the idle
 //! timeout. A connection is idle when it answers no request and has written
 //! nothing to its client: a client that stops reading its answer, or gives
-//! HTTP/2 no window for it, is idle too. hyper's own header timeout is off: it also ends idle keep-alive
-//! connections, which must outlive a load balancer's idle timeout.
+//! HTTP/2 no window for it, is idle too. hyper's own header timeout is off:
+//! it also ends idle keep-alive connections, which must outlive a load
+//! balancer's idle timeout.
 //!
 //! A connection that served requests and went idle is closed gracefully
 //! (an HTTP/2 GOAWAY first), as every connection is when the service shuts
@@ -77,7 +78,7 @@ struct Activity {
 }
 
 /// A request being answered; when dropped, the connection is idle from then
-/// unless another is being answered or its answer is being written.
+/// unless another is being answered or bytes are written (`wrote`).
 struct Answering(Arc<Activity>);
 
 impl Drop for Answering {
