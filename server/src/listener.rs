@@ -533,10 +533,15 @@ mod tests {
         let (writing, writing_activity) = registry.open(epoch, Duration::from_secs(10));
         writing_activity.idle_since_ms.store(0, Ordering::Relaxed);
         writing_activity.wrote();
-        let (_, _recent) = registry.open(epoch, Duration::from_secs(10));
+        // Idle since after `old`, before the write.
+        let (quieter, quieter_activity) = registry.open(epoch, Duration::from_secs(10));
+        quieter_activity
+            .idle_since_ms
+            .store(5_000, Ordering::Relaxed);
         assert!(registry.evict_oldest_idle());
         assert!(!registry.lock().contains_key(&old));
         assert!(registry.evict_oldest_idle());
+        assert!(!registry.lock().contains_key(&quieter));
         assert!(
             registry.lock().contains_key(&writing),
             "evicted before a quieter one"
