@@ -54,7 +54,9 @@ pub(crate) enum Start {
 
 impl Loader {
     /// The whole pipeline: settings checked, the component compiled (or read
-    /// from `cache`), linked against the contract and described.
+    /// from `cache`), linked against the contract and described. `name` is
+    /// checked by the caller ([`Host::prepare`](crate::Host::prepare)), before it
+    /// keeps anything under it.
     pub(crate) async fn prepare(
         self: &Arc<Self>,
         name: &str,
@@ -63,7 +65,6 @@ impl Loader {
         cache: Option<Arc<dyn ArtifactCache>>,
         shared: Arc<ActionOutbound>,
     ) -> Result<Plugin, LoadError> {
-        check_name(name)?;
         // Settings first: a mistake in them costs no compilation.
         let limits = self.check_limits(settings.limits)?;
         check_secrets(&mut settings.secrets)?;
