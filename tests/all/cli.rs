@@ -59,6 +59,21 @@ fn action_host_measured(args: &[&str]) -> (Output, i64) {
     (output, usage.ru_maxrss)
 }
 
+/// The least peak of `runs` runs of `action-host` with `args`, and the last
+/// run's output. A process's peak moves by up to 25 MiB from run to run
+/// (threads and the allocator's arenas), while what a call makes it hold only
+/// adds to it, so the least is the closest to what the call itself holds.
+fn action_host_least_peak(args: &[&str], runs: usize) -> (Output, i64) {
+    let mut least = i64::MAX;
+    let mut output = None;
+    for _ in 0..runs {
+        let (out, kib) = action_host_measured(args);
+        least = least.min(kib);
+        output = Some(out);
+    }
+    (output.expect("at least one run"), least)
+}
+
 fn stdout_json(out: &Output) -> Value {
     assert!(
         out.status.success(),
@@ -358,7 +373,7 @@ fn refused_requests_in_a_loop_keep_the_log_and_the_host_memory_bounded() {
             "--timeout-ms",
             "60000",
         ];
-        let (out, peak_kib) = action_host_measured(&args);
+        let (out, peak_kib) = action_host_least_peak(&args, 3);
         (stdout_json(&out), peak_kib)
     };
     let (few, few_kib) = flood(100);
@@ -403,8 +418,7 @@ fn what_a_guest_makes_the_host_hold_stays_within_the_caps() {
     let peak = |plugin: &str, input: Value| {
         let path = common::plugin(plugin);
         let input = input.to_string();
-        let (_, kib) = action_host_measured(&["run", path.to_str().unwrap(), "--input", &input]);
-        kib
+        action_host_least_peak(&["run", path.to_str().unwrap(), "--input", &input], 5).1
     };
     let ordinary = peak("fixture", json!({"behave": "echo"}));
     for (plugin, input) in [
