@@ -82,7 +82,12 @@ impl Loader {
             .map_err(LoadError::Host)?,
         );
         let config = Arc::new(settings.config);
-        let manifest = Arc::new(describe(&self.engine, &pre, &limits, &config, &outbound).await?);
+        // `describe` runs at every load: uploads, settings changes, restores,
+        // each replica following a change and each replay's candidate. With
+        // the action's grants it could spend its secrets unrecorded there, so
+        // every request it makes is denied, as in the snapshot's run.
+        let denied = Arc::new(self.bare_outbound().map_err(LoadError::Host)?);
+        let manifest = Arc::new(describe(&self.engine, &pre, &limits, &config, &denied).await?);
         Ok(Plugin {
             name: name.to_owned(),
             manifest,

@@ -239,6 +239,46 @@ async fn an_explicit_ip_grant_allows_that_address() {
     assert_eq!(done.attributes["status"], 200);
 }
 
+/// `describe()` runs at every load (an upload, a settings change, a restore,
+/// a replay's candidate) with every request denied, even to a destination the
+/// action is granted: only `run` reaches upstreams.
+#[tokio::test]
+async fn describe_reaches_no_upstream_even_a_granted_one() {
+    let mock = Mock::start().await;
+    let url = mock.url("/described");
+    let settings = |greeting: &str| ActionSettings {
+        config: [
+            ("describe_url".to_owned(), url.clone()),
+            ("greeting_prefix".to_owned(), greeting.to_owned()),
+        ]
+        .into(),
+        ..allow(&[&format!("GET http://127.0.0.1:{}/described", mock.port)])
+    };
+    let host = host_with("fixture", settings("Hi")).await;
+    host.load_with(
+        "fixture",
+        common::plugin_bytes("fixture"),
+        settings("Hello"),
+    )
+    .await
+    .unwrap();
+    let prepared = host
+        .prepare(
+            "fixture",
+            &common::plugin_bytes("fixture"),
+            settings("Hey"),
+            None,
+        )
+        .await
+        .unwrap();
+    drop(prepared);
+    assert!(mock.received().is_empty(), "{:?}", mock.received());
+    // The grant and URL are right: a call reaches them.
+    let done = call(&host, json!({"behave": "http", "url": url})).await;
+    assert_eq!(done.attributes["status"], 200, "{:?}", done.attributes);
+    assert_eq!(mock.received().len(), 1);
+}
+
 #[tokio::test]
 async fn a_secret_reaches_its_bound_destination_only_and_the_action_never_sees_it() {
     let mock = Mock::start().await;
