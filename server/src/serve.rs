@@ -274,15 +274,17 @@ impl Service {
         };
         let compiled = self.catalog.host().compilations() > compilations;
         match loaded {
+            // The line first: once `/healthz` says all are loaded, each
+            // one's line has been written.
             Ok(()) => {
-                self.catalog.loaded(&name, None);
                 let starts_from = self.catalog.view(&name).map(|v| v.starts_from).ok();
                 progress.ready(&name, started.elapsed(), compiled, starts_from);
+                self.catalog.loaded(&name, None);
             }
             Err(error) => {
                 let why = error.message();
-                self.catalog.loaded(&name, Some(why.clone()));
                 progress.failed(&name, &why);
+                self.catalog.loaded(&name, Some(why));
             }
         }
     }

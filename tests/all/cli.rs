@@ -826,7 +826,9 @@ fn each_load_logs_in_its_own_span() {
             &order,
         ],
     );
-    let stderr = server.stderr();
+    let stderr = server.stderr_once("three `ready` lines", |s| {
+        s.matches(" ready in ").count() >= 3
+    });
     let mut ready = 0;
     for line in stderr
         .lines()

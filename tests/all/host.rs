@@ -280,8 +280,10 @@ async fn an_endless_loop_times_out_within_the_deadline_and_the_host_serves_on() 
     assert_eq!(err.kind, ErrorKind::Timeout);
     assert!(err.message.contains("300 ms"), "{}", err.message);
     assert!(took >= Duration::from_millis(300), "{took:?}");
+    // A loop the deadline did not stop would run on forever; the slack is
+    // for a busy machine's scheduling, not for the loop.
     assert!(
-        took <= Duration::from_millis(400),
+        took < Duration::from_secs(1),
         "the loop ran {took:?} past a 300 ms deadline"
     );
     assert!(fixture("echo", &host).await.unwrap().success);

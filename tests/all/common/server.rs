@@ -238,6 +238,21 @@ impl Server {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// The service's stderr once `done` holds for it (a reader thread copies
+    /// it from the pipe, a moment after the service writes); panics naming
+    /// `what` when it does not within 10 s.
+    pub fn stderr_once(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let stderr = self.stderr();
+            if done(&stderr) {
+                return stderr;
+            }
+            assert!(Instant::now() < deadline, "no {what} in:\n{stderr}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGTERM and waits for the process to exit; returns whether it
     /// exited successfully.
     pub fn stop(mut self) -> bool {
