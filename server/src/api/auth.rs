@@ -216,12 +216,18 @@ impl Auth {
         let custom = headers
             .get(TOKEN_HEADER)
             .and_then(|value| value.to_str().ok());
-        let presented: Option<Cow<str>> = custom
+        let in_headers: Option<Cow<str>> = custom
             .or(bearer)
             .map(Cow::Borrowed)
-            .or_else(|| basic().map(Cow::Owned))
-            .or_else(|| from_query().map(Cow::Owned));
-        self.admit(presented.as_deref(), allowed, || match query_token {
+            .or_else(|| basic().map(Cow::Owned));
+        if in_headers.is_none()
+            && let Some(token) = from_query()
+        {
+            // A query is kept along the way (the platform's settings, a
+            // proxy's access log): only the token that can do least may go there.
+            return self.admit(Some(&token), &[Role::Invoke], String::new);
+        }
+        self.admit(in_headers.as_deref(), allowed, || match query_token {
             Some(name) => format!(
                 "send the invoke token as `Authorization: Bearer <token>`, in \
                  `X-Action-Host-Token`, as the basic auth password, or as the query parameter \
@@ -499,6 +505,19 @@ mod tests {
         assert_eq!(check(&both, None, None), invoke);
 
         // A query token only where the platform can send nothing else.
+        // Only the invoke token: a query is kept in logs along the way.
+        for token in ["operator-token-0123", "designer-token-0123"] {
+            let sent = check(
+                &HeaderMap::new(),
+                Some(&format!("token={token}")),
+                Some("token"),
+            );
+            assert!(
+                sent.as_ref()
+                    .is_err_and(|e| e.contains("needs the invoke token")),
+                "{sent:?}"
+            );
+        }
         let none = check(&HeaderMap::new(), Some("token=invoke-token-012345"), None);
         assert!(none.unwrap_err().contains("X-Action-Host-Token"));
         assert_eq!(
