@@ -202,6 +202,32 @@ async fn unknown_routes_and_methods_answer_in_json_with_a_request_id() {
     }
 }
 
+/// Answers carry records and what users said: no cache may keep one and no
+/// browser may read one as another type; the page's own files keep theirs.
+#[tokio::test]
+async fn answers_are_neither_cached_nor_sniffed() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = loaded(dir.path(), ServeOptions::default()).await;
+    put(&service, "greeting", "greeting").await;
+    let invoked = post(&service, "/v1/actions/greeting/invoke", INVOKE, greet()).await;
+    assert_eq!(invoked.status, StatusCode::OK, "{}", invoked.body);
+    for answer in [
+        invoked,
+        get(&service, "/v1/actions/greeting").await,
+        get(&service, "/v1/actions/nope").await,
+        get(&service, "/healthz").await,
+    ] {
+        assert_eq!(
+            answer.headers["cache-control"], "no-store",
+            "{}",
+            answer.body
+        );
+        assert_eq!(answer.headers["x-content-type-options"], "nosniff");
+    }
+    let page = get(&service, "/").await;
+    assert_eq!(page.headers["cache-control"], "no-cache");
+}
+
 /// The `/metrics` text, as a scraper with the metrics token reads it.
 async fn metrics_text(service: &Service) -> String {
     let request = Request::get("/metrics")

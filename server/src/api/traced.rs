@@ -2,7 +2,9 @@
 //! `x-request-id` when it sent a usable one, else a new UUID), runs inside one
 //! span that carries the id with the method and path (the catalog adds the
 //! action and the invocation id, [`CALL_FIELDS`]), and its answer carries the
-//! id back. A server error is logged in that span.
+//! id back. A server error is logged in that span. Being the one layer every
+//! answer passes, it also marks each answer for caches and browsers
+//! ([`answer_headers`]).
 //!
 //! One layer of the service's own instead of tower-http's three (set the id,
 //! trace, propagate the id): those copy the id into the request's headers and
@@ -115,8 +117,22 @@ where
         if let Some(id) = this.id.take() {
             response.headers_mut().insert(REQUEST_ID, id);
         }
+        answer_headers(response.headers_mut());
         Poll::Ready(Ok(response))
     }
+}
+
+/// Answers hold records, logs and what users said: no cache keeps one (a
+/// shared browser, a proxy), and no browser reads one as another type than
+/// it says. An answer that set its own (the page's files) keeps it.
+fn answer_headers(headers: &mut HeaderMap) {
+    use axum::http::header::{CACHE_CONTROL, X_CONTENT_TYPE_OPTIONS};
+    headers
+        .entry(CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    headers
+        .entry(X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
 }
 
 /// The client's request id when it is 1 to [`MAX_REQUEST_ID_LEN`] visible
