@@ -493,6 +493,16 @@ async fn a_store_keeps_lists_and_prunes_records(store: Arc<dyn Store>) {
         Some(&records[3])
     );
     assert_eq!(store.invocation("no-such-id").await.unwrap(), None);
+    // Only the whole id finds a record: not its end, nor another spelling.
+    let id = &records[3].id;
+    for near in [
+        &id[id.len() - 12..],
+        &id[1..],
+        &id.to_uppercase(),
+        &id.replace('-', ""),
+    ] {
+        assert_eq!(store.invocation(near).await.unwrap(), None, "{near}");
+    }
     let mut actions = store.recorded_actions().await.unwrap();
     actions.sort();
     assert_eq!(actions, ["greeting", "other"]);

@@ -604,10 +604,15 @@ impl DataDir {
     }
 }
 
-/// Whether `id` has the shape of an invocation id (a UUID): so that no id
-/// read from a request names a path.
+/// Whether `id` has the shape of an invocation id (a UUID as the host
+/// writes it: lowercase, hyphenated): so that no id read from a request
+/// names a path, and only a whole id finds a record's file by its end.
 fn is_invocation_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+    id.len() == 36
+        && id.bytes().enumerate().all(|(at, b)| match at {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => matches!(b, b'0'..=b'9' | b'a'..=b'f'),
+        })
 }
 
 /// The record in `path`, or `None` when a crash left it damaged.
