@@ -645,12 +645,33 @@ impl Catalog {
     }
 
     /// Stops serving `name` and removes its record and versions; calls
-    /// already running finish.
-    pub async fn delete(&self, name: &str, expect: Option<u64>) -> Result<(), ApiError> {
+    /// already running finish. Without `by_operator`, an action whose
+    /// record holds the operator's settings (grants, secrets, limits) is
+    /// refused: it would come back without them on its next upload, limits
+    /// included.
+    pub async fn delete(
+        &self,
+        name: &str,
+        expect: Option<u64>,
+        by_operator: bool,
+    ) -> Result<(), ApiError> {
         self.check_store()?;
         let _one_change = self.changes.lock().await;
         let previous = self.stored_or_missing(name).await?;
         check_expected(name, expect, Some(&previous))?;
+        let settings = &previous.settings;
+        let operators = !settings.grants.is_empty()
+            || !settings.secrets.is_empty()
+            || settings
+                .limits
+                .as_ref()
+                .is_some_and(|l| *l != Default::default());
+        // The host file's settings come back with the next upload anyway.
+        if !by_operator && operators && !self.host_file.docs.contains_key(name) {
+            return Err(ApiError::Forbidden(format!(
+                "`{name}` has grants, secrets or limits the operator set, which deleting it                  would drop: that needs the operator token"
+            )));
+        }
         self.swap(name, Some(previous.revision), None).await?;
         self.write_serving().remove(name);
         let versions = previous.versions.iter().map(|v| v.sha256.clone());

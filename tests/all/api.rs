@@ -202,6 +202,85 @@ async fn unknown_routes_and_methods_answer_in_json_with_a_request_id() {
     }
 }
 
+/// A designer cannot delete what the operator set: deleting an action with
+/// operator settings would let its next upload run with the host's default
+/// limits. The operator can, and so can a designer once they are cleared.
+#[tokio::test]
+async fn deleting_an_action_with_operator_settings_needs_the_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = loaded(dir.path(), ServeOptions::default()).await;
+    for name in ["limited", "plain"] {
+        assert_eq!(
+            put(&service, name, "greeting").await.status,
+            StatusCode::CREATED
+        );
+    }
+    let settings = json!({"limits": {"deadline_ms": 100}});
+    let set = call(
+        &service,
+        Method::PUT,
+        "/v1/actions/limited/grants",
+        OPERATOR,
+        Body::from(settings.to_string()),
+    )
+    .await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.body);
+    let delete = |name: &'static str, token: &'static str| {
+        let path = format!("/v1/actions/{name}");
+        let service = &service;
+        async move { call(service, Method::DELETE, &path, token, Body::empty()).await }
+    };
+    let refused = delete("limited", DESIGNER).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`limited` has grants, secrets or limits the operator set"),
+        "{}",
+        refused.body
+    );
+    let kept = get(&service, "/v1/actions/limited").await;
+    assert_eq!(kept.body["settings"]["limits"]["deadline_ms"], 100);
+    assert_eq!(
+        delete("plain", DESIGNER).await.status,
+        StatusCode::NO_CONTENT
+    );
+
+    // Cleared by the operator, the designer may delete it.
+    let cleared = call(
+        &service,
+        Method::PUT,
+        "/v1/actions/limited/grants",
+        OPERATOR,
+        Body::from(json!({}).to_string()),
+    )
+    .await;
+    assert_eq!(cleared.status, StatusCode::OK, "{}", cleared.body);
+    assert_eq!(
+        delete("limited", DESIGNER).await.status,
+        StatusCode::NO_CONTENT
+    );
+
+    assert_eq!(
+        put(&service, "again", "greeting").await.status,
+        StatusCode::CREATED
+    );
+    let set = call(
+        &service,
+        Method::PUT,
+        "/v1/actions/again/grants",
+        OPERATOR,
+        Body::from(settings.to_string()),
+    )
+    .await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.body);
+    assert_eq!(
+        delete("again", OPERATOR).await.status,
+        StatusCode::NO_CONTENT
+    );
+}
+
 /// Answers carry records and what users said: no cache may keep one and no
 /// browser may read one as another type; the page's own files keep theirs.
 #[tokio::test]

@@ -79,12 +79,13 @@ pub(crate) async fn upload(
 
 /// `DELETE /v1/actions/{name}`.
 pub(crate) async fn delete(
-    _: AsDesigner,
+    AsDesigner(role): AsDesigner,
     State(state): Shared,
     ActionName(name): ActionName,
     IfRevision(expect): IfRevision,
 ) -> Result<StatusCode, ApiError> {
-    state.catalog.delete(&name, expect).await?;
+    let by_operator = role != Some(Role::Designer);
+    state.catalog.delete(&name, expect, by_operator).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
