@@ -174,6 +174,17 @@ async fn a_component_that_fails_at_start_is_reported_by_health_and_the_rest_serv
     assert_eq!(health.body["status"], "ok");
     let why = health.body["not_served"]["broken"].as_str().unwrap();
     assert!(why.contains("core WebAssembly module"), "{why}");
+    // A load balancer (no token) or the platform's token: the status only,
+    // not which actions there are, what failed or why.
+    let anonymous = Request::get("/healthz").body(Body::empty()).unwrap();
+    let answer = service.router().oneshot(anonymous).await.unwrap();
+    let bytes = answer.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&bytes).unwrap(),
+        json!({"status": "ok"})
+    );
+    let platform = call(&service, Method::GET, "/healthz", INVOKE, Body::empty()).await;
+    assert_eq!(platform.body, json!({"status": "ok"}));
     let done = post(&service, "/v1/actions/greeting/invoke", INVOKE, greet()).await;
     assert_eq!(done.status, StatusCode::OK);
 }

@@ -4,14 +4,14 @@
 use action_host::{CallContext, Invocation};
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::api::AppState;
-use crate::api::auth::{AsDesigner, AsInvoker, AsOperator, AsScraper, Role};
+use crate::api::auth::{AsDesigner, AsInvoker, AsOperator, AsScraper, DESIGNER, Role};
 use crate::api::body::{JsonBody, Upload};
 use crate::api::error::ApiError;
 use crate::api::name::ActionName;
@@ -22,9 +22,19 @@ use crate::config_file::{ActionDoc, REDACTED};
 
 type Shared = State<Arc<AppState>>;
 
-/// `GET /healthz`: `ok`, or `starting` with what is still loading.
-pub(crate) async fn health(State(state): Shared) -> Json<Health> {
-    Json(state.catalog.health())
+/// `GET /healthz`: `ok`, `starting` or `degraded`, for anyone (a load
+/// balancer sends no token). What is loading, what failed and why are for a
+/// designer's or the operator's token: the reasons can name files, secrets
+/// and the database, and the names are the actions a caller may try.
+pub(crate) async fn health(State(state): Shared, headers: HeaderMap) -> Json<Health> {
+    let health = state.catalog.health();
+    if state.auth.check(&headers, DESIGNER).is_ok() {
+        return Json(health);
+    }
+    Json(Health {
+        status: health.status,
+        ..Health::default()
+    })
 }
 
 /// `GET /metrics`, in the Prometheus text format.

@@ -104,8 +104,9 @@ pub struct VersionList {
     pub versions: Vec<VersionView>,
 }
 
-/// `GET /healthz`.
-#[derive(Debug, Clone, Serialize)]
+/// `GET /healthz`. Without a designer's or the operator's token, only its
+/// `status`.
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Health {
     /// `starting` while actions are still being restored or deployed at
     /// start, `degraded` while the store cannot be reached (what is loaded

@@ -172,7 +172,8 @@ impl Server {
         }
     }
 
-    /// The body of `GET /healthz`, or "" when it does not answer.
+    /// The answer to `GET /healthz` with the designer's token (which sees
+    /// what is loading and what failed), or "" when it does not answer.
     pub fn health(&self) -> String {
         use std::io::{Read as _, Write as _};
         let address = self.base.trim_start_matches("http://");
@@ -180,8 +181,11 @@ impl Server {
             return String::new();
         };
         let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        let _ =
-            stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        let request = format!(
+            "GET /healthz HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {DESIGNER}\r\n\
+             Connection: close\r\n\r\n"
+        );
+        let _ = stream.write_all(request.as_bytes());
         let mut answer = String::new();
         let _ = stream.read_to_string(&mut answer);
         answer
