@@ -365,15 +365,17 @@ function configPanel(action) {
   const keys = [...new Set([...action.manifest.config, ...Object.keys(action.settings.config)])];
   const status = notice();
   const fields = keys.map((key, i) => {
-    const input = h("input", { type: "text", id: `config-${i}`, value: action.settings.config[key] || "" });
+    // Own keys only: a key such as `constructor` is on every object.
+    const value = Object.hasOwn(action.settings.config, key) ? action.settings.config[key] : "";
+    const input = h("input", { type: "text", id: `config-${i}`, value });
     input.dataset.key = key;
     return input;
   });
   const button = h("button", { type: "submit" }, "Save config");
   return h("form", { onsubmit: async (event) => {
     event.preventDefault();
-    const config = {};
-    for (const f of fields) if (f.value !== "") config[f.dataset.key] = f.value;
+    // fromEntries makes each key its own, `__proto__` included.
+    const config = Object.fromEntries(fields.filter((f) => f.value !== "").map((f) => [f.dataset.key, f.value]));
     const view = await busy(button, status,
       () => api("PUT", `/v1/actions/${encodeURIComponent(action.name)}/config`, config, action.revision),
       () => "Saved.");
@@ -473,11 +475,12 @@ function tryPanel(action) {
     result.replaceChildren();
     let input;
     try {
-      input = {};
+      const entries = [];
       for (const field of inputs) {
         const value = field.read();
-        if (value !== undefined) input[field.spec.name] = value;
+        if (value !== undefined) entries.push([field.spec.name, value]);
       }
+      input = Object.fromEntries(entries);
     } catch (e) {
       return tell(status, false, e.message);
     }

@@ -270,6 +270,14 @@ try {
     await page.getByText("Saved.", { exact: true }).waitFor();
     await page.reload();
     assert.equal(await page.getByLabel("greeting_prefix").inputValue(), "Hi");
+    // A key every JavaScript object has is still an empty field of its own.
+    const constructor = page.getByLabel("constructor", { exact: true });
+    assert.equal(await constructor.inputValue(), "");
+    await constructor.fill("built");
+    await page.getByRole("button", { name: "Save config" }).click();
+    await page.getByText("Saved.", { exact: true }).waitFor();
+    await page.reload();
+    assert.equal(await page.getByLabel("constructor", { exact: true }).inputValue(), "built");
   });
 
   await run("record every call, then replay one against a version that differs", async () => {
