@@ -577,7 +577,7 @@ async fn a_rust_action_serves_while_a_javascript_one_still_compiles_at_start() {
     server.wait_until_loaded();
     let (status, body) = invoke(&server, "greeting-js", greet).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let stderr = server.stderr_once("both `ready` lines", |s| {
+    server.stderr_once("both `ready` lines", |s| {
         s.contains("greeting ready in") && s.contains("greeting-js ready in")
     });
 }
