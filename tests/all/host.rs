@@ -274,17 +274,21 @@ async fn an_unknown_action_is_named() {
 #[tokio::test]
 async fn an_endless_loop_times_out_within_the_deadline_and_the_host_serves_on() {
     let host = host_with("fixture", "fixture", Some(short_limits())).await;
-    let started = Instant::now();
-    let err = fixture("loop", &host).await.unwrap_err();
-    let took = started.elapsed();
-    assert_eq!(err.kind, ErrorKind::Timeout);
-    assert!(err.message.contains("300 ms"), "{}", err.message);
-    assert!(took >= Duration::from_millis(300), "{took:?}");
-    // A loop the deadline did not stop would run on forever; the slack is
-    // for a busy machine's scheduling, not for the loop.
+    // A busy machine only makes a call later: the least of three runs is
+    // how late the deadline stops the loop.
+    let mut least = Duration::MAX;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let err = fixture("loop", &host).await.unwrap_err();
+        let took = started.elapsed();
+        assert_eq!(err.kind, ErrorKind::Timeout);
+        assert!(err.message.contains("300 ms"), "{}", err.message);
+        assert!(took >= Duration::from_millis(300), "{took:?}");
+        least = least.min(took);
+    }
     assert!(
-        took < Duration::from_secs(1),
-        "the loop ran {took:?} past a 300 ms deadline"
+        least <= Duration::from_millis(450),
+        "the loop ran {least:?} past a 300 ms deadline"
     );
     assert!(fixture("echo", &host).await.unwrap().success);
 }

@@ -133,6 +133,8 @@ impl Server {
         let log = Arc::clone(&stderr);
         std::thread::spawn(move || {
             for line in reader.lines().map_while(Result::ok) {
+                // Kept before the start is told, so it sees every line so far.
+                log.lock().unwrap().push_str(&format!("{line}\n"));
                 // In the text log and the JSON one alike.
                 if let Some((_, rest)) = line.split_once("listening on ") {
                     let address: String = rest
@@ -141,7 +143,6 @@ impl Server {
                         .collect();
                     let _ = tx.send(address);
                 }
-                log.lock().unwrap().push_str(&format!("{line}\n"));
             }
         });
         let base = rx
