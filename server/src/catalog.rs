@@ -660,16 +660,17 @@ impl Catalog {
         let previous = self.stored_or_missing(name).await?;
         check_expected(name, expect, Some(&previous))?;
         let settings = &previous.settings;
-        let operators = !settings.grants.is_empty()
+        let holds_operator_settings = !settings.grants.is_empty()
             || !settings.secrets.is_empty()
             || settings
                 .limits
                 .as_ref()
                 .is_some_and(|l| *l != Default::default());
         // The host file's settings come back with the next upload anyway.
-        if !by_operator && operators && !self.host_file.docs.contains_key(name) {
+        if !by_operator && holds_operator_settings && !self.host_file.docs.contains_key(name) {
             return Err(ApiError::Forbidden(format!(
-                "`{name}` has grants, secrets or limits the operator set, which deleting it                  would drop: that needs the operator token"
+                "`{name}` has grants, secrets or limits the operator set, which deleting it \
+                 would drop: that needs the operator token"
             )));
         }
         self.swap(name, Some(previous.revision), None).await?;

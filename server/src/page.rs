@@ -47,7 +47,7 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
     for (name, value) in [
         (header::CONTENT_TYPE, content_type),
         (header::CONTENT_SECURITY_POLICY, POLICY),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        // `nosniff`, as on every answer, comes from `api::traced`.
         (header::REFERRER_POLICY, "no-referrer"),
         (header::X_FRAME_OPTIONS, "DENY"),
         // Small files: a new binary's page is seen at once.

@@ -227,6 +227,7 @@ async fn deleting_an_action_with_operator_settings_needs_the_operator() {
         );
     }
     let settings = json!({"limits": {"deadline_ms": 100}});
+    let granted = json!({"grants": ["GET https://api.example.com/"]});
     let set = call(
         &service,
         Method::PUT,
@@ -243,13 +244,10 @@ async fn deleting_an_action_with_operator_settings_needs_the_operator() {
     };
     let refused = delete("limited", DESIGNER).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
-    assert!(
-        refused.body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("`limited` has grants, secrets or limits the operator set"),
-        "{}",
-        refused.body
+    assert_eq!(
+        refused.body["error"]["message"],
+        "`limited` has grants, secrets or limits the operator set, which deleting it would \
+         drop: that needs the operator token"
     );
     let kept = get(&service, "/v1/actions/limited").await;
     assert_eq!(kept.body["settings"]["limits"]["deadline_ms"], 100);
@@ -270,6 +268,29 @@ async fn deleting_an_action_with_operator_settings_needs_the_operator() {
     assert_eq!(cleared.status, StatusCode::OK, "{}", cleared.body);
     assert_eq!(
         delete("limited", DESIGNER).await.status,
+        StatusCode::NO_CONTENT
+    );
+
+    // Grants alike.
+    assert_eq!(
+        put(&service, "granted", "greeting").await.status,
+        StatusCode::CREATED
+    );
+    let set = call(
+        &service,
+        Method::PUT,
+        "/v1/actions/granted/grants",
+        OPERATOR,
+        Body::from(granted.to_string()),
+    )
+    .await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.body);
+    assert_eq!(
+        delete("granted", DESIGNER).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        delete("granted", OPERATOR).await.status,
         StatusCode::NO_CONTENT
     );
 

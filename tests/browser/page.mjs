@@ -270,14 +270,17 @@ try {
     await page.getByText("Saved.", { exact: true }).waitFor();
     await page.reload();
     assert.equal(await page.getByLabel("greeting_prefix").inputValue(), "Hi");
-    // A key every JavaScript object has is still an empty field of its own.
-    const constructor = page.getByLabel("constructor", { exact: true });
-    assert.equal(await constructor.inputValue(), "");
-    await constructor.fill("built");
+    // Keys every JavaScript object has are still fields of their own, empty
+    // until set, and saved as keys like any other.
+    const own = (key) => page.getByLabel(key, { exact: true });
+    for (const key of ["constructor", "__proto__"]) assert.equal(await own(key).inputValue(), "");
+    await own("constructor").fill("built");
+    await own("__proto__").fill("kept");
     await page.getByRole("button", { name: "Save config" }).click();
     await page.getByText("Saved.", { exact: true }).waitFor();
     await page.reload();
-    assert.equal(await page.getByLabel("constructor", { exact: true }).inputValue(), "built");
+    assert.equal(await own("constructor").inputValue(), "built");
+    assert.equal(await own("__proto__").inputValue(), "kept");
   });
 
   await run("record every call, then replay one against a version that differs", async () => {

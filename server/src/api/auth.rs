@@ -185,8 +185,9 @@ impl Auth {
     /// platform whose `Authorization` carries its own identity token, as
     /// Dialogflow CX's service agent does), as basic auth's password (any
     /// user name) or, where the platform sends one there, as the query
-    /// parameter `query_token` names. The query is read here and nowhere
-    /// else: it is never logged.
+    /// parameter `query_token` names (the invoke token only: a query is
+    /// kept in logs along the way). The query is read here and nowhere
+    /// else: the service never logs it.
     pub(crate) fn check_webhook(
         &self,
         headers: &HeaderMap,
@@ -225,7 +226,14 @@ impl Auth {
         {
             // A query is kept along the way (the platform's settings, a
             // proxy's access log): only the token that can do least may go there.
-            return self.admit(Some(&token), &[Role::Invoke], String::new);
+            return match self.admit(Some(&token), &[Role::Invoke], String::new) {
+                Err(ApiError::Forbidden(_)) => Err(ApiError::Forbidden(
+                    "only the invoke token may be sent in the query string; send this one in a \
+                     header"
+                        .into(),
+                )),
+                admitted => admitted,
+            };
         }
         self.admit(in_headers.as_deref(), allowed, || match query_token {
             Some(name) => format!(
@@ -514,7 +522,7 @@ mod tests {
             );
             assert!(
                 sent.as_ref()
-                    .is_err_and(|e| e.contains("needs the invoke token")),
+                    .is_err_and(|e| e.contains("only the invoke token may be sent in the query")),
                 "{sent:?}"
             );
         }
