@@ -14,6 +14,13 @@
 //! no instruction names a segment (`memory.init`, `data.drop`), every active
 //! segment sits at a constant offset, and no two overlap. Anything else, and
 //! anything this code does not parse, is copied as it was.
+//!
+//! The zeros filled in are bytes the host holds, and the component is the
+//! uploader's: a module the snapshot left alone (one never instantiated) can
+//! space a hundred thousand one-byte segments 64 KiB apart, gigabytes once
+//! merged. So the merged segments of the whole component share a budget
+//! (the memory a snapshot's own segments can span); a module that would go
+//! past it is copied as it was.
 
 use wasm_encoder::{ConstExpr, DataSection};
 use wasmparser::{DataKind, Operator, Parser, Payload};
@@ -26,20 +33,26 @@ const COMPONENT_COMPONENT: u8 = 4;
 const MODULE_DATA: u8 = 11;
 const MODULE_DATA_COUNT: u8 = 12;
 
-/// `component` with the data segments of its core modules compacted, or
-/// `None` if it is not a component this code can read.
-pub(crate) fn compact_component(component: &[u8]) -> Option<Vec<u8>> {
+/// `component` with the data segments of its core modules compacted, their
+/// merged segments at most `budget` bytes in all, or `None` if it is not a
+/// component this code can read.
+pub(crate) fn compact_component(component: &[u8], budget: u64) -> Option<Vec<u8>> {
+    let mut left = budget;
+    compact_within(component, &mut left)
+}
+
+fn compact_within(component: &[u8], left: &mut u64) -> Option<Vec<u8>> {
     rewrite_sections(component, &mut |id, body| match id {
-        COMPONENT_CORE_MODULE => Some(compact_module(body).unwrap_or_else(|| body.to_vec())),
-        COMPONENT_COMPONENT => compact_component(body),
+        COMPONENT_CORE_MODULE => Some(compact_module(body, left).unwrap_or_else(|| body.to_vec())),
+        COMPONENT_COMPONENT => compact_within(body, left),
         _ => Some(body.to_vec()),
     })
 }
 
-/// A core module with its data segments compacted, or `None` when it must
-/// stay as it is.
-fn compact_module(module: &[u8]) -> Option<Vec<u8>> {
-    let segments = mergeable_segments(module)?;
+/// A core module with its data segments compacted, taking their bytes from
+/// `left`, or `None` when it must stay as it is.
+fn compact_module(module: &[u8], left: &mut u64) -> Option<Vec<u8>> {
+    let segments = mergeable_segments(module, left)?;
     let mut data = DataSection::new();
     for segment in &segments {
         let offset = if segment.memory64 {
@@ -75,8 +88,9 @@ struct Segment {
 }
 
 /// The module's active segments merged across small gaps, sorted by memory
-/// and offset, if compacting is safe (see the module comment).
-fn mergeable_segments(module: &[u8]) -> Option<Vec<Segment>> {
+/// and offset, if compacting is safe (see the module comment) and their
+/// bytes fit in what is `left` (taken from it before they are made).
+fn mergeable_segments(module: &[u8], left: &mut u64) -> Option<Vec<Segment>> {
     let mut memory64 = Vec::new();
     let mut segments = Vec::new();
     for payload in Parser::new(0).parse_all(module) {
@@ -132,23 +146,29 @@ fn mergeable_segments(module: &[u8]) -> Option<Vec<Segment>> {
         }
     }
     segments.sort_by_key(|s| (s.memory, s.offset));
+    let mut take = |bytes: u64| {
+        *left = left.checked_sub(bytes)?;
+        Some(())
+    };
     let mut merged: Vec<Segment> = Vec::with_capacity(segments.len());
     for segment in segments {
         if let Some(last) = merged.last_mut()
             && last.memory == segment.memory
         {
-            let end = last.offset + last.bytes.len() as u64;
+            let end = last.offset.checked_add(last.bytes.len() as u64)?;
             if segment.offset < end {
                 // Overlapping segments apply in order; sorting changed it.
                 return None;
             }
             let gap = segment.offset - end;
             if gap <= MAX_GAP {
+                take(gap + segment.bytes.len() as u64)?;
                 last.bytes.resize(last.bytes.len() + gap as usize, 0);
                 last.bytes.extend_from_slice(&segment.bytes);
                 continue;
             }
         }
+        take(segment.bytes.len() as u64)?;
         merged.push(segment);
     }
     Some(merged)
@@ -226,7 +246,7 @@ mod tests {
                 (func (export "f") (result i32) (i32.load (i32.const 10))))"#,
         )
         .unwrap();
-        let compacted = compact_module(&module).unwrap();
+        let compacted = compact_module(&module, &mut { u64::MAX }).unwrap();
         // "ab" and "cd" merge across 3,988 zero bytes; "far" is too far.
         assert_eq!(data_segments(&compacted), 2);
         assert_eq!(memory_of(&compacted, 80_000), memory_of(&module, 80_000));
@@ -242,7 +262,7 @@ mod tests {
                 (func (data.drop 1)))"#,
         )
         .unwrap();
-        assert!(compact_module(&module).is_none());
+        assert!(compact_module(&module, &mut { u64::MAX }).is_none());
     }
 
     #[test]
@@ -254,7 +274,7 @@ mod tests {
                 (data (i32.const 10) "early-and-long"))"#,
         )
         .unwrap();
-        assert!(compact_module(&module).is_none());
+        assert!(compact_module(&module, &mut { u64::MAX }).is_none());
     }
 
     #[test]
@@ -268,11 +288,35 @@ mod tests {
                 (core instance (instantiate $m)))"#,
         )
         .unwrap();
-        let compacted = compact_component(&component).unwrap();
+        let compacted = compact_component(&component, 64 << 20).unwrap();
         wasmparser::Validator::new()
             .validate_all(&compacted)
             .unwrap();
         assert!(compacted.len() < component.len() + 32);
         assert_ne!(compacted, component);
+    }
+
+    /// A module of one-byte segments 64 KiB apart (as one never instantiated
+    /// may be) would fill in 64 KiB of zeros per segment: past the budget it
+    /// is copied as it was, and the budget is the whole component's.
+    #[test]
+    fn merged_segments_stay_within_the_budget() {
+        let spaced = |count: u64| {
+            let data: String = (0..count)
+                .map(|i| format!("(data (i32.const {}) \"x\")", i * MAX_GAP))
+                .collect();
+            format!("(core module (memory 1000) {data})")
+        };
+        // 100 segments: 6.2 MiB once merged; 2 MiB of memory would not hold them.
+        let component = wat::parse_str(format!("(component {})", spaced(100))).unwrap();
+        let copied = compact_component(&component, 2 << 20).unwrap();
+        assert_eq!(copied, component);
+        let compacted = compact_component(&component, 8 << 20).unwrap();
+        assert_eq!(data_segments(&compacted), 1);
+
+        // Two such modules under a budget for one: the second stays as it was.
+        let two = wat::parse_str(format!("(component {} {})", spaced(100), spaced(100))).unwrap();
+        let compacted = compact_component(&two, 8 << 20).unwrap();
+        assert_eq!(data_segments(&compacted), 1 + 100);
     }
 }

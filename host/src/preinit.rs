@@ -155,7 +155,14 @@ pub(crate) async fn snapshot_after_describe(
     let snapshot =
         snapshot.map_err(|panic| format!("the snapshot failed: {}", panic_message(&*panic)))?;
     let snapshot = snapshot.map_err(|e| Skipped::from(format!("the snapshot failed: {e:#}")))?;
-    Ok(compact::compact_component(&snapshot).unwrap_or(snapshot))
+    // A snapshot's segments lie in the memory `describe` was allowed; the
+    // rewrite is CPU work on up to the whole component: off the async workers.
+    let budget = limits.memory_bytes as u64;
+    tokio::task::spawn_blocking(move || {
+        compact::compact_component(&snapshot, budget).unwrap_or(snapshot)
+    })
+    .await
+    .map_err(|e| Skipped::from(format!("the compacting thread failed: {e}")))
 }
 
 /// The text of a caught panic.
