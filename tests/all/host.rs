@@ -717,6 +717,50 @@ async fn with_snapshots_off_calls_start_from_the_component_as_built() {
     assert_eq!(done.attributes["described"], false);
 }
 
+/// A snapshot that failed because every instance slot was taken by other
+/// calls is tried again at the next load, not remembered in the cache as
+/// the component's for good.
+#[tokio::test]
+async fn a_snapshot_missed_for_a_full_pool_is_tried_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = action_host_server::DataDir::kept_key(dir.path()).unwrap();
+    let cache = Arc::new(action_host_server::DataDir::open(dir.path(), &key).unwrap());
+    let host = Host::new(HostConfig {
+        pool_size: 1,
+        artifact_key: key.artifact_key(),
+        ..HostConfig::default()
+    })
+    .unwrap();
+    let settings = ActionSettings {
+        limits: Some(Limits {
+            deadline: Duration::from_millis(1500),
+            ..Limits::default()
+        }),
+        ..ActionSettings::default()
+    };
+    host.load_with("fixture", common::plugin_bytes("fixture"), settings)
+        .await
+        .unwrap();
+    let looping = {
+        let host = host.clone();
+        tokio::spawn(async move { fixture("loop", &host).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let greeting = common::plugin_bytes("greeting");
+    let prepare = || {
+        host.prepare(
+            "greeting",
+            &greeting,
+            ActionSettings::default(),
+            Some(cache.clone()),
+        )
+    };
+    assert!(prepare().await.is_err(), "the one slot was taken");
+    assert!(looping.await.unwrap().is_err());
+    let prepared = prepare().await.unwrap();
+    assert_eq!(prepared.starts_from(), &StartsFrom::Describe);
+}
+
 #[tokio::test]
 async fn a_stream_that_describe_keeps_is_not_carried_into_calls() {
     // A snapshot would keep the stream's handle, which means nothing in the
